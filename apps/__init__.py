@@ -1,0 +1,1 @@
+"""The bounded contexts. Each owns its tables and talks to the others only by messages."""

@@ -1,0 +1,1 @@
+"""Basket: what a customer is about to buy, at the prices they were shown."""

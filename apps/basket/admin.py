@@ -1,0 +1,18 @@
+from django.contrib import admin
+
+from apps.basket.models import Basket, BasketLine
+
+
+class BasketLineInline(admin.TabularInline):
+    model = BasketLine
+    fields = ("sku", "quantity", "unit_price", "previous_unit_price")
+    readonly_fields = ("previous_unit_price",)
+    extra = 0
+
+
+@admin.register(Basket)
+class BasketAdmin(admin.ModelAdmin):
+    list_display = ("customer_id", "status", "pending_order_id")
+    list_filter = ("status",)
+    search_fields = ("customer_id",)
+    inlines = [BasketLineInline]

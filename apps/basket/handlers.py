@@ -1,0 +1,16 @@
+"""Events the basket subscribes to. Thin: call a service."""
+
+from apps.basket.services import basket_empty_for_order, basket_reprice
+from apps.catalog.messages import ProductPriceChanged
+from apps.ordering.messages import OrderStarted
+from messaging import event_subscriber
+
+
+@event_subscriber(ProductPriceChanged)
+def reprice_baskets(event: ProductPriceChanged) -> None:
+    basket_reprice(sku=event.sku, new_price=event.new_price)
+
+
+@event_subscriber(OrderStarted)
+def empty_basket(event: OrderStarted) -> None:
+    basket_empty_for_order(order_id=event.order_id)

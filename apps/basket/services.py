@@ -1,0 +1,67 @@
+"""Basket operations. Each owns its transaction and writes its outbox rows in it."""
+
+import uuid
+from decimal import Decimal
+
+from django.db import transaction
+
+from apps.basket.models import Basket, BasketLine
+from apps.ordering.messages import OrderLine, PlaceOrder
+from messaging.outbox import send
+
+
+class BasketError(Exception):
+    pass
+
+
+def basket_add_item(*, customer_id: str, sku: str, quantity: int, unit_price: Decimal) -> BasketLine:
+    with transaction.atomic():
+        basket, _ = Basket.objects.select_for_update().get_or_create(customer_id=customer_id)
+        if basket.status != Basket.Status.OPEN:
+            raise BasketError("the basket is checking out; wait for the order to start")
+        line, created = BasketLine.objects.get_or_create(
+            basket=basket, sku=sku, defaults={"quantity": quantity, "unit_price": unit_price}
+        )
+        if not created:
+            line.quantity += quantity
+            line.save(update_fields=["quantity"])
+    return line
+
+
+def basket_checkout(*, customer_id: str) -> uuid.UUID:
+    """Ask ordering to place an order for the basket; returns the order id."""
+    with transaction.atomic():
+        basket = Basket.objects.select_for_update().get(customer_id=customer_id)
+        lines = list(basket.lines.order_by("sku"))
+        if basket.status != Basket.Status.OPEN or not lines:
+            raise BasketError("only an open basket with items can be checked out")
+        order_id = uuid.uuid4()
+        basket.status, basket.pending_order_id = Basket.Status.CHECKING_OUT, order_id
+        basket.save(update_fields=["status", "pending_order_id"])
+        send(PlaceOrder(
+            order_id=order_id,
+            customer_id=customer_id,
+            lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
+        ))
+    return order_id
+
+
+def basket_reprice(*, sku: str, new_price: Decimal) -> int:
+    """Apply a catalog price change to every basket holding ``sku``; returns lines changed."""
+    with transaction.atomic():
+        lines = list(BasketLine.objects.select_for_update().filter(sku=sku).exclude(unit_price=new_price))
+        for line in lines:
+            line.previous_unit_price, line.unit_price = line.unit_price, new_price
+            line.save(update_fields=["previous_unit_price", "unit_price"])
+    return len(lines)
+
+
+def basket_empty_for_order(*, order_id: uuid.UUID) -> None:
+    """The order started: the basket it came from starts afresh."""
+    with transaction.atomic():
+        basket = Basket.objects.select_for_update().filter(pending_order_id=order_id).first()
+        if basket is None:
+            return
+        basket.lines.all().delete()
+        basket.status, basket.pending_order_id = Basket.Status.OPEN, None
+        basket.save(update_fields=["status", "pending_order_id"])

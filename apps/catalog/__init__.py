@@ -1,0 +1,1 @@
+"""Catalog: products, their prices and their stock."""

@@ -1,0 +1,37 @@
+"""The catalog's public language: what it announces and what it can be asked."""
+
+import uuid
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from messaging import Command, Event
+
+
+class StockLine(BaseModel):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(gt=0)
+
+
+class ProductPriceChanged(Event):
+    sku: str = Field(min_length=1, max_length=64)
+    old_price: Decimal = Field(ge=0, decimal_places=2)
+    new_price: Decimal = Field(ge=0, decimal_places=2)
+
+
+class ReserveStock(Command):
+    order_id: uuid.UUID
+    lines: list[StockLine] = Field(min_length=1)
+
+
+class ReleaseStock(Command):
+    order_id: uuid.UUID
+
+
+class StockReserved(Event):
+    order_id: uuid.UUID
+
+
+class StockRejected(Event):
+    order_id: uuid.UUID
+    reason: str

@@ -1,0 +1,1 @@
+"""Ordering: orders and where each stands in the checkout flow."""

@@ -1,0 +1,47 @@
+"""Ordering's command handler and subscriptions. Thin: call a service."""
+
+from apps.catalog.messages import ProductPriceChanged, StockRejected, StockReserved
+from apps.ordering.messages import PlaceOrder
+from apps.ordering.services import (
+    order_cancel,
+    order_mark_paid,
+    order_place,
+    order_stock_reserved,
+    price_list_update,
+)
+from apps.payment.messages import PaymentFailed, PaymentSucceeded
+from messaging import command_handler, event_subscriber
+
+
+@command_handler(PlaceOrder)
+def place_order(command: PlaceOrder) -> None:
+    order_place(
+        order_id=command.order_id,
+        customer_id=command.customer_id,
+        lines=[line.model_dump() for line in command.lines],
+    )
+
+
+@event_subscriber(StockReserved)
+def stock_reserved(event: StockReserved) -> None:
+    order_stock_reserved(order_id=event.order_id)
+
+
+@event_subscriber(StockRejected)
+def stock_rejected(event: StockRejected) -> None:
+    order_cancel(order_id=event.order_id, reason=f"stock: {event.reason}")
+
+
+@event_subscriber(PaymentSucceeded)
+def payment_succeeded(event: PaymentSucceeded) -> None:
+    order_mark_paid(order_id=event.order_id)
+
+
+@event_subscriber(PaymentFailed)
+def payment_failed(event: PaymentFailed) -> None:
+    order_cancel(order_id=event.order_id, reason=f"payment: {event.reason}")
+
+
+@event_subscriber(ProductPriceChanged)
+def update_price_list(event: ProductPriceChanged) -> None:
+    price_list_update(sku=event.sku, price=event.new_price)

@@ -1,0 +1,35 @@
+"""Ordering's public language: placing an order and how it goes."""
+
+import uuid
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from messaging import Command, Event
+
+
+class OrderLine(BaseModel):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(gt=0)
+    unit_price: Decimal = Field(ge=0, decimal_places=2)
+
+
+class PlaceOrder(Command):
+    order_id: uuid.UUID
+    customer_id: str = Field(min_length=1, max_length=64)
+    lines: list[OrderLine] = Field(min_length=1)
+
+
+class OrderStarted(Event):
+    order_id: uuid.UUID
+    customer_id: str
+    total: Decimal
+
+
+class OrderPaid(Event):
+    order_id: uuid.UUID
+
+
+class OrderCancelled(Event):
+    order_id: uuid.UUID
+    reason: str

@@ -1,0 +1,74 @@
+"""Ordering operations: the checkout flow, one step per message.
+
+The flow, choreographed: PlaceOrder → order awaiting stock, OrderStarted and
+ReserveStock → (StockReserved) awaiting payment, ProcessPayment →
+(PaymentSucceeded) paid, or (StockRejected / PaymentFailed) cancelled, with
+ReleaseStock when stock had been reserved.
+"""
+
+import uuid
+from decimal import Decimal
+
+from django.db import transaction
+
+from apps.catalog.messages import ReleaseStock, ReserveStock, StockLine
+from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted
+from apps.ordering.models import Order, OrderLine, PriceListEntry
+from apps.payment.messages import ProcessPayment
+from messaging.outbox import publish, send
+
+
+def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[dict]) -> Order:
+    with transaction.atomic():
+        existing = Order.objects.filter(id=order_id).first()
+        if existing is not None:
+            return existing  # the same checkout asked twice
+        total = sum((Decimal(line["quantity"]) * line["unit_price"] for line in lines), Decimal("0"))
+        order = Order.objects.create(id=order_id, customer_id=customer_id, total=total)
+        OrderLine.objects.bulk_create(OrderLine(order=order, **line) for line in lines)
+        publish(OrderStarted(order_id=order_id, customer_id=customer_id, total=total))
+        send(ReserveStock(
+            order_id=order_id,
+            lines=[StockLine(sku=line["sku"], quantity=line["quantity"]) for line in lines],
+        ))
+    return order
+
+
+def order_stock_reserved(*, order_id: uuid.UUID) -> None:
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(id=order_id)
+        if order.status == Order.Status.CANCELLED:
+            send(ReleaseStock(order_id=order_id))  # reserved too late: give it back
+        if order.status != Order.Status.AWAITING_STOCK:
+            return
+        order.status = Order.Status.AWAITING_PAYMENT
+        order.save(update_fields=["status", "updated_at"])
+        send(ProcessPayment(order_id=order_id, customer_id=order.customer_id, amount=order.total))
+
+
+def order_mark_paid(*, order_id: uuid.UUID) -> None:
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(id=order_id)
+        if order.status != Order.Status.AWAITING_PAYMENT:
+            return
+        order.status = Order.Status.PAID
+        order.save(update_fields=["status", "updated_at"])
+        publish(OrderPaid(order_id=order_id))
+
+
+def order_cancel(*, order_id: uuid.UUID, reason: str) -> None:
+    """Cancel an unpaid order; stock reserved for it is released."""
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(id=order_id)
+        if order.status not in (Order.Status.AWAITING_STOCK, Order.Status.AWAITING_PAYMENT):
+            return
+        stock_was_reserved = order.status == Order.Status.AWAITING_PAYMENT
+        order.status, order.cancel_reason = Order.Status.CANCELLED, reason[:255]
+        order.save(update_fields=["status", "cancel_reason", "updated_at"])
+        if stock_was_reserved:
+            send(ReleaseStock(order_id=order_id))
+        publish(OrderCancelled(order_id=order_id, reason=reason))
+
+
+def price_list_update(*, sku: str, price: Decimal) -> None:
+    PriceListEntry.objects.update_or_create(sku=sku, defaults={"price": price})

@@ -1,0 +1,1 @@
+"""Payment: charging customers for orders."""

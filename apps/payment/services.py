@@ -1,0 +1,33 @@
+"""Payment operations. Each owns its transaction and writes its outbox rows in it."""
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.payment.messages import PaymentFailed, PaymentSucceeded
+from apps.payment.models import Payment
+from messaging.outbox import publish
+
+
+def payment_process(*, order_id: uuid.UUID, customer_id: str, amount: Decimal) -> Payment:
+    """Charge an order once. Amounts over PAYMENT_APPROVAL_LIMIT are declined."""
+    with transaction.atomic():
+        payment = Payment.objects.filter(order_id=order_id).first()
+        if payment is None:
+            declined = amount > settings.PAYMENT_APPROVAL_LIMIT
+            payment = Payment.objects.create(
+                order_id=order_id,
+                customer_id=customer_id,
+                amount=amount,
+                status=Payment.Status.DECLINED if declined else Payment.Status.SUCCEEDED,
+                decline_reason=f"amount over the approval limit of {settings.PAYMENT_APPROVAL_LIMIT}"
+                if declined else "",
+            )
+        # Asked again for a charged order: the same answer, never a second charge.
+        if payment.status == Payment.Status.SUCCEEDED:
+            publish(PaymentSucceeded(order_id=order_id, amount=payment.amount))
+        else:
+            publish(PaymentFailed(order_id=order_id, reason=payment.decline_reason))
+    return payment

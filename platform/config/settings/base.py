@@ -1,0 +1,172 @@
+"""Settings shared by every environment, read from the environment.
+
+Grouped by concern, cookiecutter-django style. ``local`` adds the embedded
+defaults (filesystem broker, SQLite); ``production`` insists on real services
+and secrets; ``test`` is ``local`` with whatever the test setup exports.
+"""
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+
+#: The repository root (``platform/config/settings/base.py`` is three levels down).
+BASE_DIR = Path(__file__).resolve().parents[3]
+
+env = environ.Env()
+
+# GENERAL
+# https://docs.djangoproject.com/en/5.2/ref/settings/#debug
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+TIME_ZONE = "UTC"
+USE_TZ = True
+LANGUAGE_CODE = "en-us"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+#: Where the embedded default keeps its SQLite file and broker folders.
+BUS_DATA_DIR = Path(env.str("BUS_DATA_DIR", default=str(BASE_DIR / "var")))
+
+# DATABASES
+# https://docs.djangoproject.com/en/5.2/ref/settings/#databases
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL", default=f"sqlite:///{BUS_DATA_DIR / 'platform.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web, the relay and the workers read while one writes;
+    # IMMEDIATE takes the write lock up front instead of failing on upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["TEST"] = {
+        # A file, not memory: worker processes started by tests share it.
+        "NAME": str(BUS_DATA_DIR / "test-platform.sqlite3"),
+    }
+else:
+    # Persistent connections: Celery's Django fixup then keeps them between
+    # tasks instead of reconnecting for every message.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# APPS
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "messaging",
+    "apps.catalog",
+    "apps.basket",
+    "apps.ordering",
+    "apps.payment",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = BUS_DATA_DIR / "static"
+
+# LOGGING
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# CELERY
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+#: True when running on the embedded filesystem broker (trying it out only).
+BUS_EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
+if BUS_EMBEDDED_BROKER:
+    _broker_dir = BUS_DATA_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queues"),
+        "data_folder_out": str(_broker_dir / "queues"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+else:
+    # Publisher confirms: a publish returns only once the broker has the message.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+#: Reconnect forever: a broker restart must never stop a worker for good.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+#: JSON only, everywhere: pickle would execute whatever a sender put in.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+#: Results (one row per task id) go to django-celery-results, shown in the admin.
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+#: Ack after the handler's transaction committed; a killed worker's message comes back.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+#: Handlers write: a crash should return as few messages as possible.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+#: Flower sees tasks only when workers send task events.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+#: Below RabbitMQ's consumer (ack) timeout of 30 minutes.
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+CELERY_TIMEZONE = TIME_ZONE
+
+# MESSAGING (the bus)
+#: The bounded context whose queues this process consumes (set by ``python -m workers``).
+BUS_CONTEXT = env.str("BUS_CONTEXT", default="")
+#: Largest serialized ``data`` accepted at publish, in bytes.
+BUS_MAX_PAYLOAD_BYTES = env.int("BUS_MAX_PAYLOAD_BYTES", default=256 * 1024)
+#: How many times a failing handler is retried before its message is dead-lettered.
+BUS_MAX_RETRIES = env.int("BUS_MAX_RETRIES", default=5)
+#: First retry delay in seconds; doubles each attempt, with jitter.
+BUS_RETRY_BACKOFF = env.float("BUS_RETRY_BACKOFF", default=2.0)
+#: Longest retry delay in seconds.
+BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
+#: Rows the relay publishes per transaction.
+BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
+#: Seconds between outbox polls when no nudge arrives (the safety net).
+BUS_RELAY_POLL_INTERVAL = env.float("BUS_RELAY_POLL_INTERVAL", default=1.0)
+#: Seconds the relay waits for the broker to confirm a publish.
+BUS_RELAY_CONFIRM_TIMEOUT = env.float("BUS_RELAY_CONFIRM_TIMEOUT", default=10.0)
+#: Deliveries after which RabbitMQ dead-letters a message (quorum queue delivery limit).
+BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=10)
+
+# DOMAIN
+#: Payments above this amount are declined by the reference payment context.
+PAYMENT_APPROVAL_LIMIT = Decimal(env.str("PAYMENT_APPROVAL_LIMIT", default="10000.00"))

@@ -1,0 +1,6 @@
+from messaging.management.commands._message_command import MessageCommand
+
+
+class Command(MessageCommand):
+    help = "Validate an event and write it to the outbox; prints the message id."
+    kind = "event"

@@ -1,0 +1,94 @@
+"""The bus's own tables: outbox, inbox and dead letters."""
+
+import uuid
+
+from django.db import models
+
+
+class OutboxMessage(models.Model):
+    """A message saved in the sender's transaction, published later by the relay.
+
+    A row is marked published only after the broker confirmed it, so a crash
+    anywhere in between sends it again (at least once), never zero times.
+    """
+
+    #: Publication order: the relay publishes unpublished rows by ascending id.
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.UUIDField(unique=True, editable=False)
+    kind = models.CharField(max_length=16)
+    message_type = models.CharField(max_length=200, db_index=True)
+    correlation_id = models.UUIDField(db_index=True)
+    envelope = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    #: Failed publish attempts and the last error, for the admin.
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["id"],
+                name="outbox_unpublished_idx",
+                condition=models.Q(published_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.message_type} {self.message_id}"
+
+
+class InboxMessage(models.Model):
+    """A message a consumer has handled: inserted in the handler's transaction.
+
+    The unique (message id, consumer) pair is what makes a redelivery change
+    nothing: the second insert fails and the handler does not run again. One
+    event has one id for all its subscribers, so the consumer is part of the key.
+    """
+
+    message_id = models.UUIDField()
+    consumer = models.CharField(max_length=255)
+    message_type = models.CharField(max_length=200, db_index=True)
+    correlation_id = models.UUIDField(null=True, db_index=True)
+    handled_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-handled_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["message_id", "consumer"], name="inbox_once_per_consumer"),
+        ]
+
+    def __str__(self):
+        return f"{self.message_type} {self.message_id} → {self.consumer}"
+
+
+class DeadLetter(models.Model):
+    """A message a consumer could not process: kept for a person to look at."""
+
+    class Reason(models.TextChoices):
+        HANDLER_FAILED = "handler_failed", "Handler failed after all retries"
+        INVALID_ENVELOPE = "invalid_envelope", "Invalid or undecodable envelope"
+        INVALID_DATA = "invalid_data", "Data does not match the contract"
+        UNKNOWN_TYPE = "unknown_type", "Unknown message type"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    message_id = models.UUIDField(null=True, db_index=True)
+    message_type = models.CharField(max_length=200, blank=True, db_index=True)
+    #: The context whose consumer gave up (its queue is where a retry goes).
+    context = models.CharField(max_length=100, db_index=True)
+    consumer = models.CharField(max_length=255, blank=True)
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    error = models.TextField()
+    traceback = models.TextField(blank=True)
+    #: The message as received (envelope or raw body) and its delivery headers.
+    body = models.JSONField()
+    headers = models.JSONField(default=dict)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.message_type or 'message'} {self.message_id} ({self.get_reason_display()})"

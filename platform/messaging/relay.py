@@ -1,0 +1,140 @@
+"""The relay: publishes committed outbox rows, marking each only once confirmed.
+
+Rows go out in id order. A row is marked published after the broker confirmed
+it, in the same transaction that locked it; if the relay dies in between, the
+row is sent again and consumers absorb the duplicate (at least once). On
+PostgreSQL the rows are locked with ``SKIP LOCKED``, so several relays share
+the work without waiting on each other; each relay keeps its own batch in
+order, but two relays may interleave, so order across batches is best effort.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from celery import current_app
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from messaging.broker import publish_envelope
+from messaging.models import OutboxMessage
+from messaging.outbox import RELAY_CHANNEL
+from messaging.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause, in seconds, after repeated broker or database failures.
+MAX_BACKOFF = 30.0
+
+
+class Relay:
+    def __init__(self, *, batch_size: int | None = None, confirm_timeout: float | None = None) -> None:
+        self.batch_size = batch_size or settings.BUS_RELAY_BATCH_SIZE
+        self.confirm_timeout = confirm_timeout or settings.BUS_RELAY_CONFIRM_TIMEOUT
+        self.topology = Topology()
+        self._connection = None
+        self._producer = None
+
+    def _producer_ready(self):
+        if self._producer is None:
+            self._connection = current_app.connection_for_write()
+            self._connection.ensure_connection(max_retries=1)
+            channel = self._connection.default_channel
+            # Declared before the first publish: a subscriber's queue exists
+            # even if its worker never ran, so no event falls on the floor.
+            self.topology.declare(channel)
+            self._producer = current_app.amqp.Producer(channel)
+        return self._producer
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+        self._connection = self._producer = None
+
+    def publish_batch(self) -> int:
+        """Publish one batch of unpublished rows; return how many were published."""
+        with transaction.atomic():
+            rows = list(
+                OutboxMessage.objects.select_for_update(skip_locked=True)
+                .filter(published_at__isnull=True)
+                .order_by("id")[: self.batch_size]
+            )
+            if not rows:
+                return 0
+            published: list[int] = []
+            try:
+                producer = self._producer_ready()
+                for row in rows:
+                    route = self.topology.route(row.kind, row.message_type)
+                    publish_envelope(
+                        producer,
+                        row.envelope,
+                        exchange=route.exchange,
+                        routing_key=route.routing_key,
+                        confirm_timeout=self.confirm_timeout,
+                    )
+                    published.append(row.id)
+            except Exception as exc:
+                # Later rows wait for this one: order within a batch is kept.
+                failed = rows[len(published)]
+                OutboxMessage.objects.filter(id=failed.id).update(
+                    attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"
+                )
+                self._mark_published(published)
+                self.close()
+                raise
+            self._mark_published(published)
+        return len(published)
+
+    def _mark_published(self, ids: list[int]) -> None:
+        if ids:
+            OutboxMessage.objects.filter(id__in=ids).update(published_at=timezone.now())
+
+    def run(self, *, stop=lambda: False) -> None:
+        """Publish until ``stop()`` is true: drain, then wait for a nudge or the poll."""
+        failures = 0
+        with _Wakeup() as wakeup:
+            while not stop():
+                try:
+                    while self.publish_batch() == self.batch_size and not stop():
+                        pass
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
+                    logger.exception("relay: publishing failed; retrying in %.1fs", delay)
+                    time.sleep(delay)
+                    continue
+                wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL)
+        self.close()
+
+
+class _Wakeup:
+    """Waits for an outbox nudge (PostgreSQL LISTEN) or until the poll interval passes."""
+
+    def __enter__(self):
+        self._listener = None
+        if connection.vendor == "postgresql":
+            import psycopg
+
+            params = connection.get_connection_params()
+            params.pop("cursor_factory", None)
+            params.pop("context", None)
+            self._listener = psycopg.connect(**params, autocommit=True)
+            self._listener.execute(f"LISTEN {RELAY_CHANNEL}")
+        return self
+
+    def wait(self, timeout: float) -> None:
+        if self._listener is None:
+            time.sleep(timeout)
+            return
+        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    def __exit__(self, *exc_info):
+        if self._listener is not None:
+            self._listener.close()

@@ -1,0 +1,162 @@
+"""Broker objects derived from the registry: nothing here is typed by hand.
+
+- one durable fanout exchange per event type, ``events.<type>``;
+- one durable queue per (subscribing context, event type),
+  ``<context>.events.<type>``, bound to that exchange: each context gets its
+  own copy of every event it subscribes to, and the publisher knows none of them;
+- one direct exchange ``commands``; one durable queue per context that owns
+  commands, ``<context>.commands``, bound with each command type as routing key;
+- a ``dead-letters`` exchange and queue, where the broker puts what it rejects.
+
+Every process declares the whole topology before it publishes or consumes, so
+an event published before its subscribers ever ran still reaches their queues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from django.conf import settings
+from kombu import Exchange, Queue, binding
+
+from messaging.registry import Registry, registry as default_registry
+
+COMMANDS_EXCHANGE = "commands"
+DEAD_LETTER_EXCHANGE = "dead-letters"
+DEAD_LETTER_QUEUE = "dead-letters"
+
+
+def event_exchange_name(event_type: str) -> str:
+    return f"events.{event_type}"
+
+
+def event_queue_name(context: str, event_type: str) -> str:
+    return f"{context}.events.{event_type}"
+
+
+def command_queue_name(context: str) -> str:
+    return f"{context}.commands"
+
+
+def consumer_queue_name(context: str, kind: str, message_type: str) -> str:
+    """The queue on which ``context`` receives messages of ``message_type``."""
+    if kind == "command":
+        return command_queue_name(context)
+    return event_queue_name(context, message_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Where a message is published: an exchange and a routing key."""
+
+    exchange: Exchange
+    routing_key: str
+
+
+def _queue_arguments() -> dict | None:
+    if settings.BUS_EMBEDDED_BROKER:
+        return None  # the filesystem transport has no dead-lettering
+    # Rejected messages (unknown task, unrecoverable) go to the dead-letter exchange.
+    return {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+
+
+class Topology:
+    def __init__(self, registry: Registry = default_registry) -> None:
+        self.registry = registry
+
+    def route(self, kind: str, message_type: str) -> Route:
+        """Where a sender publishes a message; the sender never names a queue."""
+        if kind == "command":
+            return Route(self.commands_exchange(), routing_key=message_type)
+        # A fanout exchange ignores the key, but Celery's router needs one.
+        return Route(self.event_exchange(message_type), routing_key=message_type)
+
+    def commands_exchange(self) -> Exchange:
+        return Exchange(COMMANDS_EXCHANGE, type="direct", durable=True)
+
+    def event_exchange(self, event_type: str) -> Exchange:
+        return Exchange(event_exchange_name(event_type), type="fanout", durable=True)
+
+    def exchanges(self) -> list[Exchange]:
+        """Every exchange, including those of events nobody subscribes to yet."""
+        exchanges = [self.commands_exchange()]
+        exchanges += [
+            self.event_exchange(contract.type_name())
+            for contract in self.registry.contracts
+            if contract.kind == "event"
+        ]
+        if not settings.BUS_EMBEDDED_BROKER:
+            exchanges.append(Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True))
+        return exchanges
+
+    def context_queues(self, context: str) -> list[Queue]:
+        """The queues one context's worker consumes."""
+        queues = []
+        command_types = self.registry.handled_types(context, "command")
+        if command_types:
+            queues.append(Queue(
+                command_queue_name(context),
+                bindings=[binding(self.commands_exchange(), routing_key=t) for t in command_types],
+                durable=True,
+                queue_arguments=_queue_arguments(),
+            ))
+        for event_type in self.registry.handled_types(context, "event"):
+            queues.append(Queue(
+                event_queue_name(context, event_type),
+                exchange=self.event_exchange(event_type),
+                routing_key=event_type,
+                durable=True,
+                queue_arguments=_queue_arguments(),
+            ))
+        return queues
+
+    def queues(self) -> list[Queue]:
+        queues = [q for context in self.registry.contexts() for q in self.context_queues(context)]
+        if not settings.BUS_EMBEDDED_BROKER:
+            queues.append(Queue(
+                DEAD_LETTER_QUEUE,
+                exchange=Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True),
+                routing_key=DEAD_LETTER_QUEUE,
+                durable=True,
+            ))
+        return queues
+
+    def declare(self, channel) -> None:
+        """Declare every exchange, queue and binding (idempotent)."""
+        for exchange in self.exchanges():
+            exchange(channel).declare()
+        for queue in self.queues():
+            queue(channel).declare()
+
+    def describe(self) -> dict:
+        """The topology as plain data, for ``bus_topology`` and the docs."""
+        return {
+            "exchanges": [{"name": e.name, "type": e.type, "durable": e.durable} for e in self.exchanges()],
+            "queues": [
+                {
+                    "name": q.name,
+                    "durable": q.durable,
+                    "bindings": [
+                        {"exchange": b.exchange.name, "routing_key": b.routing_key}
+                        for b in (q.bindings or [binding(q.exchange, routing_key=q.routing_key)])
+                    ],
+                }
+                for q in self.queues()
+            ],
+            "contexts": {
+                context: {
+                    "queues": [q.name for q in self.context_queues(context)],
+                    "commands": self.registry.handled_types(context, "command"),
+                    "subscriptions": self.registry.handled_types(context, "event"),
+                    "handlers": [
+                        {"message_type": h.message_type, "kind": h.kind, "handler": h.name}
+                        for h in self.registry.handlers if h.context == context
+                    ],
+                }
+                for context in self.registry.contexts()
+            },
+            "contracts": [
+                {"type": c.type_name(), "kind": c.kind, "version": c.version, "owner": c.context()}
+                for c in self.registry.contracts
+            ],
+        }

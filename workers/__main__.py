@@ -1,0 +1,36 @@
+"""``python -m workers <context> [celery worker options]``: one context's worker."""
+
+import os
+import sys
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0].startswith("-"):
+        sys.exit("usage: python -m workers <context> [celery worker options]")
+    context, extra = argv[0], argv[1:]
+    # Read by the settings before Django starts: which handlers this process runs.
+    os.environ["BUS_CONTEXT"] = context
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+    import django
+
+    django.setup()
+
+    from config.celery_app import app
+    from messaging.registry import registry
+    from messaging.topology import Topology
+
+    if context not in registry.contexts():
+        sys.exit(f"unknown context {context!r}; contexts with handlers: {', '.join(registry.contexts())}")
+    queues = ",".join(queue.name for queue in Topology().context_queues(context))
+    app.worker_main([
+        "worker",
+        f"--queues={queues}",
+        f"--hostname={context}@%h",
+        "--loglevel=INFO",
+        *extra,
+    ])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
