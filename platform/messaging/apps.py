@@ -1,4 +1,7 @@
+from pathlib import Path
+
 from django.apps import AppConfig
+from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 from messaging.registry import HANDLERS_MODULE, MESSAGES_MODULE
@@ -19,3 +22,13 @@ class MessagingConfig(AppConfig):
         autodiscover_modules(MESSAGES_MODULE, HANDLERS_MODULE)
         register_message_tasks(current_app)
         current_app.conf.task_queues = Topology().queues()
+        if settings.BUS_EMBEDDED_BROKER:
+            _create_embedded_folders()
+
+
+def _create_embedded_folders() -> None:
+    """The filesystem broker and SQLite fail on a missing folder instead of making it."""
+    Path(settings.BUS_DATA_DIR).mkdir(parents=True, exist_ok=True)
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    for folder in ("data_folder_in", "data_folder_out", "control_folder"):
+        Path(options[folder]).mkdir(parents=True, exist_ok=True)
