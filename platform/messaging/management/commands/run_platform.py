@@ -57,7 +57,12 @@ class Command(BaseCommand):
             ]
             self.stdout.write(f"flower login (user:password): {flower_auth}")
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local")}
-        processes = {name: subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env) for name, argv in commands.items()}
+        # Own sessions: Ctrl-C reaches this supervisor only, which then stops
+        # each process in order instead of all of them being hit at once.
+        processes = {
+            name: subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env, start_new_session=True)
+            for name, argv in commands.items()
+        }
         self.stdout.write(self.style.SUCCESS(
             f"running: {', '.join(processes)}\n"
             f"  admin:  http://127.0.0.1:{options['web_port']}/admin/\n"
