@@ -1,0 +1,11 @@
+import pytest
+
+
+@pytest.fixture
+def catalog_product(db):
+    """A product with stock, for flows that need one."""
+    from decimal import Decimal
+
+    from apps.catalog.services import product_create
+
+    return product_create(sku="MUG-1", name="Mug", price=Decimal("10.00"), stock=5)

@@ -1,0 +1,120 @@
+"""Consuming: each handler's effects once per message; hopeless messages become dead letters."""
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from apps.basket.models import BasketLine
+from apps.basket.services import basket_add_item
+from apps.catalog.messages import ProductPriceChanged
+from messaging.consumer import HandlerFailedError, consume, retry_delay
+from messaging.models import DeadLetter, InboxMessage, OutboxMessage
+from messaging.outbox import publish
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def price_changed():
+    publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("10.00"), new_price=Decimal("12.00")))
+    return OutboxMessage.objects.get().envelope
+
+
+def test_redelivered_event_changes_basket_once(price_changed):
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
+
+    first = consume(price_changed, context="basket")
+    second = consume(price_changed, context="basket")
+
+    assert first["handled"] == ["apps.basket.handlers.reprice_baskets"]
+    assert second["handled"] == [] and second["duplicates"] == ["apps.basket.handlers.reprice_baskets"]
+    line = BasketLine.objects.get()
+    assert (line.unit_price, line.previous_unit_price) == (Decimal("12.00"), Decimal("10.00"))
+    assert InboxMessage.objects.filter(message_id=price_changed["id"]).count() == 1
+
+
+def test_dedup_never_crosses_consumers(price_changed):
+    consume(price_changed, context="basket")
+    report = consume(price_changed, context="ordering")
+
+    assert report["handled"] == ["apps.ordering.handlers.update_price_list"]
+    assert set(InboxMessage.objects.values_list("consumer", flat=True)) == {
+        "apps.basket.handlers.reprice_baskets",
+        "apps.ordering.handlers.update_price_list",
+    }
+
+
+def test_a_failing_handler_rolls_back_its_effects_and_its_inbox_row(price_changed, monkeypatch):
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
+
+    def reprice_then_fail(**kwargs):
+        BasketLine.objects.update(unit_price=Decimal("0.01"))
+        raise ConnectionError("payment gateway down")
+
+    monkeypatch.setattr("apps.basket.handlers.basket_reprice", reprice_then_fail)
+    with pytest.raises(HandlerFailedError) as failure:
+        consume(price_changed, context="basket")
+
+    assert isinstance(failure.value.__cause__, ConnectionError)
+    assert BasketLine.objects.get().unit_price == Decimal("10.00")
+    assert not InboxMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not an envelope", DeadLetter.Reason.INVALID_ENVELOPE),
+        ({"id": "not-a-uuid", "type": "catalog.ProductPriceChanged"}, DeadLetter.Reason.INVALID_ENVELOPE),
+    ],
+)
+def test_an_invalid_envelope_is_dead_lettered_without_running_anything(body, reason):
+    report = consume(body, context="basket")
+
+    assert report["dead_lettered"] == reason
+    assert DeadLetter.objects.get().reason == reason
+    assert not InboxMessage.objects.exists()
+
+
+def test_an_unknown_type_is_dead_lettered(price_changed):
+    unknown = {**price_changed, "type": "catalog.ProductVanished"}
+
+    consume(unknown, context="basket")
+
+    letter = DeadLetter.objects.get()
+    assert letter.reason == DeadLetter.Reason.UNKNOWN_TYPE
+    assert str(letter.message_id) == price_changed["id"]
+    assert letter.body == unknown
+
+
+def test_data_that_breaks_the_contract_is_dead_lettered_at_once(price_changed):
+    broken = {**price_changed, "data": {"sku": "MUG-1", "new_price": "cheap"}}
+
+    consume(broken, context="basket")
+
+    letter = DeadLetter.objects.get()
+    assert letter.reason == DeadLetter.Reason.INVALID_DATA
+    assert "new_price" in letter.error
+    assert not InboxMessage.objects.exists()
+
+
+def test_a_message_for_a_context_that_does_not_handle_it_is_dead_lettered(price_changed):
+    consume(price_changed, context="payment")
+
+    assert DeadLetter.objects.get().reason == DeadLetter.Reason.UNKNOWN_TYPE
+
+
+def test_retry_delays_grow_exponentially_up_to_the_maximum(settings):
+    settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 2.0, 60.0
+
+    delays = [retry_delay(retries) for retries in range(8)]
+
+    assert 1.0 <= delays[0] <= 2.0
+    assert 8.0 <= delays[3] <= 16.0
+    assert all(30.0 <= delay <= 60.0 for delay in delays[5:])
+
+
+def test_message_ids_are_unique_per_message():
+    a = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
+    b = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
+    assert a.id != b.id and isinstance(a.id, uuid.UUID)

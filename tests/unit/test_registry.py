@@ -1,0 +1,77 @@
+"""The registry and its system checks: mistakes fail `manage.py check`."""
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from apps.catalog.messages import ProductPriceChanged, ReserveStock
+from messaging.registry import Handler, Registry, registry
+
+
+def _registry_with(*handlers: Handler) -> Registry:
+    fresh = Registry()
+    fresh.contracts = list(registry.contracts)
+    fresh.handlers = [*registry.handlers, *handlers]
+    return fresh
+
+
+def _check_ids(reg: Registry) -> set[str]:
+    return {check_id for check_id, _ in reg.problems()}
+
+
+def reserve_again(command):
+    """A second handler for a command, defined outside any context."""
+
+
+def test_the_project_registry_has_no_problems():
+    assert registry.problems() == []
+    call_command("check")
+
+
+def test_every_context_handles_what_the_flows_need():
+    assert registry.contexts() == ["basket", "catalog", "ordering", "payment"]
+    assert {h.context for h in registry.handlers_for("catalog.ProductPriceChanged")} == {"basket", "ordering"}
+    assert [h.name for h in registry.handlers_for("ordering.PlaceOrder")] == ["apps.ordering.handlers.place_order"]
+
+
+def test_two_handlers_for_one_command_is_an_error():
+    second = Handler(func=reserve_again, kind="command", target=ReserveStock)
+    problems = dict(_registry_with(second).problems())
+
+    assert "messaging.E003" in problems
+    assert "has 2 handlers" in problems["messaging.E003"]
+
+
+def test_a_subscriber_to_an_unknown_type_is_an_error():
+    ghost = Handler(func=reserve_again, kind="event", target="catalog.ProductDeleted")
+    problems = dict(_registry_with(ghost).problems())
+
+    assert "unknown message type 'catalog.ProductDeleted'" in problems["messaging.E004"]
+
+
+def test_subscribing_to_a_command_or_handling_an_event_as_a_command_is_an_error():
+    assert "messaging.E006" in _check_ids(_registry_with(Handler(func=reserve_again, kind="event", target=ReserveStock)))
+    assert "messaging.E006" in _check_ids(
+        _registry_with(Handler(func=reserve_again, kind="command", target=ProductPriceChanged))
+    )
+
+
+def test_a_command_handled_outside_its_owning_context_is_an_error():
+    from apps.basket import handlers as basket_handlers
+
+    foreign = Handler(func=basket_handlers.reprice_baskets, kind="command", target=ReserveStock)
+    problems = _registry_with(foreign).problems()
+
+    assert any(check_id == "messaging.E005" and "owned by context 'catalog'" in text for check_id, text in problems)
+
+
+def test_a_handler_outside_any_context_is_an_error():
+    assert "messaging.E007" in _check_ids(_registry_with(Handler(func=reserve_again, kind="event", target=ProductPriceChanged)))
+
+
+def test_manage_py_check_fails_with_a_clear_message(monkeypatch):
+    second = Handler(func=reserve_again, kind="command", target=ReserveStock)
+    monkeypatch.setattr(registry, "handlers", [*registry.handlers, second])
+
+    with pytest.raises(SystemCheckError, match="a command has exactly one receiver"):
+        call_command("check")
