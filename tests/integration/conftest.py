@@ -1,0 +1,99 @@
+"""Real RabbitMQ and PostgreSQL, with the platform's own processes.
+
+``scripts/test`` starts the services and exports ``CELERY_BROKER_URL`` and
+``DATABASE_URL``; these fixtures start one worker per context and the relay
+as separate processes against pytest-django's test database.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from messaging.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def real_services():
+    """Fail loudly, never skip, when the real services are not configured."""
+    if connection.vendor != "postgresql" or not settings.CELERY_BROKER_URL.startswith("amqp://"):
+        pytest.fail(
+            "integration tests need RabbitMQ and PostgreSQL: run them with scripts/test "
+            f"(database: {connection.vendor}, broker: {settings.CELERY_BROKER_URL.split('://')[0]})"
+        )
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _purge_bus_queues() -> None:
+    """Declare the topology and empty its queues: earlier runs must not leak in."""
+    from celery import current_app
+
+    with current_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        topology = Topology()
+        topology.declare(channel)
+        for queue in topology.queues():
+            queue(channel).purge()
+
+
+@pytest.fixture(scope="session")
+def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
+    """One worker per context and the relay, each its own process (torn down before the test DB)."""
+    _purge_bus_queues()
+    logs = tmp_path_factory.mktemp("process-logs")
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "BUS_RELAY_POLL_INTERVAL": "0.5",
+    }
+    commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
+                                "--without-mingle"]
+                for c in ("catalog", "basket", "ordering", "payment")}
+    commands["relay"] = [sys.executable, "manage.py", "relay"]
+    processes = {}
+    for name, argv in commands.items():
+        log = open(logs / f"{name}.log", "w")  # noqa: SIM115 (kept open for the process's life)
+        processes[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _wait_for_workers(processes, logs)
+    yield processes
+    for process in processes.values():
+        process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_workers(processes, logs, timeout=60) -> None:
+    deadline = time.monotonic() + timeout
+    pending = {name for name in processes if name.startswith("worker-")}
+    while pending and time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited at start-up:\n{(logs / f'{name}.log').read_text()[-3000:]}")
+        pending = {name for name in pending if " ready." not in (logs / f"{name}.log").read_text()}
+        time.sleep(0.3)
+    if pending:
+        pytest.fail(f"workers not ready after {timeout}s: {sorted(pending)}")
+
+
+@pytest.fixture
+def bus(platform_processes, transactional_db):
+    """The running platform; each test's data is committed so other processes see it."""
+    return platform_processes
+
