@@ -164,8 +164,6 @@ BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
 BUS_RELAY_POLL_INTERVAL = env.float("BUS_RELAY_POLL_INTERVAL", default=1.0)
 #: Seconds the relay waits for the broker to confirm a publish.
 BUS_RELAY_CONFIRM_TIMEOUT = env.float("BUS_RELAY_CONFIRM_TIMEOUT", default=10.0)
-#: Deliveries after which RabbitMQ dead-letters a message (quorum queue delivery limit).
-BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=10)
 
 # DOMAIN
 #: Payments above this amount are declined by the reference payment context.
