@@ -1,6 +1,7 @@
 # One image for every process of the platform; docker-compose.yml picks the command.
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=config.settings.production
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=config.settings.production \
+    PYTHONPATH=/app/platform:/app
 WORKDIR /app
 COPY . /app
 RUN pip install --no-cache-dir -r requirements.txt \

@@ -2,12 +2,17 @@
 
 import os
 import sys
+from pathlib import Path
+
+#: The folder holding config and messaging (see manage.py).
+PLATFORM_DIR = Path(__file__).resolve().parents[1] / "platform"
 
 
 def main(argv: list[str]) -> None:
     if not argv or argv[0].startswith("-"):
         sys.exit("usage: python -m workers <context> [celery worker options]")
     context, extra = argv[0], argv[1:]
+    sys.path.insert(0, str(PLATFORM_DIR))
     # Read by the settings before Django starts: which handlers this process runs.
     os.environ["BUS_CONTEXT"] = context
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")

@@ -95,12 +95,12 @@ def _write(message: Message, *, correlation_id: uuid.UUID | None, source: str) -
         correlation_id=envelope.correlation_id,
         envelope=envelope.to_json_dict(),
     )
-    _nudge_relay()
+    nudge_relay()
     return envelope
 
 
-def _nudge_relay() -> None:
-    """Wake the relay when this transaction commits (the poll is the safety net)."""
+def nudge_relay() -> None:
+    """Wake the relays when this transaction commits (their poll is the safety net)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [RELAY_CHANNEL])

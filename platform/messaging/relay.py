@@ -58,11 +58,7 @@ class Relay:
     def publish_batch(self) -> int:
         """Publish one batch of unpublished rows; return how many were published."""
         with transaction.atomic():
-            rows = list(
-                OutboxMessage.objects.select_for_update(skip_locked=True)
-                .filter(published_at__isnull=True)
-                .order_by("id")[: self.batch_size]
-            )
+            rows = self.claim_batch()
             if not rows:
                 return 0
             published: list[int] = []
@@ -90,6 +86,14 @@ class Relay:
             self._mark_published(published)
         return len(published)
 
+    def claim_batch(self) -> list[OutboxMessage]:
+        """Lock the oldest unpublished rows no other relay holds (inside a transaction)."""
+        return list(
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(published_at__isnull=True)
+            .order_by("id")[: self.batch_size]
+        )
+
     def _mark_published(self, ids: list[int]) -> None:
         if ids:
             OutboxMessage.objects.filter(id__in=ids).update(published_at=timezone.now())
@@ -97,7 +101,8 @@ class Relay:
     def run(self, *, stop=lambda: False) -> None:
         """Publish until ``stop()`` is true: drain, then wait for a nudge or the poll."""
         failures = 0
-        with _Wakeup() as wakeup:
+        wakeup = _Wakeup()
+        try:
             while not stop():
                 try:
                     while self.publish_batch() == self.batch_size and not stop():
@@ -107,34 +112,53 @@ class Relay:
                     failures += 1
                     delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
                     logger.exception("relay: publishing failed; retrying in %.1fs", delay)
+                    # A broken database connection is replaced on the next attempt.
+                    connection.close()
                     time.sleep(delay)
                     continue
                 wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL)
-        self.close()
+        finally:
+            wakeup.close()
+            self.close()
 
 
 class _Wakeup:
-    """Waits for an outbox nudge (PostgreSQL LISTEN) or until the poll interval passes."""
+    """Waits for an outbox nudge (PostgreSQL LISTEN) or until the poll interval passes.
 
-    def __enter__(self):
+    Losing the listening connection only loses the fast path: the poll goes on,
+    and the next wait connects again.
+    """
+
+    def __init__(self) -> None:
         self._listener = None
-        if connection.vendor == "postgresql":
-            import psycopg
-
-            params = connection.get_connection_params()
-            params.pop("cursor_factory", None)
-            params.pop("context", None)
-            self._listener = psycopg.connect(**params, autocommit=True)
-            self._listener.execute(f"LISTEN {RELAY_CHANNEL}")
-        return self
 
     def wait(self, timeout: float) -> None:
-        if self._listener is None:
+        if connection.vendor != "postgresql":
             time.sleep(timeout)
             return
-        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-            pass
+        try:
+            if self._listener is None:
+                self._listener = self._listen()
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except Exception:
+            logger.warning("relay: not listening for nudges; polling every %.1fs", timeout, exc_info=True)
+            self.close()
+            time.sleep(timeout)
 
-    def __exit__(self, *exc_info):
+    def _listen(self):
+        import psycopg
+
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        listener = psycopg.connect(**params, autocommit=True)
+        listener.execute(f"LISTEN {RELAY_CHANNEL}")
+        return listener
+
+    def close(self) -> None:
         if self._listener is not None:
-            self._listener.close()
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None

@@ -57,7 +57,8 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
         **os.environ,
         "DATABASE_URL": _database_url(),
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "BUS_RELAY_POLL_INTERVAL": "0.5",
+        # Long on purpose: flows complete quickly only if the on-commit nudge works.
+        "BUS_RELAY_POLL_INTERVAL": "30",
     }
     commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
                                 "--without-mingle"]

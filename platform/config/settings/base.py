@@ -137,6 +137,10 @@ CELERY_RESULT_EXTENDED = True
 #: Ack after the handler's transaction committed; a killed worker's message comes back.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+#: A task that fails outside the bus's own retry and dead-letter handling (the
+#: database down while dead-lettering, say) is rejected, so RabbitMQ moves it
+#: to the dead-letter queue instead of it being acknowledged and lost.
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
 #: Handlers write: a crash should return as few messages as possible.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 #: Flower sees tasks only when workers send task events.

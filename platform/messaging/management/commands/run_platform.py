@@ -56,7 +56,13 @@ class Command(BaseCommand):
                 f"--port={options['flower_port']}", "--address=127.0.0.1", f"--basic-auth={flower_auth}",
             ]
             self.stdout.write(f"flower login (user:password): {flower_auth}")
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local")}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
+            # For `celery -A config` (Flower): config lives in platform/.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(settings.BASE_DIR) / "platform"),
+                                                         str(settings.BASE_DIR), os.environ.get("PYTHONPATH")])),
+        }
         # Own sessions: Ctrl-C reaches this supervisor only, which then stops
         # each process in order instead of all of them being hit at once.
         processes = {
