@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause, in seconds, after repeated broker or database failures.
 MAX_BACKOFF = 30.0
+#: Longest stretch, in seconds, the relay waits without checking whether to stop.
+STOP_CHECK_INTERVAL = 1.0
 
 
 class Relay:
@@ -116,7 +118,7 @@ class Relay:
                     connection.close()
                     time.sleep(delay)
                     continue
-                wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL)
+                wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL, stop=stop)
         finally:
             wakeup.close()
             self.close()
@@ -132,19 +134,27 @@ class _Wakeup:
     def __init__(self) -> None:
         self._listener = None
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, *, stop) -> None:
+        """Return on a nudge, after ``timeout`` seconds, or soon after ``stop()`` turns true."""
+        deadline = time.monotonic() + timeout
+        while not stop() and (remaining := deadline - time.monotonic()) > 0:
+            # Short slices: a SIGTERM sets stop(), and the relay should not sleep through it.
+            if self._nudged(min(remaining, STOP_CHECK_INTERVAL)):
+                return
+
+    def _nudged(self, timeout: float) -> bool:
         if connection.vendor != "postgresql":
             time.sleep(timeout)
-            return
+            return False
         try:
             if self._listener is None:
                 self._listener = self._listen()
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                pass
+            return any(True for _ in self._listener.notifies(timeout=timeout, stop_after=1))
         except Exception:
-            logger.warning("relay: not listening for nudges; polling every %.1fs", timeout, exc_info=True)
+            logger.warning("relay: not listening for nudges, polling instead", exc_info=True)
             self.close()
             time.sleep(timeout)
+            return False
 
     def _listen(self):
         import psycopg

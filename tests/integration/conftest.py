@@ -16,7 +16,10 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from messaging.models import OutboxMessage
 from messaging.topology import Topology
+from tests.integration.rabbitmq import rabbitmqctl
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,5 +99,18 @@ def _wait_for_workers(processes, logs, timeout=60) -> None:
 @pytest.fixture
 def bus(platform_processes, transactional_db):
     """The running platform; each test's data is committed so other processes see it."""
-    return platform_processes
+    yield platform_processes
+    # Tables are emptied after each test: let the workers finish first, or
+    # the TRUNCATE deadlocks with a handler still writing.
+    wait_for(lambda: _bus_is_quiet() and _bus_is_quiet(), timeout=60, interval=0.5,
+             message="the outbox and the queues to be empty")
+
+
+def _bus_is_quiet() -> bool:
+    if OutboxMessage.objects.filter(published_at__isnull=True).exists():
+        return False
+    bus_queues = {queue.name for queue in Topology().queues()}
+    # "messages" counts the ready and the unacknowledged (being handled) alike.
+    return all(row["messages"] == 0 for row in rabbitmqctl("list_queues", "name", "messages")
+               if row["name"] in bus_queues)
 
