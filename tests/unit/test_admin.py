@@ -1,0 +1,75 @@
+"""The admin: behind a login, messages read-only, task results visible."""
+
+import pytest
+from django.urls import reverse
+
+from messaging.models import DeadLetter, InboxMessage, OutboxMessage
+from tests.memory_bus import deliver_all
+
+MESSAGE_ADMINS = ["messaging_outboxmessage", "messaging_inboxmessage", "messaging_deadletter"]
+
+
+@pytest.fixture
+def flow_data(catalog_product):
+    from decimal import Decimal
+
+    from apps.basket.services import basket_add_item, basket_checkout
+
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
+    basket_checkout(customer_id="c1")
+    deliver_all()
+    DeadLetter.objects.create(context="basket", reason=DeadLetter.Reason.UNKNOWN_TYPE, error="no handler", body={})
+
+
+@pytest.mark.django_db
+def test_the_admin_requires_a_login(client):
+    response = client.get(reverse("admin:messaging_outboxmessage_changelist"))
+
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("admin_name", MESSAGE_ADMINS)
+def test_message_lists_and_details_show_and_are_read_only(admin_client, flow_data, admin_name):
+    model = {"messaging_outboxmessage": OutboxMessage, "messaging_inboxmessage": InboxMessage,
+             "messaging_deadletter": DeadLetter}[admin_name]
+    obj = model.objects.first()
+
+    changelist = admin_client.get(reverse(f"admin:{admin_name}_changelist"))
+    detail = admin_client.get(reverse(f"admin:{admin_name}_change", args=[obj.pk]))
+
+    assert changelist.status_code == 200 and detail.status_code == 200
+    assert admin_client.get(reverse(f"admin:{admin_name}_add")).status_code == 403
+    assert b'type="submit" value="Save"' not in detail.content
+    assert admin_client.post(reverse(f"admin:{admin_name}_delete", args=[obj.pk]), {"post": "yes"}).status_code == 403
+    assert model.objects.filter(pk=obj.pk).exists()
+
+
+@pytest.mark.django_db
+def test_outbox_list_filters_by_publication_and_searches_by_correlation(admin_client, flow_data):
+    from decimal import Decimal
+
+    from apps.catalog.services import product_change_price
+
+    place_order = OutboxMessage.objects.get(message_type="ordering.PlaceOrder")
+    product_change_price(sku="MUG-1", new_price=Decimal("11.00"))  # a new conversation, not yet published
+    url = reverse("admin:messaging_outboxmessage_changelist")
+
+    searched = admin_client.get(url, {"q": str(place_order.correlation_id)})
+    unpublished = admin_client.get(url, {"published_at__isempty": "1"})
+
+    assert searched.context["cl"].result_count == OutboxMessage.objects.count() - 1
+    assert [row.message_type for row in unpublished.context["cl"].result_list] == ["catalog.ProductPriceChanged"]
+
+
+@pytest.mark.django_db
+def test_task_results_are_in_the_admin(admin_client):
+    from django_celery_results.models import TaskResult
+
+    TaskResult.objects.create(task_id="t-1", task_name="ordering.PlaceOrder", status="SUCCESS")
+
+    response = admin_client.get(reverse("admin:django_celery_results_taskresult_changelist"))
+
+    assert response.status_code == 200
+    assert b"ordering.PlaceOrder" in response.content

@@ -1,0 +1,45 @@
+"""Security defaults: JSON only, and production settings that refuse to guess secrets."""
+
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {
+    "PATH": "/usr/bin:/bin",
+    "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "DJANGO_ALLOWED_HOSTS": "shop.example.com",
+    "DATABASE_URL": "postgres://shop:secret@db.internal:5432/shop",
+    "CELERY_BROKER_URL": "amqp://shop:secret@mq.internal:5672/shop",
+}
+
+
+def _manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_only_json_is_accepted_for_tasks_and_results():
+    assert settings.CELERY_ACCEPT_CONTENT == ["json"]
+    assert settings.CELERY_RESULT_ACCEPT_CONTENT == ["json"]
+    assert settings.CELERY_TASK_SERIALIZER == settings.CELERY_RESULT_SERIALIZER == "json"
+
+
+def test_production_settings_pass_the_deployment_checklist():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_settings_refuse_to_start_without_their_secrets():
+    for missing in ("DJANGO_SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"):
+        env = {key: value for key, value in PRODUCTION.items() if key != missing}
+
+        result = _manage("check", env=env)
+
+        assert result.returncode != 0
+        assert f"Set the {missing} environment variable" in result.stderr
