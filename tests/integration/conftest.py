@@ -62,6 +62,9 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         # Long on purpose: flows complete quickly only if the on-commit nudge works.
         "BUS_RELAY_POLL_INTERVAL": "30",
+        # Retries a few seconds apart: long enough for a test to act between them.
+        "BUS_RETRY_BACKOFF": "0.5",
+        "BUS_RETRY_BACKOFF_MAX": "2",
     }
     commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
                                 "--without-mingle"]

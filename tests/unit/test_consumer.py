@@ -118,3 +118,73 @@ def test_message_ids_are_unique_per_message():
     a = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
     b = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
     assert a.id != b.id and isinstance(a.id, uuid.UUID)
+
+
+class _Request:
+    def __init__(self, retries: int):
+        self.retries, self.id, self.delivery_info = retries, "task-id", {"exchange": "events.x", "routing_key": "x"}
+
+
+class _Task:
+    """Just enough of a bound Celery task for message_task."""
+
+    name = "catalog.ProductPriceChanged"
+
+    def __init__(self, retries: int):
+        import contextlib
+
+        self.request = _Request(retries)
+        self.app = type("App", (), {"producer_or_acquire": staticmethod(contextlib.nullcontext)})()
+
+
+@pytest.fixture
+def failing_basket_handler(monkeypatch, settings):
+    settings.BUS_CONTEXT = "basket"
+
+    def fail(**kwargs):
+        raise ConnectionError("database briefly away")
+
+    monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail)
+    published = []
+    monkeypatch.setattr("messaging.consumer.publish_envelope",
+                        lambda producer, envelope, **route: published.append((envelope, route)))
+    return published
+
+
+def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(price_changed, failing_basket_handler):
+    from celery.exceptions import Retry
+
+    from messaging.consumer import message_task
+
+    with pytest.raises(Retry):
+        message_task(_Task(retries=2), envelope=price_changed)
+
+    [(envelope, route)] = failing_basket_handler
+    assert envelope == price_changed
+    # The default exchange straight to basket's queue: ordering does not get it again.
+    assert route["exchange"] == "" and route["routing_key"] == "basket.events.catalog.ProductPriceChanged"
+    assert route["retries"] == 3 and route["countdown"] > 0
+    assert not DeadLetter.objects.exists()
+
+
+def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, failing_basket_handler, settings):
+    from messaging.consumer import message_task
+
+    report = message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+
+    assert report["dead_lettered"] == DeadLetter.Reason.HANDLER_FAILED
+    assert failing_basket_handler == []
+    letter = DeadLetter.objects.get()
+    assert (letter.context, letter.consumer) == ("basket", "apps.basket.handlers.reprice_baskets")
+    assert letter.attempts == settings.BUS_MAX_RETRIES + 1
+    assert "ConnectionError: database briefly away" in letter.error and "Traceback" in letter.traceback
+    assert letter.headers["delivery_info"]["exchange"] == "events.x"
+
+
+def test_a_task_message_without_an_envelope_is_dead_lettered(settings):
+    from messaging.consumer import message_task
+
+    settings.BUS_CONTEXT = "basket"
+    report = message_task(_Task(retries=0), "positional", "arguments")
+
+    assert report["dead_lettered"] == DeadLetter.Reason.INVALID_ENVELOPE
