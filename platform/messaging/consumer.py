@@ -93,7 +93,9 @@ def message_task(task, *args, **kwargs) -> dict:
     context = settings.BUS_CONTEXT
     if not context:
         raise ImproperlyConfigured("BUS_CONTEXT is not set: start workers with `python -m workers <context>`")
-    body = kwargs.get(ENVELOPE_ARGUMENT) if not args else {"args": list(args), "kwargs": kwargs}
+    # Anything but the one envelope argument is kept whole for the dead letter.
+    sent_an_envelope = not args and list(kwargs) == [ENVELOPE_ARGUMENT]
+    body = kwargs[ENVELOPE_ARGUMENT] if sent_an_envelope else {"args": list(args), "kwargs": kwargs}
     request = task.request
     headers = {"task": task.name, "id": request.id, "retries": request.retries,
                "delivery_info": dict(request.delivery_info or {})}
@@ -114,7 +116,7 @@ def message_task(task, *args, **kwargs) -> dict:
             publish_envelope(
                 producer, body, exchange="",
                 routing_key=consumer_queue_name(context, body["kind"], body["type"]),
-                retries=request.retries + 1, countdown=delay,
+                retries=request.retries + 1, countdown=delay, confirm_timeout=settings.BUS_CONFIRM_TIMEOUT,
             )
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error

@@ -82,7 +82,7 @@ class DeadLetter(models.Model):
     error = models.TextField()
     traceback = models.TextField(blank=True)
     #: The message as received (envelope or raw body) and its delivery headers.
-    body = models.JSONField()
+    body = models.JSONField(null=True)
     headers = models.JSONField(default=dict)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

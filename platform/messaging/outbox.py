@@ -107,15 +107,20 @@ def nudge_relay() -> None:
 
 
 def _sending_context() -> str:
-    """The context sending a command: the one handling a message, else the caller's app."""
+    """The context sending a command: the one handling a message, else the calling context.
+
+    The calling context is the innermost bounded context on the call stack
+    (a context's service calling ``send``); from anywhere else, a shell, a
+    management command or the admin, the source is ``operator``.
+    """
     handling = causation.current()
     if handling:
         return handling[1]
+    contexts = registry.contexts_known()
     frame = sys._getframe(2)
     while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        context = context_of_module(module)
-        if context and context != "messaging":
+        context = context_of_module(frame.f_globals.get("__name__", ""))
+        if context in contexts:
             return context
         frame = frame.f_back
     return OPERATOR_SOURCE

@@ -87,6 +87,10 @@ class Registry:
         """Every context that handles at least one message type."""
         return sorted({h.context for h in self.handlers if h.context})
 
+    def contexts_known(self) -> set[str]:
+        """Every bounded context: those that own contracts or handle messages."""
+        return {c.context() for c in self.contracts} | set(self.contexts())
+
     def problems(self) -> list[tuple[str, str]]:
         """Registry mistakes as (check id, message); empty when all is well."""
         found = []

@@ -36,14 +36,19 @@ STOP_CHECK_INTERVAL = 1.0
 class Relay:
     def __init__(self, *, batch_size: int | None = None, confirm_timeout: float | None = None) -> None:
         self.batch_size = batch_size or settings.BUS_RELAY_BATCH_SIZE
-        self.confirm_timeout = confirm_timeout or settings.BUS_RELAY_CONFIRM_TIMEOUT
+        self.confirm_timeout = confirm_timeout or settings.BUS_CONFIRM_TIMEOUT
         self.topology = Topology()
         self._connection = None
         self._producer = None
 
     def _producer_ready(self):
         if self._producer is None:
-            self._connection = current_app.connection_for_write()
+            # Socket timeouts as well as the confirm timeout: a hung broker
+            # must turn into an error, never into a relay stuck holding row locks.
+            self._connection = current_app.connection_for_write(transport_options={
+                "read_timeout": self.confirm_timeout,
+                "write_timeout": self.confirm_timeout,
+            })
             self._connection.ensure_connection(max_retries=1)
             channel = self._connection.default_channel
             # Declared before the first publish: a subscriber's queue exists
@@ -52,13 +57,22 @@ class Relay:
             self._producer = current_app.amqp.Producer(channel)
         return self._producer
 
-    def close(self) -> None:
+    def close(self, *, broken: bool = False) -> None:
         if self._connection is not None:
-            self._connection.release()
+            if broken:
+                # No close handshake: a broker that stopped answering would never finish it.
+                self._connection.collect()
+            else:
+                self._connection.release()
         self._connection = self._producer = None
 
     def publish_batch(self) -> int:
-        """Publish one batch of unpublished rows; return how many were published."""
+        """Publish one batch of unpublished rows; return how many were published.
+
+        On a broker error the rows confirmed so far are still marked, the
+        failing row records the error, and the error is raised after commit.
+        """
+        failure = None
         with transaction.atomic():
             rows = self.claim_batch()
             if not rows:
@@ -78,14 +92,14 @@ class Relay:
                     published.append(row.id)
             except Exception as exc:
                 # Later rows wait for this one: order within a batch is kept.
-                failed = rows[len(published)]
-                OutboxMessage.objects.filter(id=failed.id).update(
-                    attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"
+                failure = exc
+                OutboxMessage.objects.filter(id=rows[len(published)].id).update(
+                    attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:2000]
                 )
-                self._mark_published(published)
-                self.close()
-                raise
             self._mark_published(published)
+        if failure is not None:
+            self.close(broken=True)
+            raise failure
         return len(published)
 
     def claim_batch(self) -> list[OutboxMessage]:

@@ -188,3 +188,13 @@ def test_a_task_message_without_an_envelope_is_dead_lettered(settings):
     report = message_task(_Task(retries=0), "positional", "arguments")
 
     assert report["dead_lettered"] == DeadLetter.Reason.INVALID_ENVELOPE
+
+
+def test_a_task_message_with_no_arguments_at_all_is_dead_lettered(settings):
+    from messaging.consumer import message_task
+
+    settings.BUS_CONTEXT = "basket"
+    report = message_task(_Task(retries=0))
+
+    assert report["dead_lettered"] == DeadLetter.Reason.INVALID_ENVELOPE
+    assert DeadLetter.objects.get().body == {"args": [], "kwargs": {}}

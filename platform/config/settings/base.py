@@ -166,8 +166,8 @@ BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
 BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
 #: Seconds between outbox polls when no nudge arrives (the safety net).
 BUS_RELAY_POLL_INTERVAL = env.float("BUS_RELAY_POLL_INTERVAL", default=1.0)
-#: Seconds the relay waits for the broker to confirm a publish.
-BUS_RELAY_CONFIRM_TIMEOUT = env.float("BUS_RELAY_CONFIRM_TIMEOUT", default=10.0)
+#: Seconds a publisher (the relay, a worker sending a retry) waits for the broker's confirm.
+BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 
 # DOMAIN
 #: Payments above this amount are declined by the reference payment context.
