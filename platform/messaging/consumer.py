@@ -4,7 +4,8 @@ Each worker consumes the queues of one context (``BUS_CONTEXT``), and for a
 message runs that context's handlers only, each in its own transaction with
 its inbox row. A handler that raises is retried with exponential backoff and
 jitter, on this context's queue only (never back through an event's fanout
-exchange, which would reach the other subscribers again); after
+exchange, which would reach the other subscribers again; see
+``Topology.retry_route``); after
 ``BUS_MAX_RETRIES`` the message becomes a dead letter. A message that can
 never succeed (bad envelope, unknown type, data that breaks the contract)
 becomes a dead letter at once.
@@ -13,7 +14,6 @@ becomes a dead letter at once.
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from typing import Any
 
@@ -28,7 +28,7 @@ from messaging.dead_letters import dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
 from messaging.registry import registry
-from messaging.topology import consumer_queue_name
+from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,6 @@ class HandlerFailedError(Exception):
     def __init__(self, handler_name: str) -> None:
         super().__init__(f"handler {handler_name} failed")
         self.handler_name = handler_name
-
-
-def retry_delay(retries: int) -> float:
-    """Seconds before attempt ``retries + 1``: exponential backoff with jitter."""
-    ceiling = min(settings.BUS_RETRY_BACKOFF_MAX, settings.BUS_RETRY_BACKOFF * 2**retries)
-    return random.uniform(ceiling / 2, ceiling)
 
 
 def consume(body: Any, *, context: str, headers: dict | None = None, attempts: int = 0) -> dict:
@@ -111,12 +105,12 @@ def message_task(task, *args, **kwargs) -> dict:
             )
             logger.error("dead-lettered %s %s after %d attempts", body["type"], body["id"], request.retries + 1)
             return {"context": context, "dead_lettered": DeadLetter.Reason.HANDLER_FAILED}
-        delay = retry_delay(request.retries)
+        queue = consumer_queue_name(context, body["kind"], body["type"])
+        route, delay = Topology().retry_route(queue, request.retries)
         with task.app.producer_or_acquire() as producer:
             publish_envelope(
-                producer, body, exchange="",
-                routing_key=consumer_queue_name(context, body["kind"], body["type"]),
-                retries=request.retries + 1, countdown=delay, confirm_timeout=settings.BUS_CONFIRM_TIMEOUT,
+                producer, body, exchange=route.exchange, routing_key=route.routing_key,
+                retries=request.retries + 1, delay=delay, confirm_timeout=settings.BUS_CONFIRM_TIMEOUT,
             )
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error

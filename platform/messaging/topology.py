@@ -6,7 +6,13 @@
   own copy of every event it subscribes to, and the publisher knows none of them;
 - one direct exchange ``commands``; one durable queue per context that owns
   commands, ``<context>.commands``, bound with each command type as routing key;
-- a ``dead-letters`` exchange and queue, where the broker puts what it rejects.
+- a ``dead-letters`` exchange and queue, where the broker puts what it rejects;
+- on RabbitMQ, one holding queue per retry delay, ``retry.<ms>ms``: a retried
+  message waits there (message TTL) and then expires back into the one queue
+  it came from, so a retry never reaches another subscriber again.
+
+On RabbitMQ the context queues are quorum queues with a delivery limit: a
+message that kills its worker every time is dead-lettered instead of looping.
 
 Every process declares the whole topology before it publishes or consumes, so
 an event published before its subscribers ever ran still reaches their queues.
@@ -15,6 +21,7 @@ an event published before its subscribers ever ran still reaches their queues.
 from __future__ import annotations
 
 import dataclasses
+import random
 
 from django.conf import settings
 from kombu import Exchange, Queue, binding
@@ -24,6 +31,8 @@ from messaging.registry import Registry, registry as default_registry
 COMMANDS_EXCHANGE = "commands"
 DEAD_LETTER_EXCHANGE = "dead-letters"
 DEAD_LETTER_QUEUE = "dead-letters"
+#: RabbitMQ's default exchange: routes a message to the queue named by its routing key.
+DEFAULT_EXCHANGE = ""
 
 
 def event_exchange_name(event_type: str) -> str:
@@ -45,19 +54,47 @@ def consumer_queue_name(context: str, kind: str, message_type: str) -> str:
     return event_queue_name(context, message_type)
 
 
+def context_of_queue(queue_name: str) -> str:
+    """The context a consumer queue belongs to (the inverse of the names above)."""
+    return queue_name.split(".", 1)[0]
+
+
+def retry_name(delay_ms: int) -> str:
+    """The exchange and queue where retries with this delay wait."""
+    return f"retry.{delay_ms}ms"
+
+
+def retry_ceiling(retries: int) -> float:
+    """Longest wait, in seconds, before attempt ``retries + 2``: doubling, capped."""
+    return min(settings.BUS_RETRY_BACKOFF_MAX, settings.BUS_RETRY_BACKOFF * 2**retries)
+
+
+def retry_levels_ms() -> list[int]:
+    """One holding queue per distinct ceiling of the retry schedule."""
+    return sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)})
+
+
 @dataclasses.dataclass(frozen=True)
 class Route:
     """Where a message is published: an exchange and a routing key."""
 
-    exchange: Exchange
+    exchange: Exchange | str
     routing_key: str
 
 
 def _queue_arguments() -> dict | None:
     if settings.BUS_EMBEDDED_BROKER:
-        return None  # the filesystem transport has no dead-lettering
-    # Rejected messages (unknown task, unrecoverable) go to the dead-letter exchange.
-    return {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+        return None  # the filesystem transport has neither delivery limits nor dead-lettering
+    return {
+        "x-queue-type": "quorum",
+        # Redelivered this often (the worker died or was killed each time): dead-letter it.
+        "x-delivery-limit": settings.BUS_DELIVERY_LIMIT,
+        # Rejected messages (unknown task, over the delivery limit) go to the dead-letter
+        # exchange, at least once: the broker keeps them until that queue has them.
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
 
 
 class Topology:
@@ -70,6 +107,36 @@ class Topology:
             return Route(self.commands_exchange(), routing_key=message_type)
         # A fanout exchange ignores the key, but Celery's router needs one.
         return Route(self.event_exchange(message_type), routing_key=message_type)
+
+    def retry_route(self, queue_name: str, retries: int) -> tuple[Route, float]:
+        """Where a message failed on ``queue_name`` waits before attempt ``retries + 2``.
+
+        Returns the route and the delay in seconds (jittered between half the
+        ceiling and the ceiling). On the embedded broker the route is the queue
+        itself and the worker holds the message until then (a Celery countdown).
+        """
+        ceiling = retry_ceiling(retries)
+        delay = random.uniform(ceiling / 2, ceiling)
+        if settings.BUS_EMBEDDED_BROKER:
+            return Route(DEFAULT_EXCHANGE, routing_key=queue_name), delay
+        return Route(self.retry_exchange(round(ceiling * 1000)), routing_key=queue_name), delay
+
+    def retry_exchange(self, delay_ms: int) -> Exchange:
+        return Exchange(retry_name(delay_ms), type="fanout", durable=True)
+
+    def retry_queues(self) -> list[Queue]:
+        return [
+            Queue(
+                retry_name(delay_ms),
+                exchange=self.retry_exchange(delay_ms),
+                routing_key=retry_name(delay_ms),
+                durable=True,
+                # Expired messages go back through the default exchange, whose routing
+                # key (kept from the retry publish) is the queue they failed on.
+                queue_arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": DEFAULT_EXCHANGE},
+            )
+            for delay_ms in retry_levels_ms()
+        ]
 
     def commands_exchange(self) -> Exchange:
         return Exchange(COMMANDS_EXCHANGE, type="direct", durable=True)
@@ -87,6 +154,7 @@ class Topology:
         ]
         if not settings.BUS_EMBEDDED_BROKER:
             exchanges.append(Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True))
+            exchanges += [self.retry_exchange(delay_ms) for delay_ms in retry_levels_ms()]
         return exchanges
 
     def context_queues(self, context: str) -> list[Queue]:
@@ -111,15 +179,21 @@ class Topology:
         return queues
 
     def queues(self) -> list[Queue]:
+        """Every consumer queue, then (on RabbitMQ) the dead-letter and retry queues."""
         queues = [q for context in self.registry.contexts() for q in self.context_queues(context)]
         if not settings.BUS_EMBEDDED_BROKER:
-            queues.append(Queue(
-                DEAD_LETTER_QUEUE,
-                exchange=Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True),
-                routing_key=DEAD_LETTER_QUEUE,
-                durable=True,
-            ))
+            queues.append(self.dead_letter_queue())
+            queues += self.retry_queues()
         return queues
+
+    def dead_letter_queue(self) -> Queue:
+        return Queue(
+            DEAD_LETTER_QUEUE,
+            exchange=Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True),
+            routing_key=DEAD_LETTER_QUEUE,
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
 
     def declare(self, channel) -> None:
         """Declare every exchange, queue and binding (idempotent)."""

@@ -8,9 +8,10 @@ import pytest
 from apps.basket.models import BasketLine
 from apps.basket.services import basket_add_item
 from apps.catalog.messages import ProductPriceChanged
-from messaging.consumer import HandlerFailedError, consume, retry_delay
+from messaging.consumer import HandlerFailedError, consume
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.outbox import publish
+from messaging.topology import Topology, retry_levels_ms
 
 pytestmark = pytest.mark.django_db
 
@@ -107,11 +108,24 @@ def test_a_message_for_a_context_that_does_not_handle_it_is_dead_lettered(price_
 def test_retry_delays_grow_exponentially_up_to_the_maximum(settings):
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 2.0, 60.0
 
-    delays = [retry_delay(retries) for retries in range(8)]
+    delays = [Topology().retry_route("basket.commands", retries)[1] for retries in range(8)]
 
     assert 1.0 <= delays[0] <= 2.0
     assert 8.0 <= delays[3] <= 16.0
     assert all(30.0 <= delay <= 60.0 for delay in delays[5:])
+
+
+def test_on_rabbitmq_a_retry_waits_in_the_holding_queue_of_its_delay(settings):
+    settings.BUS_EMBEDDED_BROKER = False
+    settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX, settings.BUS_MAX_RETRIES = 2.0, 60.0, 8
+
+    route, delay = Topology().retry_route("basket.events.catalog.ProductPriceChanged", 3)
+
+    assert route.exchange.name == "retry.16000ms" and route.routing_key == "basket.events.catalog.ProductPriceChanged"
+    assert 8.0 <= delay <= 16.0
+    assert retry_levels_ms() == [2000, 4000, 8000, 16000, 32000, 60000]
+    holding = {q.name: q for q in Topology().queues()}["retry.16000ms"]
+    assert holding.queue_arguments == {"x-message-ttl": 16000, "x-dead-letter-exchange": ""}
 
 
 def test_message_ids_are_unique_per_message():
@@ -163,7 +177,7 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(price_chang
     assert envelope == price_changed
     # The default exchange straight to basket's queue: ordering does not get it again.
     assert route["exchange"] == "" and route["routing_key"] == "basket.events.catalog.ProductPriceChanged"
-    assert route["retries"] == 3 and route["countdown"] > 0
+    assert route["retries"] == 3 and route["delay"] > 0
     assert not DeadLetter.objects.exists()
 
 

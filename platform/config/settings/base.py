@@ -143,6 +143,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
 #: Handlers write: a crash should return as few messages as possible.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+#: Retries wait in the bus's own queues, not in Celery's native delayed delivery.
+CELERY_WORKER_CONSUMER = "messaging.worker:Consumer"
 #: Flower sees tasks only when workers send task events.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -162,6 +164,8 @@ BUS_MAX_RETRIES = env.int("BUS_MAX_RETRIES", default=5)
 BUS_RETRY_BACKOFF = env.float("BUS_RETRY_BACKOFF", default=2.0)
 #: Longest retry delay in seconds.
 BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
+#: Deliveries after which RabbitMQ dead-letters a message (a worker died each time).
+BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=5)
 #: Rows the relay publishes per transaction.
 BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
 #: Seconds between outbox polls when no nudge arrives (the safety net).
