@@ -14,7 +14,6 @@ becomes a dead letter at once.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from celery.exceptions import Retry
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 
 from messaging.broker import ENVELOPE_ARGUMENT, publish_envelope
 from messaging.contracts import Envelope
-from messaging.dead_letters import dead_letter_record
+from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
 from messaging.registry import registry
@@ -60,7 +59,7 @@ def consume(body: Any, *, context: str, headers: dict | None = None, attempts: i
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:
         message_id = body.get("id") if isinstance(body, dict) else None
-        return park(DeadLetter.Reason.INVALID_ENVELOPE, exc, message_id=_as_uuid(message_id))
+        return park(DeadLetter.Reason.INVALID_ENVELOPE, exc, message_id=as_uuid(message_id))
     fields = {"message_id": envelope.id, "message_type": envelope.type}
     contract = registry.contract_for(envelope.type)
     handlers = registry.handlers_for(envelope.type, context)
@@ -120,10 +119,3 @@ def register_message_tasks(app) -> None:
     """One Celery task per handled message type, named after the type."""
     for message_type in sorted({h.message_type for h in registry.handlers}):
         app.task(name=message_type, bind=True, acks_late=True, reject_on_worker_lost=True)(message_task)
-
-
-def _as_uuid(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None

@@ -71,6 +71,8 @@ class DeadLetter(models.Model):
         INVALID_ENVELOPE = "invalid_envelope", "Invalid or undecodable envelope"
         INVALID_DATA = "invalid_data", "Data does not match the contract"
         UNKNOWN_TYPE = "unknown_type", "Unknown message type"
+        UNREADABLE = "unreadable", "Not a task message the worker can read"
+        BROKER = "broker", "Dead-lettered by the broker"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     message_id = models.UUIDField(null=True, db_index=True)

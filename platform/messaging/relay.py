@@ -1,5 +1,9 @@
 """The relay: publishes committed outbox rows, marking each only once confirmed.
 
+Between batches it also moves what RabbitMQ dead-lettered into the
+dead-letter table (``messaging.dead_letters``), since it holds a broker
+connection and a database connection anyway.
+
 Rows go out in id order. A row is marked published after the broker confirmed
 it, in the same transaction that locked it; if the relay dies in between, the
 row is sent again and consumers absorb the duplicate (at least once). On
@@ -21,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from messaging.broker import publish_envelope
+from messaging.dead_letters import collect_broker_dead_letters
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
 from messaging.topology import Topology
@@ -102,6 +107,12 @@ class Relay:
             raise failure
         return len(published)
 
+    def collect_dead_letters(self) -> int:
+        """Move what RabbitMQ dead-lettered into the dead-letter table (none on the embedded broker)."""
+        if settings.BUS_EMBEDDED_BROKER:
+            return 0
+        return collect_broker_dead_letters(self._producer_ready().channel)
+
     def claim_batch(self) -> list[OutboxMessage]:
         """Lock the oldest unpublished rows no other relay holds (inside a transaction)."""
         return list(
@@ -123,13 +134,15 @@ class Relay:
                 try:
                     while self.publish_batch() == self.batch_size and not stop():
                         pass
+                    self.collect_dead_letters()
                     failures = 0
                 except Exception:
                     failures += 1
                     delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
                     logger.exception("relay: publishing failed; retrying in %.1fs", delay)
-                    # A broken database connection is replaced on the next attempt.
+                    # Broken connections, the database's or the broker's, are replaced on the next attempt.
                     connection.close()
+                    self.close(broken=True)
                     time.sleep(delay)
                     continue
                 wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL, stop=stop)

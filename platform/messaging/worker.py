@@ -1,19 +1,59 @@
-"""The Celery worker consumer the platform's workers run (setting ``worker_consumer``)."""
+"""The Celery worker consumer the platform's workers run (setting ``worker_consumer``).
+
+Celery's own consumer acknowledges a body it cannot decode (a pickle, say)
+and only logs it, with the payload; it rejects an unknown task name, which
+on the embedded broker drops it. Here each of these becomes a dead letter
+and is never executed; if even that cannot be written, the message is
+rejected to the broker's dead-letter queue instead of being acknowledged.
+"""
+
+import logging
 
 from celery.worker.consumer import Consumer as CeleryConsumer
+from django.conf import settings
+
+from messaging.dead_letters import dead_letter_raw_message
+from messaging.models import DeadLetter
+
+logger = logging.getLogger(__name__)
 
 
 class Consumer(CeleryConsumer):
-    """Celery's consumer without its native delayed delivery.
+    """Celery's consumer, minus silent drops and minus native delayed delivery.
 
-    Celery switches that on whenever it sees quorum queues: it declares 28
-    exchanges and queues and binds every exchange of ours to them, so that a
-    delayed task re-enters through its original exchange, which for an event
-    is the fanout to every subscriber. Retries wait in the bus's own retry
-    queues instead (``Topology.retry_route``).
+    Celery turns native delayed delivery on whenever it sees quorum queues: it
+    declares 28 exchanges and queues and binds every exchange of ours to them,
+    so that a delayed task re-enters through its original exchange, which for
+    an event is the fanout to every subscriber. Retries wait in the bus's own
+    retry queues instead (``Topology.retry_route``).
     """
 
     class Blueprint(CeleryConsumer.Blueprint):
         default_steps = [
             step for step in CeleryConsumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")
         ]
+
+    def on_decode_error(self, message, exc):
+        self._dead_letter(message, f"cannot decode a {message.content_type!r} body: {type(exc).__name__}: {exc}")
+
+    def on_unknown_message(self, body, message):
+        self._dead_letter(message, "not a Celery task message")
+
+    def on_unknown_task(self, body, message, exc):
+        self._dead_letter(message, f"no task named {message.headers.get('task')!r} in this worker")
+
+    def on_invalid_task(self, body, message, exc):
+        self._dead_letter(message, f"invalid task message: {exc}")
+
+    def _dead_letter(self, message, error: str) -> None:
+        # The payload is never logged: it may hold personal data.
+        logger.error("dead-lettering an unreadable message (id %s): %s", message.headers.get("id"), error)
+        try:
+            dead_letter_raw_message(
+                message, reason=DeadLetter.Reason.UNREADABLE, context=settings.BUS_CONTEXT, error=error
+            )
+        except Exception:
+            logger.exception("could not record the dead letter; rejecting it to the broker's dead-letter queue")
+            message.reject_log_error(logger, self.connection_errors)
+            return
+        message.ack()

@@ -165,18 +165,25 @@ def failing_basket_handler(monkeypatch, settings):
     return published
 
 
-def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(price_changed, failing_basket_handler):
+@pytest.mark.parametrize(("embedded", "via"), [(True, ""), (False, "retry.400ms")])
+def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
+    price_changed, failing_basket_handler, settings, embedded, via
+):
     from celery.exceptions import Retry
 
     from messaging.consumer import message_task
 
+    settings.BUS_EMBEDDED_BROKER = embedded
+    settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 0.1, 0.5
     with pytest.raises(Retry):
         message_task(_Task(retries=2), envelope=price_changed)
 
     [(envelope, route)] = failing_basket_handler
     assert envelope == price_changed
-    # The default exchange straight to basket's queue: ordering does not get it again.
-    assert route["exchange"] == "" and route["routing_key"] == "basket.events.catalog.ProductPriceChanged"
+    # Straight to basket's queue (directly, or after waiting in a retry queue),
+    # never through the fanout exchange: ordering does not get it again.
+    assert getattr(route["exchange"], "name", route["exchange"]) == via
+    assert route["routing_key"] == "basket.events.catalog.ProductPriceChanged"
     assert route["retries"] == 3 and route["delay"] > 0
     assert not DeadLetter.objects.exists()
 

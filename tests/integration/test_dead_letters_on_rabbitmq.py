@@ -1,0 +1,104 @@
+"""Nothing disappears silently: what a worker cannot read, and what RabbitMQ
+gives up on, ends up as a dead letter in the admin's table."""
+
+import base64
+import pickle
+import uuid
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from kombu import Queue
+
+from messaging.broker import publish_envelope
+from messaging.models import DeadLetter, InboxMessage
+from messaging.outbox import nudge_relay
+from messaging.topology import DEFAULT_EXCHANGE, Topology
+from tests.integration.rabbitmq import rabbitmqctl
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+
+BASKET_PRICES = "basket.events.catalog.ProductPriceChanged"
+
+
+def _envelope(message_type: str = "catalog.ProductPriceChanged") -> dict:
+    message_id = str(uuid.uuid4())
+    return {
+        "id": message_id, "type": message_type, "kind": "event", "version": 1, "source": "catalog",
+        "time": "2026-01-01T00:00:00Z", "correlation_id": message_id, "causation_id": None,
+        "specversion": "1.0", "datacontenttype": "application/json",
+        "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00"},
+    }
+
+
+def _dead_letter(message_id: str) -> DeadLetter | None:
+    return DeadLetter.objects.filter(message_id=message_id).first()
+
+
+def test_an_unknown_task_name_is_dead_lettered_and_never_run(bus):
+    envelope = _envelope("catalog.ProductVanished")
+    with current_app.producer_or_acquire() as producer:
+        publish_envelope(producer, envelope, exchange=DEFAULT_EXCHANGE, routing_key=BASKET_PRICES)
+
+    letter = wait_for(lambda: _dead_letter(envelope["id"]), message="the dead letter")
+
+    assert (letter.reason, letter.context) == (DeadLetter.Reason.UNREADABLE, "basket")
+    assert "no task named 'catalog.ProductVanished'" in letter.error
+    assert letter.body == envelope
+
+
+def test_a_pickled_body_is_dead_lettered_and_never_unpickled(bus):
+    message_id = str(uuid.uuid4())
+    payload = pickle.dumps(((), {"envelope": _envelope()}, {}))
+    with current_app.producer_or_acquire() as producer:
+        producer.publish(
+            payload, content_type="application/x-python-serialize",
+            content_encoding="binary", exchange=DEFAULT_EXCHANGE, routing_key=BASKET_PRICES,
+            headers={"id": message_id, "task": "catalog.ProductPriceChanged", "lang": "py"},
+        )
+
+    letter = wait_for(lambda: _dead_letter(message_id), message="the dead letter")
+
+    assert letter.reason == DeadLetter.Reason.UNREADABLE
+    assert "Refusing to deserialize untrusted content of type pickle" in letter.error
+    assert base64.b64decode(letter.body["base64"]) == payload  # kept as bytes, never unpickled
+    assert letter.headers["content_type"] == "application/x-python-serialize"
+    assert not InboxMessage.objects.filter(message_id=message_id).exists()
+
+
+def test_a_message_over_the_delivery_limit_is_dead_lettered_by_rabbitmq_and_collected(bus):
+    # A queue of the same kind as every context's, consumed here by hand so the
+    # test can return the message as often as a dying worker would.
+    template = Topology().context_queues("basket")[0]
+    poisoned = Queue("poisontest.commands", exchange="", routing_key="poisontest.commands", durable=True,
+                     queue_arguments=template.queue_arguments)
+    envelope = _envelope()
+    with current_app.connection_for_write() as connection:
+        channel = connection.channel()
+        queue = poisoned(channel)
+        queue.declare()
+        try:
+            with current_app.producer_or_acquire() as producer:
+                publish_envelope(producer, envelope, exchange=DEFAULT_EXCHANGE, routing_key=poisoned.name)
+            for _ in range(settings.BUS_DELIVERY_LIMIT + 1):
+                message = wait_for(lambda: queue.get(no_ack=False), timeout=10, message="the returned message")
+                message.reject(requeue=True)
+            wait_for(lambda: _queue_depth("dead-letters") == 1, timeout=20, message="RabbitMQ to dead-letter it")
+        finally:
+            queue.delete()
+            channel.close()
+
+    with transaction.atomic():
+        nudge_relay()  # the relay collects dead letters after each round of publishing
+    letter = wait_for(lambda: _dead_letter(envelope["id"]), message="the relay to collect the dead letter")
+
+    assert (letter.reason, letter.context) == (DeadLetter.Reason.BROKER, "poisontest")
+    assert "from poisontest.commands (delivery_limit)" in letter.error
+    assert letter.body == envelope
+    wait_for(lambda: _queue_depth("dead-letters") == 0, timeout=10, message="the relay to ack it")
+
+
+def _queue_depth(name: str) -> int:
+    return next((row["messages"] for row in rabbitmqctl("list_queues", "name", "messages") if row["name"] == name), -1)
