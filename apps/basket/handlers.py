@@ -8,7 +8,7 @@ from messaging import event_subscriber
 
 @event_subscriber(ProductPriceChanged)
 def reprice_baskets(event: ProductPriceChanged) -> None:
-    basket_reprice(sku=event.sku, new_price=event.new_price)
+    basket_reprice(sku=event.sku, new_price=event.new_price, price_version=event.price_version)
 
 
 @event_subscriber(OrderStarted)

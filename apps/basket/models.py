@@ -23,6 +23,8 @@ class BasketLine(models.Model):
     unit_price = models.DecimalField(max_digits=12, decimal_places=2)
     #: The price before the catalog's last change, shown so the customer notices.
     previous_unit_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    #: The catalog price version unit_price came from (0: the price seen when added).
+    price_version = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["basket", "sku"], name="basket_line_per_sku")]

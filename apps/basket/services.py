@@ -46,13 +46,19 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
     return order_id
 
 
-def basket_reprice(*, sku: str, new_price: Decimal) -> int:
-    """Apply a catalog price change to every basket holding ``sku``; returns lines changed."""
+def basket_reprice(*, sku: str, new_price: Decimal, price_version: int) -> int:
+    """Apply a catalog price change to every basket holding ``sku``; returns lines changed.
+
+    A change older than the one a line already has (a retried event arriving
+    late) changes nothing.
+    """
     with transaction.atomic():
-        lines = list(BasketLine.objects.select_for_update().filter(sku=sku).exclude(unit_price=new_price))
+        lines = list(BasketLine.objects.select_for_update().filter(sku=sku, price_version__lt=price_version))
         for line in lines:
-            line.previous_unit_price, line.unit_price = line.unit_price, new_price
-            line.save(update_fields=["previous_unit_price", "unit_price"])
+            if line.unit_price != new_price:
+                line.previous_unit_price, line.unit_price = line.unit_price, new_price
+            line.price_version = price_version
+            line.save(update_fields=["previous_unit_price", "unit_price", "price_version"])
     return len(lines)
 
 

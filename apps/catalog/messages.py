@@ -17,6 +17,8 @@ class ProductPriceChanged(Event):
     sku: str = Field(min_length=1, max_length=64)
     old_price: Decimal = Field(ge=0, decimal_places=2)
     new_price: Decimal = Field(ge=0, decimal_places=2)
+    #: Counts the product's price changes: a subscriber ignores one older than it has seen.
+    price_version: int = Field(ge=1)
 
 
 class ReserveStock(Command):

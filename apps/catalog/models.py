@@ -5,6 +5,8 @@ class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=12, decimal_places=2)
+    #: How many times the price changed; orders the ProductPriceChanged events.
+    price_version = models.PositiveIntegerField(default=0)
     #: Units on hand that no order has reserved.
     stock_available = models.PositiveIntegerField(default=0)
 

@@ -18,8 +18,11 @@ def product_change_price(*, sku: str, new_price: Decimal) -> Product:
     with transaction.atomic():
         product = Product.objects.select_for_update().get(sku=sku)
         old_price, product.price = product.price, new_price
-        product.save(update_fields=["price"])
-        publish(ProductPriceChanged(sku=sku, old_price=old_price, new_price=new_price))
+        product.price_version += 1
+        product.save(update_fields=["price", "price_version"])
+        publish(ProductPriceChanged(
+            sku=sku, old_price=old_price, new_price=new_price, price_version=product.price_version
+        ))
     return product
 
 

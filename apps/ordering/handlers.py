@@ -44,4 +44,4 @@ def payment_failed(event: PaymentFailed) -> None:
 
 @event_subscriber(ProductPriceChanged)
 def update_price_list(event: ProductPriceChanged) -> None:
-    price_list_update(sku=event.sku, price=event.new_price)
+    price_list_update(sku=event.sku, price=event.new_price, price_version=event.price_version)

@@ -37,6 +37,8 @@ class PriceListEntry(models.Model):
 
     sku = models.CharField(max_length=64, unique=True)
     price = models.DecimalField(max_digits=12, decimal_places=2)
+    #: The catalog's price version this entry reflects; older changes are ignored.
+    price_version = models.PositiveIntegerField()
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self):

@@ -70,5 +70,12 @@ def order_cancel(*, order_id: uuid.UUID, reason: str) -> None:
         publish(OrderCancelled(order_id=order_id, reason=reason))
 
 
-def price_list_update(*, sku: str, price: Decimal) -> None:
-    PriceListEntry.objects.update_or_create(sku=sku, defaults={"price": price})
+def price_list_update(*, sku: str, price: Decimal, price_version: int) -> None:
+    """Take a catalog price, unless the price list already has a newer one."""
+    with transaction.atomic():
+        entry = PriceListEntry.objects.select_for_update().filter(sku=sku).first()
+        if entry is None:
+            PriceListEntry.objects.create(sku=sku, price=price, price_version=price_version)
+        elif entry.price_version < price_version:
+            entry.price, entry.price_version = price, price_version
+            entry.save(update_fields=["price", "price_version", "updated_at"])

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def price_changed():
-    publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("10.00"), new_price=Decimal("12.00")))
+    publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("10.00"), new_price=Decimal("12.00"), price_version=1))
     return OutboxMessage.objects.get().envelope
 
 
@@ -129,8 +129,8 @@ def test_on_rabbitmq_a_retry_waits_in_the_holding_queue_of_its_delay(settings):
 
 
 def test_message_ids_are_unique_per_message():
-    a = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
-    b = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
+    a = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+    b = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
     assert a.id != b.id and isinstance(a.id, uuid.UUID)
 
 

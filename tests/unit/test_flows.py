@@ -72,3 +72,23 @@ def test_an_order_without_enough_stock_is_cancelled(catalog_product):
     assert order.cancel_reason == "stock: not enough stock for MUG-1"
     assert Product.objects.get().stock_available == 5
     assert not Payment.objects.exists()
+
+
+def test_a_late_older_price_change_does_not_overwrite_a_newer_one(catalog_product):
+    from apps.catalog.models import Product
+    from messaging.consumer import consume
+
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
+    product_change_price(sku="MUG-1", new_price=Decimal("11.00"))
+    product_change_price(sku="MUG-1", new_price=Decimal("12.00"))
+    first, second = OutboxMessage.objects.filter(message_type="catalog.ProductPriceChanged").order_by("id")
+
+    # The second change arrives first; the first one comes late (a retry, say).
+    for context in ("basket", "ordering"):
+        consume(second.envelope, context=context)
+        consume(first.envelope, context=context)
+
+    assert Product.objects.get().price_version == 2
+    line = BasketLine.objects.get()
+    assert (line.unit_price, line.previous_unit_price, line.price_version) == (Decimal("12.00"), Decimal("10.00"), 2)
+    assert PriceListEntry.objects.get(sku="MUG-1").price == Decimal("12.00")

@@ -26,7 +26,7 @@ def _call(*args) -> str:
 def test_publish_event_writes_the_outbox_and_prints_the_message_id():
     correlation = uuid.uuid4()
     printed = _call("publish_event", "catalog.ProductPriceChanged",
-                    "--data", '{"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00"}',
+                    "--data", '{"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}',
                     "--correlation-id", str(correlation))
 
     row = OutboxMessage.objects.get(message_id=uuid.UUID(printed))

@@ -23,7 +23,7 @@ def test_contract_type_is_derived_from_its_context_and_class():
 
 
 def test_publish_writes_one_outbox_row_with_a_full_envelope():
-    envelope = publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00")))
+    envelope = publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1))
 
     row = OutboxMessage.objects.get()
     assert row.message_id == envelope.id
@@ -35,7 +35,7 @@ def test_publish_writes_one_outbox_row_with_a_full_envelope():
     assert stored.source == "catalog"
     assert stored.correlation_id == envelope.id  # a new conversation starts here
     assert stored.causation_id is None
-    assert stored.data == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00"}
+    assert stored.data == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}
 
 
 def test_invalid_data_is_refused_and_nothing_is_written():
@@ -55,13 +55,13 @@ def test_unknown_type_and_wrong_kind_are_refused():
     with pytest.raises(MessageRejectedError, match="Unknown event type 'catalog.ReserveStock'"):
         build("catalog.ReserveStock", {"order_id": str(uuid.uuid4()), "lines": []}, kind="event")
     with pytest.raises(MessageRejectedError, match="send\\(\\) takes a Command"):
-        send(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
+        send(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
 
 
 def test_oversized_payload_is_refused(settings):
     settings.BUS_MAX_PAYLOAD_BYTES = 100
     with pytest.raises(MessageRejectedError, match="over the limit of 100"):
-        publish(ProductPriceChanged(sku="X" * 64, old_price=Decimal("1"), new_price=Decimal("2")))
+        publish(ProductPriceChanged(sku="X" * 64, old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
     assert not OutboxMessage.objects.exists()
 
 
@@ -76,7 +76,7 @@ def test_a_rolled_back_transaction_publishes_nothing(catalog_product):
 
 
 def test_messages_sent_while_handling_inherit_correlation_and_causation():
-    cause = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2")))
+    cause = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
 
     with causation.handling(cause, "ordering"):
         effect = send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))

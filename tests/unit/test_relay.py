@@ -28,7 +28,7 @@ class FlakyProducer:
 @pytest.fixture
 def three_rows():
     return [
-        str(publish(ProductPriceChanged(sku=f"SKU-{i}", old_price=Decimal("1"), new_price=Decimal("2"))).id)
+        str(publish(ProductPriceChanged(sku=f"SKU-{i}", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1)).id)
         for i in range(3)
     ]
 
