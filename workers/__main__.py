@@ -27,11 +27,18 @@ def main(argv: list[str]) -> None:
 
     if context not in registry.contexts():
         sys.exit(f"unknown context {context!r}; contexts with handlers: {', '.join(registry.contexts())}")
-    queues = ",".join(queue.name for queue in Topology().context_queues(context))
+    topology = Topology()
+    # The whole topology, not only this context's queues: the retry queues this
+    # worker publishes to must exist before its first retry, relay or no relay.
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=None)
+        topology.declare(connection.default_channel)
+    queues = ",".join(queue.name for queue in topology.context_queues(context))
     app.worker_main([
         "worker",
         f"--queues={queues}",
-        f"--hostname={context}@%h",
+        # Unique per process: a second worker under a name still held fails to start.
+        f"--hostname={context}.{os.getpid()}@%h",
         "--loglevel=INFO",
         *extra,
     ])
