@@ -25,14 +25,20 @@ def _sku() -> str:
     return f"SKU-{uuid.uuid4().hex[:8]}"
 
 
+def _basket_of_new_product(*, price: str, stock: int, quantity: int) -> tuple[str, str]:
+    """A fresh product and a customer whose basket holds it; returns (sku, customer id)."""
+    sku = _sku()
+    product_create(sku=sku, name=f"Product {sku}", price=Decimal(price), stock=stock)
+    basket_add_item(customer_id=f"c-{sku}", sku=sku, quantity=quantity, unit_price=Decimal(price))
+    return sku, f"c-{sku}"
+
+
 def _order_status(order_id) -> str | None:
     return Order.objects.filter(id=order_id).values_list("status", flat=True).first()
 
 
 def test_a_price_change_reaches_basket_and_ordering_once_each(bus):
-    sku = _sku()
-    product_create(sku=sku, name="Mug", price=Decimal("10.00"), stock=5)
-    basket_add_item(customer_id=f"c-{sku}", sku=sku, quantity=1, unit_price=Decimal("10.00"))
+    sku, _ = _basket_of_new_product(price="10.00", stock=5, quantity=1)
 
     product_change_price(sku=sku, new_price=Decimal("11.00"))
 
@@ -48,10 +54,7 @@ def test_a_price_change_reaches_basket_and_ordering_once_each(bus):
 
 
 def test_checkout_is_paid_end_to_end(bus):
-    sku = _sku()
-    product_create(sku=sku, name="Mug", price=Decimal("10.00"), stock=5)
-    customer = f"c-{sku}"
-    basket_add_item(customer_id=customer, sku=sku, quantity=2, unit_price=Decimal("10.00"))
+    sku, customer = _basket_of_new_product(price="10.00", stock=5, quantity=2)
 
     order_id = basket_checkout(customer_id=customer)
 
@@ -65,10 +68,7 @@ def test_checkout_is_paid_end_to_end(bus):
 
 
 def test_a_declined_payment_cancels_the_order_and_releases_stock(bus):
-    sku = _sku()
-    product_create(sku=sku, name="Piano", price=Decimal("20000.00"), stock=1)
-    customer = f"c-{sku}"
-    basket_add_item(customer_id=customer, sku=sku, quantity=1, unit_price=Decimal("20000.00"))
+    sku, customer = _basket_of_new_product(price="20000.00", stock=1, quantity=1)
 
     order_id = basket_checkout(customer_id=customer)
 
