@@ -13,7 +13,8 @@ import json
 import traceback as traceback_module
 import uuid
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, transaction
 
 from messaging.models import DeadLetter
 from messaging.topology import Topology, context_of_queue
@@ -80,19 +81,33 @@ def collect_broker_dead_letters(channel, *, limit: int = 500) -> int:
         message = queue.get(no_ack=False)
         if message is None:
             return collected
-        headers = message.headers or {}
-        first_queue = _text(headers.get("x-first-death-queue"))
-        why = _text(headers.get("x-first-death-reason"))
-        with transaction.atomic():
-            dead_letter_raw_message(
-                message,
-                reason=DeadLetter.Reason.BROKER,
-                context=context_of_queue(first_queue) if first_queue else "",
-                error=f"RabbitMQ dead-lettered it from {first_queue or 'an unknown queue'} ({why or 'no reason given'})",
-                attempts=int(headers.get("x-delivery-count") or 0),
-            )
+        _record_broker_dead_letter(message)
         message.ack()
     return limit
+
+
+def _record_broker_dead_letter(message) -> None:
+    # x-death is newest first; the x-first-death-* headers would name the retry
+    # queue a message once expired from, not the queue that gave up on it.
+    deaths = (message.headers or {}).get("x-death") or [{}]
+    queue_name, why = _text(deaths[0].get("queue")), _text(deaths[0].get("reason"))
+    fields = {
+        "reason": DeadLetter.Reason.BROKER,
+        "context": context_of_queue(queue_name) if queue_name else "",
+        "error": f"RabbitMQ dead-lettered it from {queue_name or 'an unknown queue'} ({why or 'no reason given'})",
+        "attempts": settings.BUS_DELIVERY_LIMIT + 1 if why == "delivery_limit" else 0,
+    }
+    try:
+        with transaction.atomic():
+            dead_letter_raw_message(message, **fields)
+    except DatabaseError:
+        # A body or header the database refuses (a NUL character, NaN) must not
+        # block the queue behind it: keep the bytes and the error instead.
+        with transaction.atomic():
+            dead_letter_record(
+                **fields, body=_parse_body(message.body, content_type=None),
+                headers={"content_type": message.content_type, "id": _text(message.headers.get("id"))},
+            )
 
 
 def _parse_body(raw, content_type: str | None):

@@ -113,6 +113,15 @@ class Relay:
             return 0
         return collect_broker_dead_letters(self._producer_ready().channel)
 
+    def _collect_dead_letters_safely(self) -> None:
+        # Its own failures never slow down publishing: it is tried again next round.
+        try:
+            self.collect_dead_letters()
+        except Exception:
+            logger.exception("relay: collecting dead letters failed; trying again next round")
+            connection.close()
+            self.close(broken=True)
+
     def claim_batch(self) -> list[OutboxMessage]:
         """Lock the oldest unpublished rows no other relay holds (inside a transaction)."""
         return list(
@@ -134,7 +143,6 @@ class Relay:
                 try:
                     while self.publish_batch() == self.batch_size and not stop():
                         pass
-                    self.collect_dead_letters()
                     failures = 0
                 except Exception:
                     failures += 1
@@ -145,6 +153,7 @@ class Relay:
                     self.close(broken=True)
                     time.sleep(delay)
                     continue
+                self._collect_dead_letters_safely()
                 wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL, stop=stop)
         finally:
             wakeup.close()

@@ -11,6 +11,7 @@ import logging
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 from django.conf import settings
+from django.db import close_old_connections
 
 from messaging.dead_letters import dead_letter_raw_message
 from messaging.models import DeadLetter
@@ -48,6 +49,9 @@ class Consumer(CeleryConsumer):
     def _dead_letter(self, message, error: str) -> None:
         # The payload is never logged: it may hold personal data.
         logger.error("dead-lettering an unreadable message (id %s): %s", message.headers.get("id"), error)
+        # The main process only sees the database here, never between tasks as the
+        # pool's children do: drop a connection that a database restart broke.
+        close_old_connections()
         try:
             dead_letter_raw_message(
                 message, reason=DeadLetter.Reason.UNREADABLE, context=settings.BUS_CONTEXT, error=error

@@ -96,6 +96,7 @@ def test_a_message_over_the_delivery_limit_is_dead_lettered_by_rabbitmq_and_coll
 
     assert (letter.reason, letter.context) == (DeadLetter.Reason.BROKER, "poisontest")
     assert "from poisontest.commands (delivery_limit)" in letter.error
+    assert letter.attempts == settings.BUS_DELIVERY_LIMIT + 1
     assert letter.body == envelope
     wait_for(lambda: _queue_depth("dead-letters") == 0, timeout=10, message="the relay to ack it")
 
