@@ -1,15 +1,14 @@
 """The relay: publishes committed outbox rows, marking each only once confirmed.
 
-Between batches it also moves what RabbitMQ dead-lettered into the
-dead-letter table (``messaging.dead_letters``), since it holds a broker
-connection and a database connection anyway.
-
 Rows go out in id order. A row is marked published after the broker confirmed
 it, in the same transaction that locked it; if the relay dies in between, the
 row is sent again and consumers absorb the duplicate (at least once). On
 PostgreSQL the rows are locked with ``SKIP LOCKED``, so several relays share
 the work without waiting on each other; each relay keeps its own batch in
 order, but two relays may interleave, so order across batches is best effort.
+
+Between rounds it also moves what RabbitMQ dead-lettered into the dead-letter
+table (``messaging.dead_letters``): it holds both connections that needs.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import logging
 import random
 import time
 
+import psycopg
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
@@ -148,9 +148,9 @@ class Relay:
                     failures += 1
                     delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
                     logger.exception("relay: publishing failed; retrying in %.1fs", delay)
-                    # Broken connections, the database's or the broker's, are replaced on the next attempt.
+                    # A broken database connection is replaced on the next attempt
+                    # (publish_batch already dropped a broken broker connection).
                     connection.close()
-                    self.close(broken=True)
                     time.sleep(delay)
                     continue
                 self._collect_dead_letters_safely()
@@ -192,9 +192,7 @@ class _Wakeup:
             time.sleep(timeout)
             return False
 
-    def _listen(self):
-        import psycopg
-
+    def _listen(self) -> psycopg.Connection:
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)

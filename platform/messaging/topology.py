@@ -6,8 +6,8 @@
   own copy of every event it subscribes to, and the publisher knows none of them;
 - one direct exchange ``commands``; one durable queue per context that owns
   commands, ``<context>.commands``, bound with each command type as routing key;
-- a ``dead-letters`` exchange and queue, where the broker puts what it rejects;
-- on RabbitMQ, one holding queue per retry delay, ``retry.<ms>ms``: a retried
+- on RabbitMQ, a ``dead-letters`` exchange and queue, where the broker puts
+  what it rejects, and one holding queue per retry delay, ``retry.<ms>ms``: a retried
   message waits there (message TTL) and then expires back into the one queue
   it came from, so a retry never reaches another subscriber again.
 
