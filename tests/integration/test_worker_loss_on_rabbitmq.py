@@ -1,0 +1,73 @@
+"""A worker process dying mid-handler: its transaction rolls back, the message
+comes back (late ack, reject on worker loss) and is applied exactly once."""
+
+import os
+import signal
+import subprocess
+import threading
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+
+from apps.catalog.messages import ReserveStock, StockLine
+from apps.catalog.models import Product, StockReservation
+from apps.catalog.services import product_create
+from messaging.models import DeadLetter, InboxMessage
+from messaging.outbox import send
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _blocked_backends() -> int:
+    """Database sessions waiting for a row lock: a handler stuck mid-transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+def _pool_children(worker: subprocess.Popen) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def test_a_handler_killed_before_commit_is_redelivered_and_applied_once(bus):
+    sku = f"KILL-{uuid.uuid4().hex[:8]}"
+    product_create(sku=sku, name="Lamp", price=Decimal("30.00"), stock=5)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_product_row():
+        # The catalog handler will wait on this lock, mid-transaction.
+        try:
+            with transaction.atomic():
+                Product.objects.select_for_update().get(sku=sku)
+                holding.set()
+                release.wait(timeout=60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_product_row)
+    holder.start()
+    try:
+        holding.wait(timeout=10)
+        with transaction.atomic():
+            envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=2)]))
+        wait_for(lambda: _blocked_backends() >= 1, message="the handler to block inside its transaction")
+
+        # SIGKILL every pool process of the catalog worker, the busy one among them.
+        for pid in _pool_children(bus["worker-catalog"]):
+            os.kill(pid, signal.SIGKILL)
+        # The killed handler's session still waits (PostgreSQL notices the dead client
+        # only when the lock frees); a second waiting session is the redelivery.
+        wait_for(lambda: _blocked_backends() >= 2, message="the redelivered message to reach the handler again")
+    finally:
+        release.set()
+        holder.join(timeout=30)
+
+    wait_for(lambda: InboxMessage.objects.filter(message_id=envelope.id).exists(), message="the effect")
+    assert Product.objects.get(sku=sku).stock_available == 3
+    assert StockReservation.objects.filter(order_id=envelope.data["order_id"]).count() == 1
+    assert not DeadLetter.objects.filter(message_id=envelope.id).exists()
+    assert bus["worker-catalog"].poll() is None  # the worker replaced its pool processes
