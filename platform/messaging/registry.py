@@ -10,6 +10,7 @@ the system checks in ``messaging.checks``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,8 +25,13 @@ MESSAGES_MODULE = "messages"
 HANDLERS_MODULE = "handlers"
 
 
+@functools.cache
 def context_of_module(module_name: str) -> str | None:
-    """The label of the installed app containing ``module_name``, if any."""
+    """The label of the installed app containing ``module_name``, if any.
+
+    Cached: it is asked for every message handled, and installed apps do not
+    change once Django is ready (before that it raises, and nothing is cached).
+    """
     app_config = apps.get_containing_app_config(module_name)
     return app_config.label if app_config else None
 
