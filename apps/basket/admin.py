@@ -5,8 +5,8 @@ from apps.basket.models import Basket, BasketLine
 
 class BasketLineInline(admin.TabularInline):
     model = BasketLine
-    fields = ("sku", "quantity", "unit_price", "previous_unit_price")
-    readonly_fields = ("previous_unit_price",)
+    fields = ("sku", "quantity", "unit_price", "previous_unit_price", "price_version")
+    readonly_fields = ("previous_unit_price", "price_version")
     extra = 0
 
 

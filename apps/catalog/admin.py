@@ -3,12 +3,14 @@ from django.db import transaction
 
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_change_price
+from messaging.admin import ReadOnlyAdmin
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     list_display = ("sku", "name", "price", "stock_available")
     search_fields = ("sku", "name")
+    readonly_fields = ("price_version",)
 
     def save_model(self, request, obj, form, change):
         # A price change from the admin must announce itself like any other.
@@ -22,7 +24,9 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(StockReservation)
-class StockReservationAdmin(admin.ModelAdmin):
+class StockReservationAdmin(ReadOnlyAdmin):
+    """Reservations follow ReserveStock and ReleaseStock commands only."""
+
     list_display = ("order_id", "status", "created_at")
     list_filter = ("status",)
-    readonly_fields = ("order_id", "status", "lines", "created_at")
+    search_fields = ("order_id",)

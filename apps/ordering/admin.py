@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from apps.ordering.models import Order, OrderLine, PriceListEntry
+from messaging.admin import ReadOnlyAdmin
 
 
 class OrderLineInline(admin.TabularInline):
@@ -9,24 +10,24 @@ class OrderLineInline(admin.TabularInline):
     can_delete = False
     extra = 0
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     """Orders change only through messages: the admin shows where each stands."""
 
     list_display = ("id", "customer_id", "status", "total", "created_at", "updated_at")
     list_filter = ("status",)
     search_fields = ("id", "customer_id")
     date_hierarchy = "created_at"
-    readonly_fields = ("id", "customer_id", "status", "total", "cancel_reason", "created_at", "updated_at")
     inlines = [OrderLineInline]
-
-    def has_add_permission(self, request):
-        return False
 
 
 @admin.register(PriceListEntry)
-class PriceListEntryAdmin(admin.ModelAdmin):
-    list_display = ("sku", "price", "updated_at")
+class PriceListEntryAdmin(ReadOnlyAdmin):
+    """Ordering's copy of catalog prices, kept by ProductPriceChanged events."""
+
+    list_display = ("sku", "price", "price_version", "updated_at")
     search_fields = ("sku",)
-    readonly_fields = ("sku", "price", "updated_at")

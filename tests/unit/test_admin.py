@@ -73,3 +73,29 @@ def test_task_results_are_in_the_admin(admin_client):
 
     assert response.status_code == 200
     assert b"ordering.PlaceOrder" in response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("admin_name", ["ordering_order", "ordering_pricelistentry", "catalog_stockreservation",
+                                        "payment_payment"])
+def test_state_that_only_messages_change_is_read_only_in_the_admin(admin_client, flow_data, admin_name):
+    changelist = admin_client.get(reverse(f"admin:{admin_name}_changelist"))
+
+    assert changelist.status_code == 200
+    assert admin_client.get(reverse(f"admin:{admin_name}_add")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_price_changed_in_the_admin_is_announced_like_any_other(admin_client, catalog_product):
+    from decimal import Decimal
+
+    url = reverse("admin:catalog_product_change", args=[catalog_product.pk])
+    form = {"sku": "MUG-1", "name": "Big mug", "price": "14.00", "stock_available": "5"}
+
+    response = admin_client.post(url, form)
+
+    assert response.status_code == 302
+    catalog_product.refresh_from_db()
+    assert (catalog_product.name, catalog_product.price, catalog_product.price_version) == ("Big mug", Decimal("14.00"), 1)
+    event = OutboxMessage.objects.get(message_type="catalog.ProductPriceChanged")
+    assert event.envelope["data"] == {"sku": "MUG-1", "old_price": "10.00", "new_price": "14.00", "price_version": 1}
