@@ -10,6 +10,7 @@ rejected to the broker's dead-letter queue instead of being acknowledged.
 import logging
 
 from celery.worker.consumer import Consumer as CeleryConsumer
+from vine import promise
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -33,6 +34,20 @@ class Consumer(CeleryConsumer):
         default_steps = [
             step for step in CeleryConsumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")
         ]
+
+    def create_task_handler(self, promise=promise):
+        handle_task = super().create_task_handler(promise)
+
+        def on_task_received(message):
+            # Celery takes a task message without an "id" header, or with a body
+            # that is not [args, kwargs, embed], for an unrecoverable error: the
+            # whole worker stops, on every redelivery. Such a message is a dead letter.
+            problem = _malformed_task_message(message)
+            if problem:
+                return self._dead_letter(message, problem)
+            return handle_task(message)
+
+        return on_task_received
 
     def on_decode_error(self, message, exc):
         self._dead_letter(message, f"cannot decode a {message.content_type!r} body: {type(exc).__name__}: {exc}")
@@ -61,3 +76,20 @@ class Consumer(CeleryConsumer):
             message.reject_log_error(logger, self.connection_errors)
             return
         message.ack()
+
+
+def _malformed_task_message(message) -> str | None:
+    """Why a protocol-2 task message would crash Celery's consumer, or None."""
+    headers = message.headers
+    if not isinstance(headers, dict) or "task" not in headers:
+        return None  # not protocol 2: Celery's own checks dead-letter it (see on_unknown_message)
+    if not headers.get("id"):
+        return "task message without an id header"
+    try:
+        body = message.decode()
+    except Exception:
+        return None  # undecodable: on_decode_error or on_invalid_task dead-letters it
+    args_kwargs_embed = isinstance(body, (list, tuple)) and len(body) == 3
+    if not (args_kwargs_embed and isinstance(body[0], (list, tuple)) and all(isinstance(p, dict) for p in body[1:])):
+        return "task message body is not [args, kwargs, embed]"
+    return None

@@ -103,3 +103,34 @@ def test_a_message_over_the_delivery_limit_is_dead_lettered_by_rabbitmq_and_coll
 
 def _queue_depth(name: str) -> int:
     return next((row["messages"] for row in rabbitmqctl("list_queues", "name", "messages") if row["name"] == name), -1)
+
+
+def test_a_task_message_without_an_id_is_dead_lettered_and_the_worker_lives(bus):
+    envelope = _envelope()
+    with current_app.producer_or_acquire() as producer:
+        producer.publish(
+            [[], {"envelope": envelope}, {}], serializer="json", exchange=DEFAULT_EXCHANGE,
+            routing_key=BASKET_PRICES, headers={"task": "catalog.ProductPriceChanged", "lang": "py"},
+        )
+
+    # No id header, so the row is found by the envelope's id kept in its body.
+    letter = wait_for(lambda: DeadLetter.objects.filter(body__id=envelope["id"]).first(), message="the dead letter")
+
+    assert (letter.reason, letter.error) == (DeadLetter.Reason.UNREADABLE, "task message without an id header")
+    assert letter.body == envelope
+    assert not InboxMessage.objects.filter(message_id=envelope["id"]).exists()
+    assert bus["worker-basket"].poll() is None
+
+
+def test_a_task_message_whose_body_is_not_args_kwargs_embed_is_dead_lettered(bus):
+    message_id = str(uuid.uuid4())
+    with current_app.producer_or_acquire() as producer:
+        producer.publish(
+            {"envelope": _envelope()}, serializer="json", exchange=DEFAULT_EXCHANGE, routing_key=BASKET_PRICES,
+            headers={"id": message_id, "task": "catalog.ProductPriceChanged", "lang": "py"},
+        )
+
+    letter = wait_for(lambda: _dead_letter(message_id), message="the dead letter")
+
+    assert letter.error == "task message body is not [args, kwargs, embed]"
+    assert bus["worker-basket"].poll() is None
