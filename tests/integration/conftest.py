@@ -5,6 +5,7 @@
 as separate processes against pytest-django's test database.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,11 +52,58 @@ def _purge_bus_queues() -> None:
             queue(channel).purge()
 
 
+class PlatformProcesses(dict):
+    """The platform's processes by name; a test may kill one outright and start it again."""
+
+    def __init__(self, commands: dict[str, list[str]], env: dict, logs: Path) -> None:
+        super().__init__()
+        self.commands, self.env, self.logs, self.starts = commands, env, logs, 0
+
+    def start(self, name: str) -> None:
+        self.starts += 1
+        log_path = self.logs / f"{name}-{self.starts}.log"
+        with open(log_path, "w") as log:
+            self[name] = subprocess.Popen(self.commands[name], cwd=ROOT, env=self.env, stdout=log,
+                                          stderr=subprocess.STDOUT)
+        self[name].log_path = log_path
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and its pool children: nothing gets to clean up."""
+        process = self[name]
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        process.kill()
+        process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    def wait_until_ready(self, names, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in pending:
+                if self[name].poll() is not None:
+                    pytest.fail(f"{name} exited at start-up:\n{self[name].log_path.read_text()[-3000:]}")
+            pending = {name for name in pending if " ready." not in self[name].log_path.read_text()}
+            time.sleep(0.3)
+        if pending:
+            pytest.fail(f"not ready after {timeout}s: {sorted(pending)}")
+
+    def stop_all(self) -> None:
+        for process in self.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session")
 def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
     """One worker per context and the relay, each its own process (torn down before the test DB)."""
     _purge_bus_queues()
-    logs = tmp_path_factory.mktemp("process-logs")
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -70,33 +118,12 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
                                 "--without-mingle"]
                 for c in ("catalog", "basket", "ordering", "payment")}
     commands["relay"] = [sys.executable, "manage.py", "relay"]
-    processes = {}
-    for name, argv in commands.items():
-        log = open(logs / f"{name}.log", "w")  # noqa: SIM115 (kept open for the process's life)
-        processes[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _wait_for_workers(processes, logs)
+    processes = PlatformProcesses(commands, env, tmp_path_factory.mktemp("process-logs"))
+    for name in commands:
+        processes.start(name)
+    processes.wait_until_ready([name for name in commands if name.startswith("worker-")])
     yield processes
-    for process in processes.values():
-        process.send_signal(signal.SIGTERM)
-    for process in processes.values():
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_for_workers(processes, logs, timeout=60) -> None:
-    deadline = time.monotonic() + timeout
-    pending = {name for name in processes if name.startswith("worker-")}
-    while pending and time.monotonic() < deadline:
-        for name, process in processes.items():
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited at start-up:\n{(logs / f'{name}.log').read_text()[-3000:]}")
-        pending = {name for name in pending if " ready." not in (logs / f"{name}.log").read_text()}
-        time.sleep(0.3)
-    if pending:
-        pytest.fail(f"workers not ready after {timeout}s: {sorted(pending)}")
+    processes.stop_all()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""A worker process dying mid-handler: its transaction rolls back, the message
-comes back (late ack, reject on worker loss) and is applied exactly once."""
+"""Workers dying: mid-handler, the transaction rolls back and the message comes
+back (late ack, reject on worker loss); after the commit but before the ack,
+the message comes back and the inbox absorbs it. Either way: applied once."""
 
 import os
 import signal
@@ -71,3 +72,47 @@ def test_a_handler_killed_before_commit_is_redelivered_and_applied_once(bus):
     assert StockReservation.objects.filter(order_id=envelope.data["order_id"]).count() == 1
     assert not DeadLetter.objects.filter(message_id=envelope.id).exists()
     assert bus["worker-catalog"].poll() is None  # the worker replaced its pool processes
+
+
+def test_a_worker_killed_after_commit_but_before_ack_redelivers_and_the_inbox_absorbs_it(bus):
+    sku = f"ACK-{uuid.uuid4().hex[:8]}"
+    product_create(sku=sku, name="Chair", price=Decimal("40.00"), stock=5)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_results_table():
+        # The worker acks only after storing the task's result: blocking that
+        # store stops it between the handler's commit and the ack.
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE django_celery_results_taskresult IN EXCLUSIVE MODE")
+                holding.set()
+                release.wait(timeout=60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_results_table)
+    holder.start()
+    try:
+        holding.wait(timeout=10)
+        with transaction.atomic():
+            envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=2)]))
+        wait_for(lambda: InboxMessage.objects.filter(message_id=envelope.id).exists(), message="the committed effect")
+        wait_for(lambda: _blocked_backends() >= 1, message="the worker to wait before its ack")
+
+        bus.kill("worker-catalog")
+    finally:
+        release.set()
+        holder.join(timeout=30)
+    bus.start("worker-catalog")
+    bus.wait_until_ready(["worker-catalog"])
+
+    wait_for(lambda: '"duplicates": ["apps.catalog.handlers.reserve_stock"]' in _result_of(envelope.id),
+             message="the redelivered message to be recognised as a duplicate")
+    assert Product.objects.get(sku=sku).stock_available == 3
+    assert InboxMessage.objects.filter(message_id=envelope.id).count() == 1
+
+
+def _result_of(task_id) -> str:
+    from django_celery_results.models import TaskResult
+
+    return TaskResult.objects.filter(task_id=str(task_id)).values_list("result", flat=True).first() or ""
