@@ -55,19 +55,20 @@ def build(message_type: str, data: dict[str, Any], *, kind: str) -> Message:
     if contract is None or contract.kind != kind:
         known = sorted(c.type_name() for c in registry.contracts if c.kind == kind)
         raise MessageRejectedError(f"Unknown {kind} type '{message_type}'. Known: {', '.join(known)}")
+    return _validated(contract, data)
+
+
+def _validated(contract: type[Message], data: dict[str, Any]) -> Message:
     try:
         return contract.model_validate(data)
     except ValidationError as exc:
-        raise MessageRejectedError(f"Invalid data for {message_type}:\n{exc}") from exc
+        raise MessageRejectedError(f"Invalid data for {contract.type_name()}:\n{exc}") from exc
 
 
 def _write(message: Message, *, correlation_id: uuid.UUID | None, source: str) -> Envelope:
     contract = type(message)
-    try:
-        # Validate again: an instance made with model_construct() skipped validation.
-        data = contract.model_validate(message.model_dump()).model_dump(mode="json")
-    except ValidationError as exc:
-        raise MessageRejectedError(f"Invalid data for {contract.type_name()}:\n{exc}") from exc
+    # Validate again: an instance made with model_construct() skipped validation.
+    data = _validated(contract, message.model_dump()).model_dump(mode="json")
     size = len(json.dumps(data).encode())
     if size > settings.BUS_MAX_PAYLOAD_BYTES:
         raise MessageRejectedError(

@@ -67,15 +67,19 @@ class PlatformProcesses(dict):
                                           stderr=subprocess.STDOUT)
         self[name].log_path = log_path
 
+    def children(self, name: str) -> list[int]:
+        """The process ids of a worker's pool processes."""
+        out = subprocess.run(["pgrep", "-P", str(self[name].pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
     def kill(self, name: str) -> None:
         """SIGKILL the process and its pool children: nothing gets to clean up."""
-        process = self[name]
-        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-        process.kill()
-        process.wait()
+        children = self.children(name)
+        self[name].kill()
+        self[name].wait()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
     def wait_until_ready(self, names, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

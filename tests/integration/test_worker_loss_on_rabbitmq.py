@@ -6,7 +6,6 @@ the running handler finishes first. Every way: applied once."""
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import uuid
 from decimal import Decimal
@@ -61,11 +60,6 @@ def _blocked_backends() -> int:
         return cursor.fetchone()[0]
 
 
-def _pool_children(worker: subprocess.Popen) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
-
-
 def _reserve(sku: str, quantity: int):
     with transaction.atomic():
         return send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=quantity)]))
@@ -84,7 +78,7 @@ def test_a_handler_killed_before_commit_is_redelivered_and_applied_once(bus):
         wait_for(lambda: _blocked_backends() >= 1, message="the handler to block inside its transaction")
 
         # SIGKILL every pool process of the catalog worker, the busy one among them.
-        for pid in _pool_children(bus["worker-catalog"]):
+        for pid in bus.children("worker-catalog"):
             os.kill(pid, signal.SIGKILL)
         # The killed handler's session still waits (PostgreSQL notices the dead client
         # only when the lock frees); a second waiting session is the redelivery.
