@@ -16,6 +16,8 @@ def main(argv: list[str]) -> None:
     # Read by the settings before Django starts: which handlers this process runs.
     os.environ["BUS_CONTEXT"] = context
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    # A worker serves no pages: DEBUG would only log every query (and grow).
+    os.environ.setdefault("DJANGO_DEBUG", "false")
 
     import django
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import ValidationError
 
-from messaging.broker import ENVELOPE_ARGUMENT, publish_envelope
+from messaging.broker import ENVELOPE_ARGUMENT, Outgoing, publish_confirmed
 from messaging.contracts import Envelope
 from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
@@ -106,11 +106,9 @@ def message_task(task, *args, **kwargs) -> dict:
             return {"context": context, "dead_lettered": DeadLetter.Reason.HANDLER_FAILED}
         queue = consumer_queue_name(context, body["kind"], body["type"])
         route, delay = Topology().retry_route(queue, request.retries)
-        with task.app.producer_or_acquire() as producer:
-            publish_envelope(
-                producer, body, exchange=route.exchange, routing_key=route.routing_key,
-                retries=request.retries + 1, delay=delay, confirm_timeout=settings.BUS_CONFIRM_TIMEOUT,
-            )
+        retry = Outgoing(body, exchange=route.exchange, routing_key=route.routing_key,
+                         retries=request.retries + 1, delay=delay)
+        publish_confirmed([retry])
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error
 

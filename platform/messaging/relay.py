@@ -1,8 +1,10 @@
 """The relay: publishes committed outbox rows, marking each only once confirmed.
 
-Rows go out in id order. A row is marked published after the broker confirmed
-it, in the same transaction that locked it; if the relay dies in between, the
-row is sent again and consumers absorb the duplicate (at least once). On
+Rows go out in id order, a batch at a time: the relay publishes the batch,
+waits for the broker to confirm it, and marks the confirmed rows published in
+the same transaction that locked them; if the relay dies in between, the rows
+are sent again and consumers absorb the duplicates (at least once). A row the
+broker refused stays unpublished and goes out again later, behind newer rows. On
 PostgreSQL the rows are locked with ``SKIP LOCKED``, so several relays share
 the work without waiting on each other; each relay keeps its own batch in
 order, but two relays may interleave, so order across batches is best effort.
@@ -24,11 +26,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from messaging.broker import publish_envelope
+from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing, PublishRefusedError
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
-from messaging.topology import Topology
+from messaging.topology import Route, Topology
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,12 @@ class Relay:
         self.batch_size = batch_size or settings.BUS_RELAY_BATCH_SIZE
         self.confirm_timeout = confirm_timeout or settings.BUS_CONFIRM_TIMEOUT
         self.topology = Topology()
+        self._routes: dict[tuple[str, str], Route] = {}
         self._connection = None
-        self._producer = None
+        self._publisher: ConfirmedPublisher | None = None
 
-    def _producer_ready(self):
-        if self._producer is None:
+    def _publisher_ready(self) -> ConfirmedPublisher:
+        if self._publisher is None:
             # Socket timeouts as well as the confirm timeout: a hung broker
             # must turn into an error, never into a relay stuck holding row locks.
             self._connection = current_app.connection_for_write(transport_options={
@@ -59,8 +62,8 @@ class Relay:
             # Declared before the first publish: a subscriber's queue exists
             # even if its worker never ran, so no event falls on the floor.
             self.topology.declare(channel)
-            self._producer = current_app.amqp.Producer(channel)
-        return self._producer
+            self._publisher = ConfirmedPublisher(channel, timeout=self.confirm_timeout)
+        return self._publisher
 
     def close(self, *, broken: bool = False) -> None:
         if self._connection is not None:
@@ -69,49 +72,64 @@ class Relay:
                 self._connection.collect()
             else:
                 self._connection.release()
-        self._connection = self._producer = None
+        self._connection = self._publisher = None
 
     def publish_batch(self) -> int:
-        """Publish one batch of unpublished rows; return how many were published.
+        """Publish one batch of unpublished rows; return how many rows it held.
 
-        On a broker error the rows confirmed so far are still marked, the
-        failing row records the error, and the error is raised after commit.
+        The batch is published, then its confirms are awaited together; the
+        rows the broker confirmed are marked in one statement, in the
+        transaction that locked them. A refused row or a broker error records
+        the error on the rows it left unpublished and is raised after commit.
         """
-        failure = None
         with transaction.atomic():
             rows = self.claim_batch()
             if not rows:
                 return 0
-            published: list[int] = []
             try:
-                producer = self._producer_ready()
-                for row in rows:
-                    route = self.topology.route(row.kind, row.message_type)
-                    publish_envelope(
-                        producer,
-                        row.envelope,
-                        exchange=route.exchange,
-                        routing_key=route.routing_key,
-                        confirm_timeout=self.confirm_timeout,
-                    )
-                    published.append(row.id)
+                publisher = self._publisher_ready()
             except Exception as exc:
-                # Later rows wait for this one: order within a batch is kept.
-                failure = exc
-                OutboxMessage.objects.filter(id=rows[len(published)].id).update(
-                    attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:2000]
-                )
-            self._mark_published(published)
-        if failure is not None:
+                outcome = BatchOutcome(error=exc)
+            else:
+                outcome = publisher.publish([self._outgoing(row) for row in rows])
+            ids = [row.id for row in rows]
+            self._mark_published([ids[position] for position in outcome.confirmed])
+            failure = self._record_failures(ids, outcome)
+        if outcome.error is not None:
             self.close(broken=True)
+        if failure is not None:
             raise failure
-        return len(published)
+        return len(rows)
+
+    def _outgoing(self, row) -> Outgoing:
+        key = (row.kind, row.message_type)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = self.topology.route(*key)
+        return Outgoing(row.envelope, exchange=route.exchange, routing_key=route.routing_key)
+
+    def _record_failures(self, ids: list[int], outcome: BatchOutcome) -> Exception | None:
+        """Record why rows stayed unpublished; return the error to raise, if any."""
+        failure = None
+        if outcome.refused:
+            failure = PublishRefusedError(f"the broker refused {len(outcome.refused)} of {len(ids)} messages")
+            self._record_error([ids[p] for p in outcome.refused], failure)
+        if outcome.error is not None:
+            failure = outcome.error
+            settled = set(outcome.confirmed) | set(outcome.refused)
+            self._record_error([row_id for p, row_id in enumerate(ids) if p not in settled], failure)
+        return failure
+
+    def _record_error(self, ids: list[int], error: Exception) -> None:
+        OutboxMessage.objects.filter(id__in=ids).update(
+            attempts=F("attempts") + 1, last_error=f"{type(error).__name__}: {error}"[:2000]
+        )
 
     def collect_dead_letters(self) -> int:
         """Move what RabbitMQ dead-lettered into the dead-letter table (none on the embedded broker)."""
         if settings.BUS_EMBEDDED_BROKER:
             return 0
-        return collect_broker_dead_letters(self._producer_ready().channel)
+        return collect_broker_dead_letters(self._publisher_ready().channel)
 
     def _collect_dead_letters_safely(self) -> None:
         # Its own failures never slow down publishing: it is tried again next round.
@@ -122,12 +140,17 @@ class Relay:
             connection.close()
             self.close(broken=True)
 
-    def claim_batch(self) -> list[OutboxMessage]:
-        """Lock the oldest unpublished rows no other relay holds (inside a transaction)."""
+    def claim_batch(self) -> list:
+        """Lock the oldest unpublished rows no other relay holds (inside a transaction).
+
+        Returns named rows (id, message_id, kind, message_type, envelope), not model
+        instances, which would cost more than publishing them.
+        """
         return list(
             OutboxMessage.objects.select_for_update(skip_locked=True)
             .filter(published_at__isnull=True)
-            .order_by("id")[: self.batch_size]
+            .order_by("id")
+            .values_list("id", "message_id", "kind", "message_type", "envelope", named=True)[: self.batch_size]
         )
 
     def _mark_published(self, ids: list[int]) -> None:

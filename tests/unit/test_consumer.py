@@ -145,10 +145,7 @@ class _Task:
     name = "catalog.ProductPriceChanged"
 
     def __init__(self, retries: int):
-        import contextlib
-
         self.request = _Request(retries)
-        self.app = type("App", (), {"producer_or_acquire": staticmethod(contextlib.nullcontext)})()
 
 
 @pytest.fixture
@@ -160,8 +157,7 @@ def failing_basket_handler(monkeypatch, settings):
 
     monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail)
     published = []
-    monkeypatch.setattr("messaging.consumer.publish_envelope",
-                        lambda producer, envelope, **route: published.append((envelope, route)))
+    monkeypatch.setattr("messaging.consumer.publish_confirmed", published.extend)
     return published
 
 
@@ -178,13 +174,13 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
     with pytest.raises(Retry):
         message_task(_Task(retries=2), envelope=price_changed)
 
-    [(envelope, route)] = failing_basket_handler
-    assert envelope == price_changed
+    [retry] = failing_basket_handler
+    assert retry.envelope == price_changed
     # Straight to basket's queue (directly, or after waiting in a retry queue),
     # never through the fanout exchange: ordering does not get it again.
-    assert getattr(route["exchange"], "name", route["exchange"]) == via
-    assert route["routing_key"] == "basket.events.catalog.ProductPriceChanged"
-    assert route["retries"] == 3 and route["delay"] > 0
+    assert getattr(retry.exchange, "name", retry.exchange) == via
+    assert retry.routing_key == "basket.events.catalog.ProductPriceChanged"
+    assert retry.retries == 3 and retry.delay > 0
     assert not DeadLetter.objects.exists()
 
 

@@ -1,10 +1,12 @@
-"""The relay's bookkeeping: marked only once confirmed, in order, errors recorded."""
+"""The relay's bookkeeping: a batch is confirmed together, only confirmed rows are marked."""
 
+import json
 from decimal import Decimal
 
 import pytest
 
 from apps.catalog.messages import ProductPriceChanged
+from messaging.broker import ConfirmTimeoutError, ConfirmedPublisher, PublishRefusedError
 from messaging.models import OutboxMessage
 from messaging.outbox import publish
 from messaging.relay import Relay
@@ -12,17 +14,48 @@ from messaging.relay import Relay
 pytestmark = pytest.mark.django_db
 
 
-class FlakyProducer:
-    """Confirms every publish except those whose number is in ``refuse``."""
+class ConfirmingChannel:
+    """A channel in confirm mode that answers as RabbitMQ does, when the client reads.
 
-    def __init__(self, refuse=()):
-        self.refuse, self.sent, self.calls = set(refuse), [], 0
+    Confirms come as one ``multiple`` ack for the leading run and single
+    acks or nacks after it; tags in ``nack`` are refused, tags in ``lose``
+    never answered, and publish number ``broken_at`` raises a connection error.
+    """
 
-    def publish(self, body, **options):
-        self.calls += 1
-        if self.calls in self.refuse:
-            raise TimeoutError("no confirm within 10s")
-        self.sent.append(body[1]["envelope"]["id"])
+    def __init__(self, *, nack=(), lose=(), broken_at=None):
+        self.nack, self.lose, self.broken_at = set(nack), set(lose), broken_at
+        self.events = {"basic_ack": set(), "basic_nack": set()}
+        self.sent, self.unanswered, self.connection = [], [], self
+
+    def confirm_select(self):
+        pass
+
+    def prepare_message(self, body, priority=None, content_type=None, content_encoding=None,
+                        headers=None, properties=None):
+        return body
+
+    def basic_publish(self, body, exchange="", routing_key="", **options):
+        if len(self.sent) + 1 == self.broken_at:
+            raise ConnectionResetError("connection reset by peer")
+        self.sent.append(json.loads(body)[1]["envelope"]["id"])
+        self.unanswered.append(len(self.sent))
+
+    def drain_events(self, timeout=None):
+        answer = [tag for tag in self.unanswered if tag not in self.lose]
+        if not answer:
+            raise TimeoutError("timed out")
+        self.unanswered = [tag for tag in self.unanswered if tag in self.lose]
+        leading = 0
+        while leading < len(answer) and answer[leading] == answer[0] + leading and answer[leading] not in self.nack:
+            leading += 1
+        if leading:
+            self._emit("basic_ack", answer[leading - 1], multiple=True)
+        for tag in answer[leading:]:
+            self._emit("basic_nack" if tag in self.nack else "basic_ack", tag, multiple=False)
+
+    def _emit(self, event, tag, multiple):
+        for callback in self.events[event]:
+            callback(tag, multiple)
 
 
 @pytest.fixture
@@ -33,32 +66,72 @@ def three_rows():
     ]
 
 
-def _relay_with(producer: FlakyProducer, monkeypatch) -> Relay:
-    relay = Relay(batch_size=10)
-    monkeypatch.setattr(relay, "_producer_ready", lambda: producer)
+def _relay_on(channel: ConfirmingChannel, monkeypatch) -> Relay:
+    relay = Relay(batch_size=10, confirm_timeout=0.2)
+    publisher = ConfirmedPublisher(channel, timeout=0.2)
+    monkeypatch.setattr(relay, "_publisher_ready", lambda: publisher)
     monkeypatch.setattr(relay, "close", lambda broken=False: None)
     return relay
 
 
-def test_rows_are_published_in_order_and_marked(three_rows, monkeypatch):
-    producer = FlakyProducer()
-
-    assert _relay_with(producer, monkeypatch).publish_batch() == 3
-
-    assert producer.sent == three_rows
-    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+def _published_flags():
+    return [row.published_at is not None for row in OutboxMessage.objects.order_by("id")]
 
 
-def test_an_unconfirmed_row_stays_unpublished_with_its_error_and_later_rows_wait(three_rows, monkeypatch):
-    with pytest.raises(TimeoutError):
-        _relay_with(FlakyProducer(refuse={2}), monkeypatch).publish_batch()
+def test_a_batch_is_published_in_order_and_marked_once_confirmed(three_rows, monkeypatch):
+    channel = ConfirmingChannel()
 
-    rows = list(OutboxMessage.objects.order_by("id"))
-    assert rows[0].published_at is not None  # confirmed before the failure: kept
-    assert rows[1].published_at is None and rows[1].attempts == 1
-    assert rows[1].last_error == "TimeoutError: no confirm within 10s"
-    assert rows[2].published_at is None and rows[2].attempts == 0
+    assert _relay_on(channel, monkeypatch).publish_batch() == 3
 
-    retry = FlakyProducer()
-    assert _relay_with(retry, monkeypatch).publish_batch() == 2
-    assert retry.sent == three_rows[1:]
+    assert channel.sent == three_rows
+    assert _published_flags() == [True, True, True]
+
+
+def test_a_refused_row_stays_unpublished_with_its_error_and_the_rest_are_marked(three_rows, monkeypatch):
+    with pytest.raises(PublishRefusedError):
+        _relay_on(ConfirmingChannel(nack={2}), monkeypatch).publish_batch()
+
+    assert _published_flags() == [True, False, True]
+    refused = OutboxMessage.objects.order_by("id")[1]
+    assert refused.attempts == 1 and refused.last_error.startswith("PublishRefusedError")
+
+    again = ConfirmingChannel()
+    assert _relay_on(again, monkeypatch).publish_batch() == 1
+    assert again.sent == [three_rows[1]]
+
+
+def test_rows_without_a_confirm_in_time_are_never_marked(three_rows, monkeypatch):
+    with pytest.raises(ConfirmTimeoutError):
+        _relay_on(ConfirmingChannel(lose={3}), monkeypatch).publish_batch()
+
+    assert _published_flags() == [True, True, False]
+    unconfirmed = OutboxMessage.objects.order_by("id")[2]
+    assert unconfirmed.attempts == 1 and "unconfirmed" in unconfirmed.last_error
+
+
+def test_a_connection_lost_mid_batch_keeps_every_unconfirmed_row(three_rows, monkeypatch):
+    with pytest.raises(ConnectionResetError):
+        _relay_on(ConfirmingChannel(broken_at=2), monkeypatch).publish_batch()
+
+    # The first row was sent but never confirmed: it is sent again, not marked.
+    assert _published_flags() == [False, False, False]
+    assert [row.attempts for row in OutboxMessage.objects.order_by("id")] == [1, 1, 1]
+
+    retry = ConfirmingChannel()
+    assert _relay_on(retry, monkeypatch).publish_batch() == 3
+    assert retry.sent == three_rows
+
+
+def test_confirms_in_any_order_settle_the_right_messages():
+    from messaging.broker import Outgoing
+
+    channel = ConfirmingChannel(nack={1})
+    publisher = ConfirmedPublisher(channel, timeout=0.2)
+    envelopes = [{"id": f"id-{i}", "type": "catalog.ProductPriceChanged"} for i in range(4)]
+
+    outcome = publisher.publish([Outgoing(e, exchange="x", routing_key="k") for e in envelopes])
+
+    assert (outcome.confirmed, outcome.refused, outcome.error) == ([1, 2, 3], [0], None)
+    # The numbering goes on across batches on one channel.
+    outcome = publisher.publish([Outgoing(envelopes[0], exchange="x", routing_key="k")])
+    assert outcome.confirmed == [0]

@@ -48,11 +48,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # A file, not memory: worker processes started by tests share it.
         "NAME": str(BUS_DATA_DIR / "test-platform.sqlite3"),
     }
-else:
-    # Persistent connections: Celery's Django fixup then keeps them between
-    # tasks instead of reconnecting for every message.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+#: Seconds a connection is kept for reuse: a worker keeps one across tasks
+#: (see config.celery_app) instead of opening one per message.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+#: No ping before each task or request: a query that fails marks the connection,
+#: and the next task or request replaces it (Django's close_old_connections).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 
 # APPS
 INSTALLED_APPS = [
@@ -121,8 +122,11 @@ if BUS_EMBEDDED_BROKER:
         "store_processed": False,
     }
 else:
-    # Publisher confirms: a publish returns only once the broker has the message.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    # No ``confirm_publish``: it makes every publish on every connection wait for
+    # its own confirm, the worker's task events included. The bus's publishers
+    # (relay, retries) ask for confirms themselves, a batch at a time
+    # (messaging.broker.ConfirmedPublisher).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 #: Reconnect forever: a broker restart must never stop a worker for good.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
