@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -36,17 +36,26 @@ class MessageRejectedError(ValueError):
 
 def send(command: Command, *, correlation_id: uuid.UUID | None = None) -> Envelope:
     """Write ``command`` to the outbox, for the one context that owns it."""
-    if not isinstance(command, Command):
-        raise MessageRejectedError(f"send() takes a Command, not {type(command).__name__}")
-    return _write(command, correlation_id=correlation_id, source=_sending_context())
+    return send_many([command], correlation_id=correlation_id)[0]
 
 
 def publish(event: Event, *, correlation_id: uuid.UUID | None = None) -> Envelope:
     """Write ``event`` to the outbox, for every context subscribed to it."""
-    if not isinstance(event, Event):
-        raise MessageRejectedError(f"publish() takes an Event, not {type(event).__name__}")
+    return publish_many([event], correlation_id=correlation_id)[0]
+
+
+def send_many(commands: list[Command], *, correlation_id: uuid.UUID | None = None) -> list[Envelope]:
+    """Write several commands in one INSERT: each as ``send`` would, all or none."""
+    _expect(Command, commands)
+    source = _sending_context()
+    return _write([_envelope(c, correlation_id=correlation_id, source=source) for c in commands])
+
+
+def publish_many(events: list[Event], *, correlation_id: uuid.UUID | None = None) -> list[Envelope]:
+    """Write several events in one INSERT: each as ``publish`` would, all or none."""
+    _expect(Event, events)
     # An event is a fact of the context that owns it, whoever calls this.
-    return _write(event, correlation_id=correlation_id, source=type(event).context())
+    return _write([_envelope(e, correlation_id=correlation_id, source=type(e).context()) for e in events])
 
 
 def build(message_type: str, data: dict[str, Any], *, kind: str) -> Message:
@@ -58,6 +67,13 @@ def build(message_type: str, data: dict[str, Any], *, kind: str) -> Message:
     return _validated(contract, data)
 
 
+def _expect(base: type[Message], messages: list) -> None:
+    for message in messages:
+        if not isinstance(message, base):
+            verb = "send" if base is Command else "publish"
+            raise MessageRejectedError(f"{verb}() takes a {base.__name__}, not {type(message).__name__}")
+
+
 def _validated(contract: type[Message], data: dict[str, Any]) -> Message:
     try:
         return contract.model_validate(data)
@@ -65,7 +81,8 @@ def _validated(contract: type[Message], data: dict[str, Any]) -> Message:
         raise MessageRejectedError(f"Invalid data for {contract.type_name()}:\n{exc}") from exc
 
 
-def _write(message: Message, *, correlation_id: uuid.UUID | None, source: str) -> Envelope:
+def _envelope(message: Message, *, correlation_id: uuid.UUID | None, source: str) -> dict[str, Any]:
+    """The envelope of ``message``, as the JSON the outbox row and the broker carry."""
     contract = type(message)
     # Validate again: an instance made with model_construct() skipped validation.
     data = _validated(contract, message.model_dump()).model_dump(mode="json")
@@ -78,7 +95,7 @@ def _write(message: Message, *, correlation_id: uuid.UUID | None, source: str) -
     handling = causation.current()
     cause = handling[0] if handling else None
     message_id = uuid.uuid4()
-    envelope = Envelope(
+    return Envelope(
         id=message_id,
         type=contract.type_name(),
         kind=contract.kind,
@@ -89,22 +106,43 @@ def _write(message: Message, *, correlation_id: uuid.UUID | None, source: str) -
         causation_id=cause.id if cause else None,
         data=data,
     )
-    OutboxMessage.objects.create(
-        message_id=envelope.id,
-        kind=envelope.kind,
-        message_type=envelope.type,
-        correlation_id=envelope.correlation_id,
-        envelope=envelope.to_json_dict(),
-    )
+
+
+def _write(envelopes: list[Envelope]) -> list[Envelope]:
+    OutboxMessage.objects.bulk_create([
+        OutboxMessage(
+            message_id=envelope.id,
+            kind=envelope.kind,
+            message_type=envelope.type,
+            correlation_id=envelope.correlation_id,
+            envelope=envelope.to_json_dict(),
+        )
+        for envelope in envelopes
+    ])
     nudge_relay()
-    return envelope
+    return envelopes
 
 
 def nudge_relay() -> None:
-    """Wake the relays when this transaction commits (their poll is the safety net)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [RELAY_CHANNEL])
+    """Wake the relays when this transaction commits (their poll is the safety net).
+
+    Once per transaction: PostgreSQL would fold repeated NOTIFYs into one at
+    commit anyway, but each would still cost a round trip. A marker among the
+    transaction's on-commit callbacks says it was sent; a savepoint rolled back
+    drops both the marker and its NOTIFY, so the next write sends it again.
+    """
+    if connection.vendor != "postgresql":
+        return
+    if connection.in_atomic_block:
+        if any(callback is _relay_nudged for _, callback, _ in connection.run_on_commit):
+            return
+        transaction.on_commit(_relay_nudged)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [RELAY_CHANNEL])
+
+
+def _relay_nudged() -> None:
+    """The marker ``nudge_relay`` leaves in a transaction; nothing to do at commit."""
 
 
 def _sending_context() -> str:

@@ -1,0 +1,471 @@
+"""The scenarios: each measures the platform and its baseline in the same call.
+
+A scenario returns a flat dict of figures (``platform``, ``baseline``,
+``platform.p50`` ...). The order of the two runs alternates with the repeat,
+so neither always runs on a warmer machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.catalog.messages import ProductPriceChanged, ReleaseStock
+from bench import bare_celery, raw_relay
+from bench.processes import ROOT, ProcessGroup
+from messaging.consumer import consume
+from messaging.models import InboxMessage, OutboxMessage
+from messaging.outbox import publish, publish_many, send_many
+from messaging.relay import Relay
+from messaging.topology import Topology
+
+#: The subscribers of ProductPriceChanged, whose workers the event scenarios run.
+SUBSCRIBERS = ("basket", "ordering")
+
+
+@dataclasses.dataclass
+class Sizes:
+    """How much each scenario does: ``full`` for the results, ``smoke`` for CI."""
+
+    relay_rows: int
+    outbox_rows: int
+    events: int
+    commands: int
+    latency_seconds: float
+    latency_rate: float
+    duplicates: int
+    embedded_events: int
+    concurrency_levels: tuple[int, ...]
+
+
+FULL = Sizes(relay_rows=20_000, outbox_rows=2_000, events=2_000, commands=2_000, latency_seconds=10,
+             latency_rate=20, duplicates=2_000, embedded_events=500, concurrency_levels=(1, 2, 4))
+SMOKE = Sizes(relay_rows=300, outbox_rows=100, events=60, commands=60, latency_seconds=1,
+              latency_rate=10, duplicates=50, embedded_events=20, concurrency_levels=(1, 2))
+#: The worker concurrency of the headline end-to-end figures (prefork -c2).
+DEFAULT_CONCURRENCY = 2
+
+
+@dataclasses.dataclass
+class Run:
+    """What every scenario needs: sizes, where logs go, the processes' environment."""
+
+    sizes: Sizes
+    env: dict[str, str]
+    logs: Path
+    repeat: int
+    profiles: Path | None = None
+
+    def baseline_first(self) -> bool:
+        return self.repeat % 2 == 0
+
+
+def interleaved(run: Run, platform: Callable[[], dict], baseline: Callable[[], dict]) -> dict:
+    """Both measurements, in an order that alternates with the repeat."""
+    first, second = (baseline, platform) if run.baseline_first() else (platform, baseline)
+    return {**first(), **second()}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def empty_bus_tables() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {OutboxMessage._meta.db_table}, {InboxMessage._meta.db_table}")
+        cursor.execute("TRUNCATE ordering_pricelistentry, django_celery_results_taskresult")
+
+
+def purge_queues() -> None:
+    from celery import current_app
+
+    with current_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        topology = Topology()
+        topology.declare(channel)
+        for queue in [*topology.queues(), *bare_celery.app.conf.task_queues]:
+            queue(channel).declare()
+            queue(channel).purge()
+
+
+def price_changes(count: int, prefix: str = "BENCH") -> list[ProductPriceChanged]:
+    # A SKU per event: the ordering subscriber writes a price-list row for each.
+    return [ProductPriceChanged(sku=f"{prefix}-{i}", old_price=Decimal("10.00"), new_price=Decimal("12.50"),
+                                price_version=1) for i in range(count)]
+
+
+def wait_for_rows(expected: int, *, consumer_like: str = "", timeout: float = 600) -> float:
+    """Wait until the inbox holds ``expected`` rows; return the monotonic time it did."""
+    rows = InboxMessage.objects.filter(consumer__contains=consumer_like)
+    deadline = time.monotonic() + timeout
+    while (count := rows.count()) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {count} of {expected} messages handled after {timeout}s")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def percentiles(values: list[float], prefix: str) -> dict:
+    ordered = sorted(values)
+    quantiles = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {f"{prefix}.p50": quantiles[49], f"{prefix}.p90": quantiles[89], f"{prefix}.p99": quantiles[98],
+            f"{prefix}.max": ordered[-1]}
+
+
+def ms_since(handled_at, sent_at: float) -> float:
+    return (handled_at.timestamp() - sent_at) * 1000
+
+
+def py_spy(run: Run, name: str, pids: dict[str, int], seconds: float) -> list[subprocess.Popen]:
+    """Profile processes (with their pool children) for ``seconds``; flame graphs in the profiles folder."""
+    if run.profiles is None:
+        return []
+    return [
+        subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "--rate", "200",
+                          "--duration", str(int(seconds) + 1), "--pid", str(pid),
+                          "--output", str(run.profiles / f"{name}-{process}.svg")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for process, pid in pids.items()
+    ]
+
+
+def in_process_profile(run: Run, name: str, work: Callable[[], None]) -> None:
+    """Run ``work`` under pyinstrument and keep its text report (only when profiling)."""
+    if run.profiles is None:
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    with profiler:
+        work()
+    (run.profiles / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+
+
+# -- in-process scenarios ------------------------------------------------------------------------
+
+def relay(run: Run) -> dict:
+    """Rows per second published and confirmed, ``relay_rows`` rows waiting."""
+    count = run.sizes.relay_rows
+
+    def fill() -> None:
+        empty_bus_tables()
+        purge_queues()
+        events = price_changes(count)
+        for start in range(0, count, 1000):
+            with transaction.atomic():
+                publish_many(events[start:start + 1000])
+
+    def platform() -> dict:
+        fill()
+        relay = Relay()
+        started = time.monotonic()
+        published = 0
+        while relay.publish_batch():
+            pass
+        elapsed = time.monotonic() - started
+        relay.close()
+        published = OutboxMessage.objects.filter(published_at__isnull=False).count()
+        assert published == count, f"the relay published {published} of {count}"
+        return {"platform": count / elapsed}
+
+    def baseline() -> dict:
+        fill()
+        conn = raw_relay.connect(settings.CELERY_BROKER_URL)
+        started = time.monotonic()
+        published = raw_relay.drain(conn)
+        elapsed = time.monotonic() - started
+        conn.close()
+        assert published == count, f"the raw loop published {published} of {count}"
+        return {"baseline": count / elapsed}
+
+    figures = interleaved(run, platform, baseline)
+    if run.repeat == 0:
+        fill()
+        relay_for_profile = Relay()
+        in_process_profile(run, "relay", lambda: [None for _ in iter(relay_for_profile.publish_batch, 0)])
+        relay_for_profile.close()
+    purge_queues()
+    return figures
+
+
+def outbox_writes(run: Run) -> dict:
+    """Rows per second written: one per transaction, and many in one transaction."""
+    count = run.sizes.outbox_rows
+    events = price_changes(count)
+    rows = [
+        OutboxMessage(message_id=uuid.uuid4(), kind="event", message_type="catalog.ProductPriceChanged",
+                      correlation_id=uuid.uuid4(), envelope={"data": e.model_dump(mode="json")})
+        for e in events
+    ]
+
+    def timed(work: Callable[[], None]) -> float:
+        empty_bus_tables()
+        started = time.monotonic()
+        work()
+        return count / (time.monotonic() - started)
+
+    def one_each_platform() -> None:
+        for event in events:
+            with transaction.atomic():
+                publish(event)
+
+    def one_each_baseline() -> None:
+        for row in rows:
+            with transaction.atomic():
+                OutboxMessage(message_id=uuid.uuid4(), kind=row.kind, message_type=row.message_type,
+                              correlation_id=row.correlation_id, envelope=row.envelope).save()
+
+    def many_publish() -> None:
+        with transaction.atomic():
+            for event in events:
+                publish(event)
+
+    def many_publish_many() -> None:
+        with transaction.atomic():
+            publish_many(events)
+
+    def many_baseline() -> None:
+        with transaction.atomic():
+            OutboxMessage.objects.bulk_create([
+                OutboxMessage(message_id=uuid.uuid4(), kind=r.kind, message_type=r.message_type,
+                              correlation_id=r.correlation_id, envelope=r.envelope) for r in rows
+            ])
+
+    one = interleaved(run, lambda: {"one.platform": timed(one_each_platform)},
+                      lambda: {"one.baseline": timed(one_each_baseline)})
+    many = interleaved(run, lambda: {"many.platform": timed(many_publish),
+                                     "many.platform_many": timed(many_publish_many)},
+                       lambda: {"many.baseline": timed(many_baseline)})
+    if run.repeat == 0:
+        in_process_profile(run, "outbox-publish-one-per-transaction", one_each_platform)
+        in_process_profile(run, "outbox-publish-many-in-one-transaction", many_publish)
+    empty_bus_tables()
+    return {**one, **many}
+
+
+def duplicates(run: Run) -> dict:
+    """Milliseconds to recognise a message a consumer already handled."""
+    count = run.sizes.duplicates
+    empty_bus_tables()
+    with transaction.atomic():
+        envelope = publish(price_changes(1, prefix="DUPLICATE")[0]).to_json_dict()
+    consume(envelope, context="basket")  # the first delivery: handled
+
+    def platform() -> dict:
+        started = time.monotonic()
+        for _ in range(count):
+            report = consume(envelope, context="basket")
+        assert report["duplicates"] and not report["handled"], report
+        return {"platform": (time.monotonic() - started) * 1000 / count}
+
+    def baseline() -> dict:
+        table, message_id = InboxMessage._meta.db_table, uuid.UUID(envelope["id"])
+        started = time.monotonic()
+        for _ in range(count):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {table} (message_id, consumer, message_type, handled_at) "
+                    "VALUES (%s, %s, %s, now()) ON CONFLICT (message_id, consumer) DO NOTHING",
+                    [message_id, "apps.basket.handlers.reprice_baskets", "catalog.ProductPriceChanged"])
+        return {"baseline": (time.monotonic() - started) * 1000 / count}
+
+    figures = interleaved(run, platform, baseline)
+    if run.repeat == 0:
+        in_process_profile(run, "duplicate", lambda: [consume(envelope, context="basket") for _ in range(count)])
+    return figures
+
+
+# -- end to end, with worker processes -----------------------------------------------------------
+
+class EndToEnd:
+    """The platform's workers and relay beside bare Celery's workers, at one concurrency.
+
+    Both sets run at once (an idle Celery worker costs next to nothing), so a
+    repeat measures them one after the other without restarting anything.
+    """
+
+    def __init__(self, run: Run, concurrency: int) -> None:
+        self.run, self.concurrency = run, concurrency
+        self.group = ProcessGroup(run.env, run.logs)
+
+    def __enter__(self) -> EndToEnd:
+        purge_queues()
+        empty_bus_tables()
+        try:
+            for context in (*SUBSCRIBERS, "catalog"):
+                self.group.start_worker(context, concurrency=self.concurrency)
+            self.group.start_relay()
+            for subscriber in SUBSCRIBERS:
+                self._start_bare(f"bare-{subscriber}", bare_celery.event_queue(subscriber))
+            self._start_bare("bare-commands", bare_celery.COMMANDS_QUEUE)
+            self.group.wait_ready()
+        except BaseException:
+            self.group.stop()
+            raise
+        return self
+
+    def _start_bare(self, name: str, queue: str) -> None:
+        self.group.start(name, [
+            sys.executable, "-m", "celery", "-A", "bench.bare_celery", "worker", f"--queues={queue}",
+            f"--concurrency={self.concurrency}", "--pool=prefork", f"--hostname={name}@%h",
+            "--without-gossip", "--without-mingle", "--loglevel=INFO",
+        ], ready_line=" ready.")
+
+    def __exit__(self, *exc) -> None:
+        self.group.stop()
+
+    def events(self, count: int, *, profile: str = "") -> dict:
+        """Handled messages per second, ``count`` events to two subscribers."""
+        def platform() -> dict:
+            empty_bus_tables()
+            events = price_changes(count)
+            with transaction.atomic():
+                publish_many(events)
+            started = time.monotonic()
+            pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
+            profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
+            finished = wait_for_rows(2 * count, consumer_like="apps.")
+            for profiler in profilers:
+                profiler.wait()
+            return {"platform": 2 * count / (finished - started)}
+
+        def baseline() -> dict:
+            empty_bus_tables()
+            ids = [str(uuid.uuid4()) for _ in range(count)]
+            started = time.monotonic()
+            bare_celery.send_events(ids)
+            finished = wait_for_rows(2 * count, consumer_like="bare-")
+            return {"baseline": 2 * count / (finished - started)}
+
+        return interleaved(self.run, platform, baseline)
+
+    def commands(self, count: int) -> dict:
+        """Handled commands per second, ``count`` commands to one context."""
+        def platform() -> dict:
+            empty_bus_tables()
+            commands = [ReleaseStock(order_id=uuid.uuid4()) for _ in range(count)]
+            with transaction.atomic():
+                send_many(commands)
+            started = time.monotonic()
+            finished = wait_for_rows(count, consumer_like="apps.catalog.")
+            return {"platform": count / (finished - started)}
+
+        def baseline() -> dict:
+            empty_bus_tables()
+            ids = [str(uuid.uuid4()) for _ in range(count)]
+            started = time.monotonic()
+            bare_celery.send_commands(ids)
+            finished = wait_for_rows(count, consumer_like="bare-commands")
+            return {"baseline": count / (finished - started)}
+
+        return interleaved(self.run, platform, baseline)
+
+    def latency(self, seconds: float, rate: float) -> dict:
+        """Milliseconds from the publishing commit to each subscriber's inbox row, at a light steady rate."""
+        count = max(5, int(seconds * rate))
+
+        def paced(send_one: Callable[[int], tuple[str, float]]) -> dict[str, float]:
+            sent_at, started = {}, time.monotonic()
+            for i in range(count):
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
+                message_id, at = send_one(i)
+                sent_at[message_id] = at
+            return sent_at
+
+        def platform() -> dict:
+            empty_bus_tables()
+            events = price_changes(count, prefix="LATENCY")
+
+            def send_one(i: int) -> tuple[str, float]:
+                with transaction.atomic():
+                    envelope = publish(events[i])
+                return str(envelope.id), time.time()  # after the commit
+
+            sent_at = paced(send_one)
+            wait_for_rows(2 * count, consumer_like="apps.")
+            latencies = [ms_since(row.handled_at, sent_at[str(row.message_id)])
+                         for row in InboxMessage.objects.filter(consumer__startswith="apps.")]
+            return percentiles(latencies, "platform")
+
+        def baseline() -> dict:
+            empty_bus_tables()
+
+            def send_one(i: int) -> tuple[str, float]:
+                message_id = str(uuid.uuid4())
+                at = time.time()
+                bare_celery.send_events([message_id])
+                return message_id, at
+
+            sent_at = paced(send_one)
+            wait_for_rows(2 * count, consumer_like="bare-")
+            latencies = [ms_since(row.handled_at, sent_at[str(row.message_id)])
+                         for row in InboxMessage.objects.filter(consumer__startswith="bare-")]
+            return percentiles(latencies, "baseline")
+
+        return interleaved(self.run, platform, baseline)
+
+
+def end_to_end(run: Run) -> dict:
+    """Events, commands and latency at the default concurrency; events at every level for the scale figure."""
+    sizes, figures = run.sizes, {}
+    for concurrency in sizes.concurrency_levels:
+        with EndToEnd(run, concurrency) as e2e:
+            profile = f"events-c{concurrency}" if run.repeat == 0 else ""
+            for key, value in e2e.events(sizes.events, profile=profile).items():
+                figures[f"scale.c{concurrency}.{key}"] = value
+            if concurrency == DEFAULT_CONCURRENCY:
+                figures.update({f"events.{k}": v for k, v in e2e.events(sizes.events).items()})
+                figures.update({f"commands.{k}": v for k, v in e2e.commands(sizes.commands).items()})
+                figures.update({f"latency.{k}": v for k, v in e2e.latency(sizes.latency_seconds,
+                                                                          sizes.latency_rate).items()})
+    return figures
+
+
+def embedded(run: Run) -> dict:
+    """The embedded default (filesystem broker, SQLite): its own processes, in a folder of its own."""
+    data_dir = run.logs / f"embedded-{run.repeat}"
+    env = {key: value for key, value in run.env.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env["BUS_DATA_DIR"] = str(data_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.embedded", "--events", str(run.sizes.embedded_events),
+         "--logs", str(data_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the embedded scenario failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+#: Every scenario, in the order they run.
+SCENARIOS: dict[str, Callable[[Run], dict]] = {
+    "relay": relay,
+    "outbox": outbox_writes,
+    "duplicates": duplicates,
+    "end_to_end": end_to_end,
+    "embedded": embedded,
+}
+
+
+def process_environment() -> dict[str, str]:
+    """What every process the bench starts gets: the bench's database and broker, no DEBUG."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DJANGO_DEBUG": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]),
+    }
+
+
+def now() -> str:
+    return timezone.now().isoformat(timespec="seconds")
