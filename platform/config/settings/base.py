@@ -136,7 +136,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 #: Results (one row per task id) go to django-celery-results, shown in the admin.
-CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_BACKEND = "messaging.results:ResultBackend"
 CELERY_RESULT_EXTENDED = True
 #: Ack after the handler's transaction committed; a killed worker's message comes back.
 CELERY_TASK_ACKS_LATE = True
@@ -146,11 +146,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 #: to the dead-letter queue instead of it being acknowledged and lost.
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
 #: Handlers write: a crash should return as few messages as possible.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 #: Retries wait in the bus's own queues, not in Celery's native delayed delivery.
 CELERY_WORKER_CONSUMER = "messaging.worker:Consumer"
 #: Flower sees tasks only when workers send task events.
-CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
 #: Below RabbitMQ's consumer (ack) timeout of 30 minutes.
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
