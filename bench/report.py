@@ -158,6 +158,28 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+CPU_PREFIX = "end_to_end.events.cpu."
+
+
+def cpu_table(results: dict) -> str:
+    """CPU milliseconds per handled message, by process group: where the time goes."""
+    figures = results["figures"]
+    groups = sorted({key.rsplit(".", 1)[1] for key in figures if key.startswith(CPU_PREFIX)})
+    if not groups:
+        return ""
+    lines = ["| process group | platform, CPU ms per handled message | baseline (bare Celery) |", "|---|---|---|"]
+    totals = {"platform": 0.0, "baseline": 0.0}
+    for group in groups:
+        cells = []
+        for side in ("platform", "baseline"):
+            figure = figures.get(f"{CPU_PREFIX}{side}.{group}")
+            cells.append(f"{figure['median']:.2f}" if figure else "—")
+            totals[side] += figure["median"] if figure else 0
+        lines.append(f"| {group} | {cells[0]} | {cells[1]} |")
+    lines.append(f"| **all** | **{totals['platform']:.2f}** | **{totals['baseline']:.2f}** |")
+    return "\n".join(lines)
+
+
 def markdown(results: dict, page: Path, output: Path) -> str:
     plots = os.path.relpath(output, page.parent)
     m, v = results["machine"], results["versions"]
@@ -181,6 +203,13 @@ Raw figures: [`results.json`]({plots}/results.json).
 {table(results)}
 
 What each baseline is: `bench/README.md`.
+
+Where the CPU goes in the events end-to-end run (-c2), per handled message, medians
+(read from `/proc` before and after the run; the machine has {m['cores']} cores for everything):
+
+{cpu_table(results)}
+
+![CPU per handled message]({plots}/cpu.png)
 
 ![Speed relative to the baseline]({plots}/ratios.png)
 
@@ -233,6 +262,20 @@ def plot(results: dict, output: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         paths.append(_save(fig, output / "latency.png"))
+
+    groups = sorted({key.rsplit(".", 1)[1] for key in figures if key.startswith(CPU_PREFIX)})
+    if groups:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        sides = ["baseline", "platform"]
+        bottoms = [0.0, 0.0]
+        for group in groups:
+            values = [figures.get(f"{CPU_PREFIX}{side}.{group}", {"median": 0})["median"] for side in sides]
+            ax.bar(sides, values, bottom=bottoms, label=group)
+            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+        ax.set_ylabel("CPU ms per handled message")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(_save(fig, output / "cpu.png"))
 
     levels = sorted(int(k.split(".")[2][1:]) for k in figures if k.startswith("end_to_end.scale.") and k.endswith(".platform"))
     if levels:

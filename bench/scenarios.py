@@ -140,6 +140,33 @@ def py_spy(run: Run, name: str, pids: dict[str, int], seconds: float) -> list[su
     ]
 
 
+#: Process groups whose CPU time the end-to-end runs account for, by a word of their command line.
+CPU_GROUPS = {"postgres": "postgres", "rabbitmq": "beam.smp", "relay": "manage.py relay",
+              "workers": "-m workers", "bare workers": "bench.bare_celery"}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by each process group, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(CPU_GROUPS, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        group = next((name for name, word in CPU_GROUPS.items() if word in command), None)
+        if group:
+            used[group] += (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def cpu_ms_per_message(before: dict[str, float], after: dict[str, float], messages: int, side: str) -> dict:
+    """CPU milliseconds per handled message, by process group (processes alive at both ends)."""
+    return {f"cpu.{side}.{group}": (after[group] - before[group]) * 1000 / messages
+            for group in CPU_GROUPS if after[group] > before[group]}
+
+
 def in_process_profile(run: Run, name: str, work: Callable[[], None]) -> None:
     """Run ``work`` under pyinstrument and keep its text report (only when profiling)."""
     if run.profiles is None:
@@ -332,21 +359,23 @@ class EndToEnd:
             events = price_changes(count)
             with transaction.atomic():
                 publish_many(events)
-            started = time.monotonic()
+            cpu_before, started = cpu_seconds(), time.monotonic()
             pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
             profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
             finished = wait_for_rows(2 * count, consumer_like="apps.")
+            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(), 2 * count, "platform")
             for profiler in profilers:
                 profiler.wait()
-            return {"platform": 2 * count / (finished - started)}
+            return {"platform": 2 * count / (finished - started), **cpu}
 
         def baseline() -> dict:
             empty_bus_tables()
             ids = [str(uuid.uuid4()) for _ in range(count)]
-            started = time.monotonic()
+            cpu_before, started = cpu_seconds(), time.monotonic()
             bare_celery.send_events(ids)
             finished = wait_for_rows(2 * count, consumer_like="bare-")
-            return {"baseline": 2 * count / (finished - started)}
+            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(), 2 * count, "baseline")
+            return {"baseline": 2 * count / (finished - started), **cpu}
 
         return interleaved(self.run, platform, baseline)
 
@@ -421,8 +450,9 @@ def end_to_end(run: Run) -> dict:
     sizes, figures = run.sizes, {}
     for concurrency in sizes.concurrency_levels:
         with EndToEnd(run, concurrency) as e2e:
-            profile = f"events-c{concurrency}" if run.repeat == 0 else ""
-            for key, value in e2e.events(sizes.events, profile=profile).items():
+            if run.profiles is not None:
+                e2e.events(sizes.events, profile=f"events-c{concurrency}")  # profiled apart: sampling slows it
+            for key, value in e2e.events(sizes.events).items():
                 figures[f"scale.c{concurrency}.{key}"] = value
             if concurrency == DEFAULT_CONCURRENCY:
                 figures.update({f"events.{k}": v for k, v in e2e.events(sizes.events).items()})
