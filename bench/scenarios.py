@@ -140,31 +140,40 @@ def py_spy(run: Run, name: str, pids: dict[str, int], seconds: float) -> list[su
     ]
 
 
-#: Process groups whose CPU time the end-to-end runs account for, by a word of their command line.
-CPU_GROUPS = {"postgres": "postgres", "rabbitmq": "beam.smp", "relay": "manage.py relay",
-              "workers": "-m workers", "bare workers": "bench.bare_celery"}
+#: Services whose CPU time the end-to-end runs account for, by a word of their command line.
+SERVICES = {"postgres": "postgres", "rabbitmq": "beam.smp"}
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU time (user + system) used so far by each process group, from /proc."""
+def cpu_seconds(started: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each process group, from /proc.
+
+    The services by command line; the bench's own processes (``started``: name
+    to pid, pool children included) as workers, relay or bare workers.
+    """
     ticks = os.sysconf("SC_CLK_TCK")
-    used = dict.fromkeys(CPU_GROUPS, 0.0)
+    processes = {}  # pid: (parent pid, command, CPU seconds)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        group = next((name for name, word in CPU_GROUPS.items() if word in command), None)
+        processes[int(pid)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / ticks)
+    used = dict.fromkeys([*SERVICES, "workers", "relay", "bare workers"], 0.0)
+    groups = {pid: ("bare workers" if name.startswith("bare") else "relay" if name == "relay" else "workers")
+              for name, pid in started.items()}
+    for pid, (parent, command, cpu) in processes.items():
+        group = groups.get(pid) or groups.get(parent)
+        group = group or next((name for name, word in SERVICES.items() if word in command), None)
         if group:
-            used[group] += (int(fields[11]) + int(fields[12])) / ticks
+            used[group] += cpu
     return used
 
 
 def cpu_ms_per_message(before: dict[str, float], after: dict[str, float], messages: int, side: str) -> dict:
     """CPU milliseconds per handled message, by process group (processes alive at both ends)."""
     return {f"cpu.{side}.{group}": (after[group] - before[group]) * 1000 / messages
-            for group in CPU_GROUPS if after[group] > before[group]}
+            for group in after if after[group] > before[group]}
 
 
 def in_process_profile(run: Run, name: str, work: Callable[[], None]) -> None:
@@ -359,11 +368,11 @@ class EndToEnd:
             events = price_changes(count)
             with transaction.atomic():
                 publish_many(events)
-            cpu_before, started = cpu_seconds(), time.monotonic()
+            cpu_before, started = cpu_seconds(self.group.pids()), time.monotonic()
             pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
             profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
             finished = wait_for_rows(2 * count, consumer_like="apps.")
-            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(), 2 * count, "platform")
+            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(self.group.pids()), 2 * count, "platform")
             for profiler in profilers:
                 profiler.wait()
             return {"platform": 2 * count / (finished - started), **cpu}
@@ -371,10 +380,10 @@ class EndToEnd:
         def baseline() -> dict:
             empty_bus_tables()
             ids = [str(uuid.uuid4()) for _ in range(count)]
-            cpu_before, started = cpu_seconds(), time.monotonic()
+            cpu_before, started = cpu_seconds(self.group.pids()), time.monotonic()
             bare_celery.send_events(ids)
             finished = wait_for_rows(2 * count, consumer_like="bare-")
-            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(), 2 * count, "baseline")
+            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(self.group.pids()), 2 * count, "baseline")
             return {"baseline": 2 * count / (finished - started), **cpu}
 
         return interleaved(self.run, platform, baseline)
