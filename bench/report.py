@@ -43,6 +43,8 @@ COMPARISONS = [
                "outbox.many.baseline", True),
     Comparison("events end to end, two subscribers (-c2)", "handled msg/s", "end_to_end.events.platform",
                "end_to_end.events.baseline", True, "≥ 0.8× bare Celery", lambda value, ratio: ratio >= 0.8),
+    Comparison("events end to end, no task events or results (-c2)", "handled msg/s",
+               "end_to_end.lean.platform", "end_to_end.lean.baseline", True),
     Comparison("commands end to end, one context (-c2)", "handled msg/s", "end_to_end.commands.platform",
                "end_to_end.commands.baseline", True),
     Comparison("latency p50, commit → handler", "ms", "end_to_end.latency.platform.p50",
@@ -159,6 +161,12 @@ def table(results: dict) -> str:
 
 
 CPU_PREFIX = "end_to_end.events.cpu."
+#: The CPU table's columns: figure prefix and heading.
+CPU_COLUMNS = [
+    ("end_to_end.events.cpu.platform.", "platform"),
+    ("end_to_end.lean.cpu.platform.", "platform without task events or results"),
+    ("end_to_end.events.cpu.baseline.", "bare Celery"),
+]
 
 
 def cpu_table(results: dict) -> str:
@@ -167,16 +175,17 @@ def cpu_table(results: dict) -> str:
     groups = sorted({key.rsplit(".", 1)[1] for key in figures if key.startswith(CPU_PREFIX)})
     if not groups:
         return ""
-    lines = ["| process group | platform, CPU ms per handled message | baseline (bare Celery) |", "|---|---|---|"]
-    totals = {"platform": 0.0, "baseline": 0.0}
+    lines = [f"| process group | {' | '.join(heading for _, heading in CPU_COLUMNS)} |",
+             "|---" * (len(CPU_COLUMNS) + 1) + "|"]
+    totals = [0.0] * len(CPU_COLUMNS)
     for group in groups:
         cells = []
-        for side in ("platform", "baseline"):
-            figure = figures.get(f"{CPU_PREFIX}{side}.{group}")
+        for column, (prefix, _) in enumerate(CPU_COLUMNS):
+            figure = figures.get(prefix + group)
             cells.append(f"{figure['median']:.2f}" if figure else "—")
-            totals[side] += figure["median"] if figure else 0
-        lines.append(f"| {group} | {cells[0]} | {cells[1]} |")
-    lines.append(f"| **all** | **{totals['platform']:.2f}** | **{totals['baseline']:.2f}** |")
+            totals[column] += figure["median"] if figure else 0
+        lines.append(f"| {group} | {' | '.join(cells)} |")
+    lines.append(f"| **all** | {' | '.join(f'**{total:.2f}**' for total in totals)} |")
     return "\n".join(lines)
 
 
@@ -266,11 +275,11 @@ def plot(results: dict, output: Path) -> list[Path]:
     groups = sorted({key.rsplit(".", 1)[1] for key in figures if key.startswith(CPU_PREFIX)})
     if groups:
         fig, ax = plt.subplots(figsize=(7, 4))
-        sides = ["baseline", "platform"]
-        bottoms = [0.0, 0.0]
+        columns = [(prefix, heading.replace(" without", "\nwithout")) for prefix, heading in CPU_COLUMNS]
+        bottoms = [0.0] * len(columns)
         for group in groups:
-            values = [figures.get(f"{CPU_PREFIX}{side}.{group}", {"median": 0})["median"] for side in sides]
-            ax.bar(sides, values, bottom=bottoms, label=group)
+            values = [figures.get(prefix + group, {"median": 0})["median"] for prefix, _ in columns]
+            ax.bar([heading for _, heading in columns], values, bottom=bottoms, label=group)
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         ax.set_ylabel("CPU ms per handled message")
         ax.legend()

@@ -331,9 +331,9 @@ class EndToEnd:
     repeat measures them one after the other without restarting anything.
     """
 
-    def __init__(self, run: Run, concurrency: int) -> None:
+    def __init__(self, run: Run, concurrency: int, *, settings: dict[str, str] | None = None) -> None:
         self.run, self.concurrency = run, concurrency
-        self.group = ProcessGroup(run.env, run.logs)
+        self.group = ProcessGroup({**run.env, **(settings or {})}, run.logs)
 
     def __enter__(self) -> EndToEnd:
         purge_queues()
@@ -468,7 +468,14 @@ def end_to_end(run: Run) -> dict:
                 figures.update({f"commands.{k}": v for k, v in e2e.commands(sizes.commands).items()})
                 figures.update({f"latency.{k}": v for k, v in e2e.latency(sizes.latency_seconds,
                                                                           sizes.latency_rate).items()})
+    # What Flower's task events and the task results cost: the same run without them.
+    with EndToEnd(run, DEFAULT_CONCURRENCY, settings=LEAN_SETTINGS) as e2e:
+        figures.update({f"lean.{k}": v for k, v in e2e.events(sizes.events).items()})
     return figures
+
+
+#: The two per-message costs a deployment may turn off (README, "Speed").
+LEAN_SETTINGS = {"CELERY_WORKER_SEND_TASK_EVENTS": "false", "CELERY_TASK_IGNORE_RESULT": "true"}
 
 
 def embedded(run: Run) -> dict:

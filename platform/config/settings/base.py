@@ -135,8 +135,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
-#: Results (one row per task id) go to django-celery-results, shown in the admin.
+#: Results (one row per task id) go to django-celery-results, shown in the admin,
+#: one upsert each (messaging.results); ``CELERY_TASK_IGNORE_RESULT=true`` saves that
+#: write per message (the inbox and dead letters still record every outcome).
 CELERY_RESULT_BACKEND = "messaging.results:ResultBackend"
+CELERY_TASK_IGNORE_RESULT = env.bool("CELERY_TASK_IGNORE_RESULT", default=False)
 CELERY_RESULT_EXTENDED = True
 #: Ack after the handler's transaction committed; a killed worker's message comes back.
 CELERY_TASK_ACKS_LATE = True
@@ -145,11 +148,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 #: database down while dead-lettering, say) is rejected, so RabbitMQ moves it
 #: to the dead-letter queue instead of it being acknowledged and lost.
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
-#: Handlers write: a crash should return as few messages as possible.
+#: Handlers write: a crash should return as few messages as possible (and move as few
+#: toward the delivery limit); more per pool process helps a context with few queues.
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 #: Retries wait in the bus's own queues, not in Celery's native delayed delivery.
 CELERY_WORKER_CONSUMER = "messaging.worker:Consumer"
-#: Flower sees tasks only when workers send task events.
+#: Flower sees tasks only when workers send task events (a fifth of a worker's CPU).
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
 #: Below RabbitMQ's consumer (ack) timeout of 30 minutes.
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
