@@ -57,6 +57,9 @@ def publish_envelope(
         kwargs={ENVELOPE_ARGUMENT: envelope},
         retries=retries,
         countdown=delay if embedded else None,
+        # The message's header wins over the task's own setting in the worker:
+        # without this, CELERY_TASK_IGNORE_RESULT changes nothing for bus messages.
+        ignore_result=settings.CELERY_TASK_IGNORE_RESULT,
         # Logs and Flower show the type and ids, never the payload.
         argsrepr="()",
         kwargsrepr=f"{{'envelope': <{envelope['type']} id={envelope['id']}>}}",

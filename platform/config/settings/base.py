@@ -115,11 +115,17 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 BUS_EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
 if BUS_EMBEDDED_BROKER:
     _broker_dir = BUS_DATA_DIR / "broker"
+    #: kombu's filesystem transport with a folder per queue and no pause after an ack
+    #: (messaging.embedded_broker); kombu's own lists every queue's messages per take.
+    CELERY_BROKER_TRANSPORT = "messaging.embedded_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queues"),
         "data_folder_out": str(_broker_dir / "queues"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        #: Seconds a worker waits before looking at its queue folders again when all
+        #: are empty (kombu's default of 1 s put a second into every hop).
+        "polling_interval": env.float("BUS_EMBEDDED_POLL_INTERVAL", default=0.02),
     }
 else:
     # No ``confirm_publish``: it makes every publish on every connection wait for
@@ -175,8 +181,11 @@ BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
 BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=5)
 #: Rows the relay publishes per transaction.
 BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
-#: Seconds between outbox polls when no nudge arrives (the safety net).
-BUS_RELAY_POLL_INTERVAL = env.float("BUS_RELAY_POLL_INTERVAL", default=1.0)
+#: Seconds between outbox polls when no nudge arrives (the safety net). SQLite has no
+#: LISTEN/NOTIFY: there the poll is the only way, and a poll finding nothing is one read.
+BUS_RELAY_POLL_INTERVAL = env.float(
+    "BUS_RELAY_POLL_INTERVAL", default=0.02 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 1.0
+)
 #: Seconds a publisher (the relay, a worker sending a retry) waits for the broker's confirm.
 BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 

@@ -65,8 +65,12 @@ class Command(BaseCommand):
         }
         # Own sessions: Ctrl-C reaches this supervisor only, which then stops
         # each process in order instead of all of them being hit at once.
+        # Workers and the relay without DEBUG (local settings default to it): no debug
+        # cursor wrapping every query. The web admin keeps it (runserver serves static files).
+        bus_env = {**env, "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "false")}
         processes = {
-            name: subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env, start_new_session=True)
+            name: subprocess.Popen(argv, cwd=settings.BASE_DIR, start_new_session=True,
+                                   env=bus_env if name == "relay" or name.startswith("worker:") else env)
             for name, argv in commands.items()
         }
         self.stdout.write(self.style.SUCCESS(
@@ -131,5 +135,7 @@ def _forget_monitor_queues() -> None:
     """
     options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     (Path(options["control_folder"]) / "celeryev.exchange").unlink(missing_ok=True)
-    for message in Path(options["data_folder_in"]).glob("*.celeryev.*.msg"):
+    queues = Path(options["data_folder_in"])
+    # One folder per queue (messaging.embedded_broker); loose files from kombu's flat layout too.
+    for message in [*queues.glob("celeryev.*/*"), *queues.glob("*.celeryev.*.msg")]:
         message.unlink(missing_ok=True)
