@@ -7,6 +7,7 @@ own: ``bench/run`` starts them and sets both. See ``bench/README.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -26,11 +27,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="keep py-spy and pyinstrument profiles")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results",
                         help="folder for results.json, the plots and profiles")
+    parser.add_argument("--page-only", action="store_true",
+                        help="measure nothing: write the results page again from results.json (after editing bench/analysis.md)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> None:
     options = parse_arguments(argv)
+    if options.page_only:
+        from bench import report
+
+        report.write_page(json.loads((options.output / "results.json").read_text()), options.output)
+        return
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     os.environ["DJANGO_DEBUG"] = "false"
 

@@ -133,10 +133,14 @@ def write(results: dict, output: Path, *, docs_page: bool) -> list[Path]:
     written = [output / "results.json"]
     written[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
     written += plot(results, output)
+    return [*written, write_page(results, output, docs_page=docs_page)]
+
+
+def write_page(results: dict, output: Path, *, docs_page: bool = True) -> Path:
     page = DOCS_PAGE if docs_page else output / "benchmarks.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(markdown(results, page, output))
-    return [*written, page]
+    return page
 
 
 def _value(figure: dict) -> str:
