@@ -206,7 +206,6 @@ def relay(run: Run) -> dict:
         fill()
         relay = Relay()
         started = time.monotonic()
-        published = 0
         while relay.publish_batch():
             pass
         elapsed = time.monotonic() - started

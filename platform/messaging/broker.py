@@ -116,6 +116,11 @@ class BatchOutcome:
     #: Why the rest is unconfirmed (connection lost, confirm timeout), if anything is.
     error: Exception | None = None
 
+    def refusal(self, batch_size: int) -> PublishRefusedError | None:
+        if not self.refused:
+            return None
+        return PublishRefusedError(f"the broker refused {len(self.refused)} of {batch_size} messages")
+
 
 class ConfirmedPublisher:
     """Publishes batches on one channel and waits for the broker's confirms.
@@ -171,8 +176,8 @@ class ConfirmedPublisher:
         outcome = self.publish(messages)
         if outcome.error is not None:
             raise outcome.error
-        if outcome.refused:
-            raise PublishRefusedError(f"the broker refused {len(outcome.refused)} of {len(messages)} messages")
+        if refusal := outcome.refusal(len(messages)):
+            raise refusal
 
     def _wait_for_confirms(self) -> None:
         deadline = time.monotonic() + self.timeout

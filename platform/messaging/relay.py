@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing, PublishRefusedError
+from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
@@ -112,9 +112,8 @@ class Relay:
 
     def _record_failures(self, ids: list[int], outcome: BatchOutcome) -> Exception | None:
         """Record why rows stayed unpublished; return the error to raise, if any."""
-        failure = None
-        if outcome.refused:
-            failure = PublishRefusedError(f"the broker refused {len(outcome.refused)} of {len(ids)} messages")
+        failure = outcome.refusal(len(ids))
+        if failure is not None:
             self._record_error([ids[p] for p in outcome.refused], failure)
         if outcome.error is not None:
             failure = outcome.error

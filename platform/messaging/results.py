@@ -53,12 +53,14 @@ _INSERT = (
     f"SELECT {', '.join(['%s'] * len(_COLUMNS))} FROM (SELECT {{async_commit}}) AS settings WHERE true "
     f"ON CONFLICT (task_id) DO UPDATE SET {', '.join(_UPDATES)}"
 )
-#: Local to the statement's own transaction (in autocommit, the statement is the transaction).
-_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+#: The setting is local to the statement's own transaction (in autocommit, the statement
+#: is the transaction); inside a caller's transaction the commit stays the caller's.
+_INSERT_ASYNC_COMMIT = _INSERT.format(async_commit="set_config('synchronous_commit', 'off', true)")
+_INSERT_PLAIN = _INSERT.format(async_commit="1")
 
 
 def _upsert(row: TaskResult, connection) -> None:
     values = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _COLUMNS]
-    async_commit = _ASYNC_COMMIT if connection.vendor == "postgresql" and connection.get_autocommit() else "1"
+    async_commit = connection.vendor == "postgresql" and connection.get_autocommit()
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT.format(async_commit=async_commit), values)
+        cursor.execute(_INSERT_ASYNC_COMMIT if async_commit else _INSERT_PLAIN, values)
