@@ -22,8 +22,7 @@ from celery import current_app
 from django.conf import settings
 from kombu import Exchange
 
-#: The keyword argument that carries the envelope in the task message.
-ENVELOPE_ARGUMENT = "envelope"
+from messaging.task_message import ENVELOPE_ARGUMENT
 
 
 class PublishRefusedError(Exception):

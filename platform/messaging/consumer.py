@@ -21,12 +21,13 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import ValidationError
 
-from messaging.broker import ENVELOPE_ARGUMENT, Outgoing, publish_confirmed
+from messaging.broker import Outgoing, publish_confirmed
 from messaging.contracts import Envelope
 from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
 from messaging.registry import registry
+from messaging.task_message import ENVELOPE_ARGUMENT
 from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)

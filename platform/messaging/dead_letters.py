@@ -17,6 +17,8 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 
 from messaging.models import DeadLetter
+from messaging.storable import storable
+from messaging.task_message import envelope_in
 from messaging.topology import Topology, context_of_queue
 
 #: Most bytes kept of a body that is not JSON.
@@ -42,36 +44,48 @@ def dead_letter_record(
         trace, error_text = "", error
     return DeadLetter.objects.create(
         reason=reason,
-        context=context,
-        consumer=consumer,
+        context=storable(context),
+        consumer=storable(consumer),
         message_id=message_id,
-        message_type=message_type,
-        body=body,
-        headers=_json_safe(headers or {}),
-        error=error_text,
-        traceback=trace,
+        message_type=storable(message_type),
+        body=storable(body),
+        headers=storable(headers or {}),
+        error=storable(error_text),
+        traceback=storable(trace),
         attempts=attempts,
     )
 
 
 def dead_letter_raw_message(message, *, reason: str, context: str, error: str, attempts: int = 0) -> DeadLetter:
     """Record a broker message as it arrived (a kombu ``Message``), never deserializing
-    anything but JSON: a pickle body stays bytes on the page."""
-    headers = dict(message.headers or {})
-    body = _parse_body(message.body, message.content_type)
-    # A Celery task message's body is [args, kwargs, embed]; the bus's envelope is kwargs["envelope"].
-    if isinstance(body, list) and len(body) == 3 and isinstance(body[1], dict) and "envelope" in body[1]:
-        body = body[1]["envelope"]
-    return dead_letter_record(
-        reason=reason,
-        context=context,
-        body=body,
-        error=error,
-        message_id=as_uuid(headers.get("id")),
-        message_type=str(headers.get("task") or "")[:200],
-        headers={**headers, "content_type": message.content_type},
-        attempts=attempts,
-    )
+    anything but JSON: a pickle body stays bytes on the page.
+
+    Whatever its headers and body hold, a row is written: if the database refuses
+    them (a NUL character, NaN), the body's bytes and the error are kept instead.
+    """
+    headers = message.headers if isinstance(message.headers, dict) else {"headers": repr(message.headers)}
+    fields = {
+        "reason": reason,
+        "context": context,
+        "error": error,
+        "attempts": attempts,
+        "message_id": as_uuid(headers.get("id")),
+        "message_type": _text(headers.get("task"))[:200],
+    }
+    try:
+        with transaction.atomic():
+            return dead_letter_record(
+                **fields,
+                body=envelope_in(_parse_body(message.body, message.content_type)),
+                headers={**headers, "content_type": message.content_type},
+            )
+    except DatabaseError:
+        with transaction.atomic():
+            return dead_letter_record(
+                **fields,
+                body=_parse_body(message.body, content_type=None),
+                headers={"content_type": _text(message.content_type), "id": _text(headers.get("id"))},
+            )
 
 
 def collect_broker_dead_letters(channel, *, limit: int = 500) -> int:
@@ -89,25 +103,16 @@ def collect_broker_dead_letters(channel, *, limit: int = 500) -> int:
 def _record_broker_dead_letter(message) -> None:
     # x-death is newest first; the x-first-death-* headers would name the retry
     # queue a message once expired from, not the queue that gave up on it.
-    deaths = (message.headers or {}).get("x-death") or [{}]
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    deaths = headers.get("x-death") or [{}]
     queue_name, why = _text(deaths[0].get("queue")), _text(deaths[0].get("reason"))
-    fields = {
-        "reason": DeadLetter.Reason.BROKER,
-        "context": context_of_queue(queue_name) if queue_name else "",
-        "error": f"RabbitMQ dead-lettered it from {queue_name or 'an unknown queue'} ({why or 'no reason given'})",
-        "attempts": settings.BUS_DELIVERY_LIMIT + 1 if why == "delivery_limit" else 0,
-    }
-    try:
-        with transaction.atomic():
-            dead_letter_raw_message(message, **fields)
-    except DatabaseError:
-        # A body or header the database refuses (a NUL character, NaN) must not
-        # block the queue behind it: keep the bytes and the error instead.
-        with transaction.atomic():
-            dead_letter_record(
-                **fields, body=_parse_body(message.body, content_type=None),
-                headers={"content_type": message.content_type, "id": _text(message.headers.get("id"))},
-            )
+    dead_letter_raw_message(
+        message,
+        reason=DeadLetter.Reason.BROKER,
+        context=context_of_queue(queue_name) if queue_name else "",
+        error=f"RabbitMQ dead-lettered it from {queue_name or 'an unknown queue'} ({why or 'no reason given'})",
+        attempts=settings.BUS_DELIVERY_LIMIT + 1 if why == "delivery_limit" else 0,
+    )
 
 
 def _parse_body(raw, content_type: str | None):
@@ -119,10 +124,6 @@ def _parse_body(raw, content_type: str | None):
         except ValueError:
             pass
     return {"base64": base64.b64encode(data[:RAW_BODY_LIMIT]).decode(), "size": len(data)}
-
-
-def _json_safe(value):
-    return json.loads(json.dumps(value, default=str))
 
 
 def _text(value) -> str:

@@ -20,6 +20,8 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
+from messaging.storable import storable
+
 
 class ResultBackend(DatabaseBackend):
     """django-celery-results' ``django-db`` backend, writing each result in one statement."""
@@ -60,7 +62,9 @@ _INSERT_PLAIN = _INSERT.format(async_commit="1")
 
 
 def _upsert(row: TaskResult, connection) -> None:
+    # Any NUL a header carried into the name or argument reprs: PostgreSQL refuses it.
     values = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _COLUMNS]
+    values = [storable(value) if isinstance(value, str) else value for value in values]
     async_commit = connection.vendor == "postgresql" and connection.get_autocommit()
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_ASYNC_COMMIT if async_commit else _INSERT_PLAIN, values)

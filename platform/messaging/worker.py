@@ -1,22 +1,27 @@
 """The Celery worker consumer the platform's workers run (setting ``worker_consumer``).
 
-Celery's own consumer acknowledges a body it cannot decode (a pickle, say)
-and only logs it, with the payload; it rejects an unknown task name, which
-on the embedded broker drops it. Here each of these becomes a dead letter
-and is never executed; if even that cannot be written, the message is
-rejected to the broker's dead-letter queue instead of being acknowledged.
+No delivery stops the worker and none is dropped unseen. Celery's own
+consumer acknowledges a body it cannot decode (a pickle, say) and only logs
+it, with the payload; it rejects an unknown task name, which on the embedded
+broker drops it; and a header of an unexpected type raises inside it and
+stops the whole worker, again on every redelivery. Here a delivery is
+checked before Celery reads it (``messaging.task_message``), anything Celery
+still fails on is caught, and each of these becomes a dead letter, never
+executed; if even that cannot be written, the message is rejected to the
+broker's dead-letter queue instead of being acknowledged.
 """
 
 import logging
 
 from celery.worker.consumer import Consumer as CeleryConsumer
-from kombu.message import Message
-from vine import promise
 from django.conf import settings
 from django.db import close_old_connections
+from kombu.message import Message
+from vine import promise
 
 from messaging.dead_letters import dead_letter_raw_message
 from messaging.models import DeadLetter
+from messaging.task_message import problem_with
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +60,18 @@ class Consumer(CeleryConsumer):
         handle_task = super().create_task_handler(promise)
 
         def on_task_received(message):
-            # Celery takes a task message without an "id" header, or with a body
-            # that is not [args, kwargs, embed], for an unrecoverable error: the
-            # whole worker stops, on every redelivery. Such a message is a dead letter.
-            problem = _malformed_task_message(message)
+            problem = problem_with(message)
             if problem:
                 return self._dead_letter(message, problem)
-            return handle_task(message)
+            try:
+                return handle_task(message)
+            except self.connection_errors + self.channel_errors:
+                raise  # Celery reconnects; the broker redelivers the message
+            except Exception as exc:
+                # Anything else Celery raised here would stop the worker, on every
+                # redelivery: the shapes above are what is known, this is the rest.
+                logger.exception("the worker could not take a task message")
+                return self._dead_letter(message, f"the worker could not take it: {type(exc).__name__}: {exc}")
 
         return on_task_received
 
@@ -79,7 +89,8 @@ class Consumer(CeleryConsumer):
 
     def _dead_letter(self, message, error: str) -> None:
         # The payload is never logged: it may hold personal data.
-        logger.error("dead-lettering an unreadable message (id %s): %s", message.headers.get("id"), error)
+        message_id = message.headers.get("id") if isinstance(message.headers, dict) else None
+        logger.error("dead-lettering an unreadable message (id %r): %s", message_id, error)
         # The main process only sees the database here, never between tasks as the
         # pool's children do: drop a connection that a database restart broke.
         close_old_connections()
@@ -93,19 +104,3 @@ class Consumer(CeleryConsumer):
             return
         message.ack()
 
-
-def _malformed_task_message(message) -> str | None:
-    """Why a protocol-2 task message would crash Celery's consumer, or None."""
-    headers = message.headers
-    if not isinstance(headers, dict) or "task" not in headers:
-        return None  # not protocol 2: Celery's own checks dead-letter it (see on_unknown_message)
-    if not headers.get("id"):
-        return "task message without an id header"
-    try:
-        body = message.decode()
-    except Exception:
-        return None  # undecodable: on_decode_error or on_invalid_task dead-letters it
-    args_kwargs_embed = isinstance(body, (list, tuple)) and len(body) == 3
-    if not (args_kwargs_embed and isinstance(body[0], (list, tuple)) and all(isinstance(p, dict) for p in body[1:])):
-        return "task message body is not [args, kwargs, embed]"
-    return None

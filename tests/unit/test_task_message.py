@@ -1,0 +1,108 @@
+"""The intake check: every delivery gets an answer, the bus's own messages pass, strangers' do not."""
+
+import json
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kombu.message import Message
+
+from messaging.broker import publish_envelope
+from messaging.task_message import problem_with
+from tests.intake_strategies import deliveries, header_values, task_headers
+
+ACCEPT = {"application/json"}
+
+
+def _delivery(*, body: bytes, headers, content_type="application/json", content_encoding="utf-8") -> Message:
+    return Message(body=body, headers=headers, content_type=content_type, content_encoding=content_encoding,
+                   accept=ACCEPT, delivery_info={}, properties={})
+
+
+class _RecordingProducer:
+    def publish(self, body, **kwargs):
+        self.body, self.kwargs = body, kwargs
+
+
+def _as_the_bus_sends_it(*, embedded: bool, settings_, delay=None) -> Message:
+    settings_.BUS_EMBEDDED_BROKER = embedded
+    envelope = {"id": str(uuid.uuid4()), "type": "ordering.PlaceOrder", "data": {}}
+    producer = _RecordingProducer()
+    publish_envelope(producer, envelope, exchange="commands", routing_key="ordering.PlaceOrder",
+                     retries=2 if delay else 0, delay=delay)
+    return _delivery(body=json.dumps(producer.body).encode(), headers=producer.kwargs["headers"])
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+@pytest.mark.parametrize("delay", [None, 3.0])
+def test_the_bus_accepts_the_messages_it_sends(settings, embedded, delay):
+    assert problem_with(_as_the_bus_sends_it(embedded=embedded, settings_=settings, delay=delay)) is None
+
+
+@given(delivery=deliveries())
+@settings(max_examples=300, deadline=None)
+def test_any_delivery_gets_an_answer_and_never_an_exception(delivery):
+    headers, content_type, content_encoding, body = delivery
+
+    answer = problem_with(_delivery(body=body, headers=headers, content_type=content_type,
+                                    content_encoding=content_encoding))
+
+    assert answer is None or isinstance(answer, str)
+
+
+@given(name=st.sampled_from(["id", "task", "retries", "timelimit", "eta", "expires", "root_id", "stamps"]),
+       value=header_values)
+@settings(max_examples=300, deadline=None)
+def test_a_header_of_the_wrong_shape_is_refused(name, value):
+    headers = {**task_headers(), name: value}
+    valid = {
+        "id": isinstance(value, str) and _is_uuid(value),
+        "task": isinstance(value, str) and 0 < len(value) <= 200,
+        "retries": type(value) is int and 0 <= value <= 1000,
+        "timelimit": value is None or (isinstance(value, list) and len(value) == 2 and all(
+            v is None or type(v) in (int, float) for v in value)),
+        "eta": value is None,  # a random string is never an ISO date within the retry window here
+        "expires": value is None,
+        "root_id": value is None or isinstance(value, str),
+        "stamps": value is None,
+    }[name]
+    if name == "eta" and isinstance(value, str):
+        valid = None  # may or may not parse: only the absence of an exception is promised
+    body = json.dumps([[], {"envelope": {}}, {}]).encode()
+
+    answer = problem_with(_delivery(body=body, headers=headers))
+
+    if valid is not None:
+        assert (answer is None) == valid, (name, value, answer)
+
+
+@pytest.mark.parametrize(("headers", "body", "why"), [
+    ({"task": "ordering.PlaceOrder"}, [[], {}, {}], "id"),
+    ({**task_headers(), "timelimit": 30}, [[], {}, {}], "timelimit"),
+    ({**task_headers(), "task": ["ordering.PlaceOrder"]}, [[], {}, {}], "task"),
+    ({**task_headers(), "expires": "2000-01-01T00:00:00+00:00"}, [[], {}, {}], "expires"),
+    ({**task_headers(), "eta": "2999-01-01T00:00:00+00:00"}, [[], {}, {}], "eta"),
+    (task_headers(), {"task": "ordering.PlaceOrder", "kwargs": {}}, "[args, kwargs, embed]"),
+    (task_headers(), [[], {}, {"callbacks": [{"task": "other"}]}], "callbacks"),
+    ({"id": str(uuid.uuid4())}, {"task": "ordering.PlaceOrder", "kwargs": {}}, "protocol-2"),
+])
+def test_shapes_that_stopped_or_fooled_the_worker_are_refused_with_the_reason(headers, body, why):
+    answer = problem_with(_delivery(body=json.dumps(body).encode(), headers=headers))
+
+    assert answer is not None and why in answer
+
+
+def test_a_pickle_is_refused_before_anything_reads_it():
+    answer = problem_with(_delivery(body=b"\x80\x04K\x01.", headers=task_headers(),
+                                    content_type="application/x-python-serialize", content_encoding="binary"))
+
+    assert answer is not None and "cannot decode" in answer
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
