@@ -57,9 +57,9 @@ def test_the_relay_claims_a_scheduled_row_only_once_it_is_due():
     assert set(_claimed()) == {now, later}
 
 
-def test_due_rows_go_out_in_the_order_they_became_due():
-    overdue = publish(_price_changed("OVERDUE"), deliver_at=_in(-60)).id
+def test_due_rows_go_out_in_the_order_they_became_due_not_the_order_they_were_written():
     fresh = publish(_price_changed("FRESH")).id
+    overdue = publish(_price_changed("OVERDUE"), deliver_at=_in(-60)).id
 
     assert _claimed() == [overdue, fresh]
 
