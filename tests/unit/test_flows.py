@@ -4,6 +4,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from apps.basket.models import Basket, BasketLine
 from apps.basket.services import basket_add_item, basket_checkout
@@ -97,15 +99,22 @@ def test_a_late_older_price_change_does_not_overwrite_a_newer_one(catalog_produc
 
 def _after_the_deadline():
     """The clock, once the checkout's deadline has passed."""
-    from django.conf import settings
-    from django.utils import timezone
-
     return timezone.now() + settings.CHECKOUT_DEADLINE + timedelta(seconds=1)
 
 
+def _check_out_two_mugs():
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
+    return basket_checkout(customer_id="c1")
+
+
+def _deliver_late(message_type: str) -> None:
+    """Hand over a message the bus withheld: its last retry came through, or a person retried its dead letter."""
+    deliver(OutboxMessage.objects.get(message_type=message_type).envelope)
+    deliver_all()
+
+
 def test_the_checkout_deadline_waits_in_the_outbox_until_it_is_due(catalog_product):
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
-    order_id = basket_checkout(customer_id="c1")
+    order_id = _check_out_two_mugs()
 
     deliver_all(withholding=("ordering.PlaceOrder",))  # dead-lettered: ordering never hears of it
 
@@ -121,8 +130,7 @@ def test_the_checkout_deadline_waits_in_the_outbox_until_it_is_due(catalog_produ
 
 
 def test_a_checkout_whose_place_order_was_dead_lettered_is_cancelled_and_reopened_by_its_deadline(catalog_product):
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
-    order_id = basket_checkout(customer_id="c1")
+    order_id = _check_out_two_mugs()
     deliver_all(withholding=("ordering.PlaceOrder",))
 
     deliver_all(at=_after_the_deadline())
@@ -137,14 +145,11 @@ def test_a_checkout_whose_place_order_was_dead_lettered_is_cancelled_and_reopene
 
 
 def test_a_place_order_arriving_after_its_deadline_places_nothing(catalog_product):
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
-    order_id = basket_checkout(customer_id="c1")
+    order_id = _check_out_two_mugs()
     deliver_all(withholding=("ordering.PlaceOrder",))
     deliver_all(at=_after_the_deadline())
 
-    # A person retries the dead letter, or its last retry comes through.
-    deliver(OutboxMessage.objects.get(message_type="ordering.PlaceOrder").envelope)
-    deliver_all()
+    _deliver_late("ordering.PlaceOrder")
 
     assert Order.objects.get(id=order_id).status == Order.Status.CANCELLED
     assert not OutboxMessage.objects.filter(message_type__in=["catalog.ReserveStock", "ordering.OrderStarted"]).exists()
@@ -153,8 +158,7 @@ def test_a_place_order_arriving_after_its_deadline_places_nothing(catalog_produc
 
 
 def test_a_completed_checkout_is_untouched_by_its_deadline_however_often_it_comes(catalog_product):
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
-    order_id = basket_checkout(customer_id="c1")
+    order_id = _check_out_two_mugs()
     deliver_all()
     assert Order.objects.get(id=order_id).status == Order.Status.PAID
 
@@ -171,8 +175,7 @@ def test_a_completed_checkout_is_untouched_by_its_deadline_however_often_it_come
 
 
 def test_an_order_stalled_awaiting_payment_is_cancelled_by_its_deadline_and_its_stock_released(catalog_product):
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
-    order_id = basket_checkout(customer_id="c1")
+    order_id = _check_out_two_mugs()
     deliver_all(withholding=("payment.ProcessPayment",))  # the basket is emptied once the order starts
     assert Order.objects.get(id=order_id).status == Order.Status.AWAITING_PAYMENT
 
@@ -185,14 +188,11 @@ def test_an_order_stalled_awaiting_payment_is_cancelled_by_its_deadline_and_its_
 
 
 def test_a_payment_arriving_after_the_deadline_cancelled_its_order_is_refunded(catalog_product):
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
-    order_id = basket_checkout(customer_id="c1")
+    order_id = _check_out_two_mugs()
     deliver_all(withholding=("payment.ProcessPayment",))
     deliver_all(at=_after_the_deadline())
 
-    # The payment goes through after all (a retry, or a person retrying its dead letter).
-    deliver(OutboxMessage.objects.get(message_type="payment.ProcessPayment").envelope)
-    deliver_all()
+    _deliver_late("payment.ProcessPayment")
 
     assert Order.objects.get(id=order_id).status == Order.Status.CANCELLED
     assert Payment.objects.get(order_id=order_id).status == Payment.Status.REFUNDED
