@@ -42,7 +42,8 @@ def drain(conn: amqp.Connection, *, batch_size: int = 500, timeout: float = 10.0
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT id, message_id::text, kind, message_type, envelope::text FROM {TABLE} "
-                "WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", [batch_size])
+                "WHERE published_at IS NULL AND available_at <= statement_timestamp() "
+                "ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED", [batch_size])
             rows = cursor.fetchall()
             if not rows:
                 channel.close()

@@ -1,9 +1,15 @@
 """The broker's in-memory twin, for fast tests of whole flows in one process.
 
 ``deliver_all()`` does what the relay and the workers do, synchronously:
-takes unpublished outbox rows in order, marks them published, and hands each
-message to the contexts the topology would route it to, until nothing is left.
+takes due outbox rows in order, marks them published, and hands each message
+to the contexts the topology would route it to, until nothing due is left.
+``deliver_all(at=...)`` does it as if the clock read ``at``, for scheduled
+messages; ``deliver_all(withholding=[type])`` takes messages of that type off
+the bus undelivered, as a broker that dead-lettered them; ``deliver()`` hands
+one over late.
 """
+
+import datetime
 
 from django.utils import timezone
 
@@ -17,15 +23,22 @@ def receiving_contexts(message_type: str) -> list[str]:
     return sorted({handler.context for handler in registry.handlers_for(message_type)})
 
 
-def deliver_all(max_rounds: int = 100) -> list[dict]:
-    """Deliver until the outbox is empty; returns what each consume() reported."""
+def deliver(envelope: dict) -> list[dict]:
+    """Hand one message to every context it reaches; returns what each consume() reported."""
+    return [consume(envelope, context=context) for context in receiving_contexts(envelope["type"])]
+
+
+def deliver_all(
+    max_rounds: int = 100, *, at: datetime.datetime | None = None, withholding: tuple[str, ...] = ()
+) -> list[dict]:
+    """Deliver until nothing due is left in the outbox; returns what each consume() reported."""
     reports = []
     for _ in range(max_rounds):
-        rows = list(OutboxMessage.objects.filter(published_at__isnull=True).order_by("id"))
+        rows = list(OutboxMessage.objects.due(at=at).order_by("available_at", "id"))
         if not rows:
             return reports
         for row in rows:
             OutboxMessage.objects.filter(id=row.id).update(published_at=timezone.now())
-            for context in receiving_contexts(row.message_type):
-                reports.append(consume(row.envelope, context=context))
-    raise AssertionError(f"the outbox was still not empty after {max_rounds} rounds: a message loop?")
+            if row.message_type not in withholding:
+                reports += deliver(row.envelope)
+    raise AssertionError(f"the outbox still had due rows after {max_rounds} rounds: a message loop?")

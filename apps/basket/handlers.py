@@ -1,8 +1,8 @@
 """Events the basket subscribes to. Thin: call a service."""
 
-from apps.basket.services import basket_empty_for_order, basket_reprice
+from apps.basket.services import basket_empty_for_order, basket_reopen_for_order, basket_reprice
 from apps.catalog.messages import ProductPriceChanged
-from apps.ordering.messages import OrderStarted
+from apps.ordering.messages import OrderCancelled, OrderStarted
 from messaging import event_subscriber
 
 
@@ -14,3 +14,8 @@ def reprice_baskets(event: ProductPriceChanged) -> None:
 @event_subscriber(OrderStarted)
 def empty_basket(event: OrderStarted) -> None:
     basket_empty_for_order(order_id=event.order_id)
+
+
+@event_subscriber(OrderCancelled)
+def reopen_basket(event: OrderCancelled) -> None:
+    basket_reopen_for_order(order_id=event.order_id)

@@ -3,10 +3,12 @@
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.basket.models import Basket, BasketLine
-from apps.ordering.messages import OrderLine, PlaceOrder
+from apps.ordering.messages import ExpireOrder, OrderLine, PlaceOrder
 from messaging.outbox import send
 
 
@@ -29,7 +31,12 @@ def basket_add_item(*, customer_id: str, sku: str, quantity: int, unit_price: De
 
 
 def basket_checkout(*, customer_id: str) -> uuid.UUID:
-    """Ask ordering to place an order for the basket; returns the order id."""
+    """Ask ordering to place an order for the basket, by CHECKOUT_DEADLINE; returns the order id.
+
+    The deadline goes with the order, scheduled: if ordering never answers (its
+    PlaceOrder dead-lettered) or the order stalls, ordering cancels it then,
+    and the basket reopens on the OrderCancelled it hears.
+    """
     with transaction.atomic():
         basket = Basket.objects.select_for_update().get(customer_id=customer_id)
         lines = list(basket.lines.order_by("sku"))
@@ -38,11 +45,13 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
         order_id = uuid.uuid4()
         basket.status, basket.pending_order_id = Basket.Status.CHECKING_OUT, order_id
         basket.save(update_fields=["status", "pending_order_id"])
-        send(PlaceOrder(
+        placed = send(PlaceOrder(
             order_id=order_id,
             customer_id=customer_id,
             lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
         ))
+        send(ExpireOrder(order_id=order_id, customer_id=customer_id),
+             correlation_id=placed.correlation_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
     return order_id
 
 
@@ -60,6 +69,20 @@ def basket_reprice(*, sku: str, new_price: Decimal, price_version: int) -> int:
             line.price_version = price_version
             line.save(update_fields=["previous_unit_price", "unit_price", "price_version"])
     return len(lines)
+
+
+def basket_reopen_for_order(*, order_id: uuid.UUID) -> None:
+    """The order was cancelled before the basket heard it start: it can be checked out again, lines and all.
+
+    A basket that already moved on (emptied when the order started, or checking
+    out another order) is left as it is.
+    """
+    with transaction.atomic():
+        basket = Basket.objects.select_for_update().filter(pending_order_id=order_id).first()
+        if basket is None:
+            return
+        basket.status, basket.pending_order_id = Basket.Status.OPEN, None
+        basket.save(update_fields=["status", "pending_order_id"])
 
 
 def basket_empty_for_order(*, order_id: uuid.UUID) -> None:

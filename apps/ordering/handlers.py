@@ -1,9 +1,10 @@
 """Ordering's command handler and subscriptions. Thin: call a service."""
 
 from apps.catalog.messages import ProductPriceChanged, StockRejected, StockReserved
-from apps.ordering.messages import PlaceOrder
+from apps.ordering.messages import ExpireOrder, PlaceOrder
 from apps.ordering.services import (
     order_cancel,
+    order_expire,
     order_mark_paid,
     order_place,
     order_stock_reserved,
@@ -20,6 +21,11 @@ def place_order(command: PlaceOrder) -> None:
         customer_id=command.customer_id,
         lines=[line.model_dump() for line in command.lines],
     )
+
+
+@command_handler(ExpireOrder)
+def expire_order(command: ExpireOrder) -> None:
+    order_expire(order_id=command.order_id, customer_id=command.customer_id)
 
 
 @event_subscriber(StockReserved)

@@ -20,6 +20,17 @@ class PlaceOrder(Command):
     lines: list[OrderLine] = Field(min_length=1)
 
 
+class ExpireOrder(Command):
+    """The checkout's deadline: cancel the order unless it is paid or cancelled by now.
+
+    Sent scheduled, with the PlaceOrder it watches over; an order never placed
+    is recorded as cancelled, so a PlaceOrder arriving later places nothing.
+    """
+
+    order_id: uuid.UUID
+    customer_id: str = Field(min_length=1, max_length=64)
+
+
 class OrderStarted(Event):
     order_id: uuid.UUID
     customer_id: str

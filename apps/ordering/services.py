@@ -3,7 +3,11 @@
 The flow, choreographed: PlaceOrder → order awaiting stock, OrderStarted and
 ReserveStock → (StockReserved) awaiting payment, ProcessPayment →
 (PaymentSucceeded) paid, or (StockRejected / PaymentFailed) cancelled, with
-ReleaseStock when stock had been reserved.
+ReleaseStock when stock had been reserved. The checkout's deadline
+(ExpireOrder, scheduled by the basket with PlaceOrder) cancels an order that
+is neither paid nor cancelled by then, or one never placed at all; a payment
+arriving after a cancellation is refunded (RefundPayment), as stock reserved
+too late is released.
 """
 
 import uuid
@@ -14,17 +18,22 @@ from django.db import transaction
 from apps.catalog.messages import ReleaseStock, ReserveStock, StockLine
 from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted
 from apps.ordering.models import Order, OrderLine, PriceListEntry
-from apps.payment.messages import ProcessPayment
+from apps.payment.messages import ProcessPayment, RefundPayment
 from messaging.outbox import publish, send
+
+
+#: Why an order was cancelled by its checkout's deadline.
+DEADLINE_REASON = "checkout deadline passed"
 
 
 def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[dict]) -> Order:
     with transaction.atomic():
-        existing = Order.objects.filter(id=order_id).first()
-        if existing is not None:
-            return existing  # the same checkout asked twice
         total = sum((Decimal(line["quantity"]) * line["unit_price"] for line in lines), Decimal("0"))
-        order = Order.objects.create(id=order_id, customer_id=customer_id, total=total)
+        # get_or_create: a deadline inserting the same order concurrently makes
+        # this wait for it and then find it, instead of failing.
+        order, placed = Order.objects.get_or_create(id=order_id, defaults={"customer_id": customer_id, "total": total})
+        if not placed:
+            return order  # the same checkout asked twice, or its deadline came first
         OrderLine.objects.bulk_create(OrderLine(order=order, **line) for line in lines)
         publish(OrderStarted(order_id=order_id, customer_id=customer_id, total=total))
         send(ReserveStock(
@@ -49,6 +58,8 @@ def order_stock_reserved(*, order_id: uuid.UUID) -> None:
 def order_mark_paid(*, order_id: uuid.UUID) -> None:
     with transaction.atomic():
         order = Order.objects.select_for_update().get(id=order_id)
+        if order.status == Order.Status.CANCELLED:
+            send(RefundPayment(order_id=order_id))  # paid too late (its deadline passed): give it back
         if order.status != Order.Status.AWAITING_PAYMENT:
             return
         order.status = Order.Status.PAID
@@ -68,6 +79,26 @@ def order_cancel(*, order_id: uuid.UUID, reason: str) -> None:
         if stock_was_reserved:
             send(ReleaseStock(order_id=order_id))
         publish(OrderCancelled(order_id=order_id, reason=reason))
+
+
+def order_expire(*, order_id: uuid.UUID, customer_id: str) -> None:
+    """The checkout's deadline passed: cancel the order unless it is paid or cancelled already.
+
+    An order never placed (its PlaceOrder still retrying, or dead-lettered) is
+    recorded as cancelled, so a PlaceOrder arriving later places nothing. Either
+    way OrderCancelled tells the basket, which reopens if it still waits.
+    """
+    with transaction.atomic():
+        _, recorded = Order.objects.select_for_update().get_or_create(id=order_id, defaults={
+            "customer_id": customer_id,
+            "total": Decimal("0"),
+            "status": Order.Status.CANCELLED,
+            "cancel_reason": f"{DEADLINE_REASON} before the order was placed",
+        })
+        if recorded:
+            publish(OrderCancelled(order_id=order_id, reason=DEADLINE_REASON))
+        else:
+            order_cancel(order_id=order_id, reason=DEADLINE_REASON)
 
 
 def price_list_update(*, sku: str, price: Decimal, price_version: int) -> None:

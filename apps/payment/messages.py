@@ -14,6 +14,12 @@ class ProcessPayment(Command):
     amount: Decimal = Field(ge=0, decimal_places=2)
 
 
+class RefundPayment(Command):
+    """Give back what an order was charged: its payment came after it was cancelled."""
+
+    order_id: uuid.UUID
+
+
 class PaymentSucceeded(Event):
     order_id: uuid.UUID
     amount: Decimal
@@ -22,3 +28,8 @@ class PaymentSucceeded(Event):
 class PaymentFailed(Event):
     order_id: uuid.UUID
     reason: str
+
+
+class PaymentRefunded(Event):
+    order_id: uuid.UUID
+    amount: Decimal

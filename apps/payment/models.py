@@ -5,6 +5,8 @@ class Payment(models.Model):
     class Status(models.TextChoices):
         SUCCEEDED = "succeeded"
         DECLINED = "declined"
+        #: Charged, then given back: the order had been cancelled by then.
+        REFUNDED = "refunded"
 
     order_id = models.UUIDField(unique=True)
     customer_id = models.CharField(max_length=64)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
-from apps.payment.messages import PaymentFailed, PaymentSucceeded
+from apps.payment.messages import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from apps.payment.models import Payment
 from messaging.outbox import publish
 
@@ -29,5 +29,16 @@ def payment_process(*, order_id: uuid.UUID, customer_id: str, amount: Decimal) -
         if payment.status == Payment.Status.SUCCEEDED:
             publish(PaymentSucceeded(order_id=order_id, amount=payment.amount))
         else:
-            publish(PaymentFailed(order_id=order_id, reason=payment.decline_reason))
+            publish(PaymentFailed(order_id=order_id, reason=payment.decline_reason or payment.status))
     return payment
+
+
+def payment_refund(*, order_id: uuid.UUID) -> None:
+    """Give back a succeeded payment, once; anything else (declined, refunded already) is left as it is."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+        if payment is None or payment.status != Payment.Status.SUCCEEDED:
+            return
+        payment.status = Payment.Status.REFUNDED
+        payment.save(update_fields=["status"])
+        publish(PaymentRefunded(order_id=order_id, amount=payment.amount))

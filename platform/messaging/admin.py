@@ -20,7 +20,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ReadOnlyAdmin):
-    list_display = ("id", "message_type", "kind", "message_id", "created_at", "published_at", "attempts")
+    list_display = ("id", "message_type", "kind", "message_id", "created_at", "available_at", "published_at", "attempts")
     list_filter = ("kind", ("published_at", admin.EmptyFieldListFilter), "message_type")
     search_fields = ("message_id", "correlation_id", "message_type")
     date_hierarchy = "created_at"

@@ -3,6 +3,13 @@
 import uuid
 
 from django.db import models
+from django.db.models.functions import Now
+
+
+class OutboxQuerySet(models.QuerySet):
+    def due(self, at=None):
+        """Unpublished rows whose time has come: by the database's clock, or at ``at``."""
+        return self.filter(published_at__isnull=True, available_at__lte=Now() if at is None else at)
 
 
 class OutboxMessage(models.Model):
@@ -10,9 +17,10 @@ class OutboxMessage(models.Model):
 
     A row is marked published only after the broker confirmed it, so a crash
     anywhere in between sends it again (at least once), never zero times.
+    A scheduled message is an ordinary row that is not published before its time.
     """
 
-    #: Publication order: the relay publishes unpublished rows by ascending id.
+    #: Publication order, after ``available_at``: ties go out by ascending id.
     id = models.BigAutoField(primary_key=True)
     message_id = models.UUIDField(unique=True, editable=False)
     kind = models.CharField(max_length=16)
@@ -20,19 +28,27 @@ class OutboxMessage(models.Model):
     correlation_id = models.UUIDField(db_index=True)
     envelope = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    #: Not published before this time: the write (the database's clock), or a scheduled message's ``deliver_at``.
+    available_at = models.DateTimeField(db_default=Now())
     published_at = models.DateTimeField(null=True, blank=True)
     #: Failed publish attempts and the last error, for the admin.
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
 
+    objects = OutboxQuerySet.as_manager()
+
     class Meta:
         ordering = ["-id"]
         indexes = [
+            # The relay's claim and its next wake-up: due rows in order, without
+            # reading past the rows scheduled for later.
             models.Index(
-                fields=["id"],
-                name="outbox_unpublished_idx",
+                fields=["available_at", "id"],
+                name="outbox_due_idx",
                 condition=models.Q(published_at__isnull=True),
             ),
+            # The retention purge: published rows oldest first.
+            models.Index(fields=["published_at"], name="outbox_published_idx"),
         ]
 
     def __str__(self):

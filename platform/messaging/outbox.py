@@ -5,10 +5,17 @@ an outbox row; they never talk to the broker. If the caller's transaction
 rolls back, the message is gone with it; if it commits, the relay publishes
 it (at least once). Invalid data raises ``MessageRejectedError`` and writes
 nothing.
+
+``deliver_at`` schedules a message: its row waits in the outbox, as any row
+does, until that time, and survives restarts because it is only a row. The
+relay publishes it once it is due (soon after, never before), so a handler
+that receives it may still find the world changed: scheduled messages check
+the state they act on, as every handler does.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import uuid
@@ -34,28 +41,36 @@ class MessageRejectedError(ValueError):
     """The message cannot be sent: unknown type, invalid data, or too large."""
 
 
-def send(command: Command, *, correlation_id: uuid.UUID | None = None) -> Envelope:
-    """Write ``command`` to the outbox, for the one context that owns it."""
-    return send_many([command], correlation_id=correlation_id)[0]
+def send(
+    command: Command, *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
+) -> Envelope:
+    """Write ``command`` to the outbox, for the one context that owns it (not before ``deliver_at``)."""
+    return send_many([command], correlation_id=correlation_id, deliver_at=deliver_at)[0]
 
 
-def publish(event: Event, *, correlation_id: uuid.UUID | None = None) -> Envelope:
-    """Write ``event`` to the outbox, for every context subscribed to it."""
-    return publish_many([event], correlation_id=correlation_id)[0]
+def publish(
+    event: Event, *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
+) -> Envelope:
+    """Write ``event`` to the outbox, for every context subscribed to it (not before ``deliver_at``)."""
+    return publish_many([event], correlation_id=correlation_id, deliver_at=deliver_at)[0]
 
 
-def send_many(commands: list[Command], *, correlation_id: uuid.UUID | None = None) -> list[Envelope]:
+def send_many(
+    commands: list[Command], *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
+) -> list[Envelope]:
     """Write several commands in one INSERT: each as ``send`` would, all or none."""
     _expect(Command, commands)
     source = _sending_context()
-    return _write([_envelope(c, correlation_id=correlation_id, source=source) for c in commands])
+    return _write([_envelope(c, correlation_id=correlation_id, source=source) for c in commands], deliver_at)
 
 
-def publish_many(events: list[Event], *, correlation_id: uuid.UUID | None = None) -> list[Envelope]:
+def publish_many(
+    events: list[Event], *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
+) -> list[Envelope]:
     """Write several events in one INSERT: each as ``publish`` would, all or none."""
     _expect(Event, events)
     # An event is a fact of the context that owns it, whoever calls this.
-    return _write([_envelope(e, correlation_id=correlation_id, source=type(e).context()) for e in events])
+    return _write([_envelope(e, correlation_id=correlation_id, source=type(e).context()) for e in events], deliver_at)
 
 
 def build(message_type: str, data: dict[str, Any], *, kind: str) -> Message:
@@ -108,7 +123,11 @@ def _envelope(message: Message, *, correlation_id: uuid.UUID | None, source: str
     )
 
 
-def _write(envelopes: list[Envelope]) -> list[Envelope]:
+def _write(envelopes: list[Envelope], deliver_at: datetime.datetime | None) -> list[Envelope]:
+    # Unscheduled rows take the database's clock (the column's default), the
+    # one the relay compares with: a web server's clock running ahead must not
+    # hold its messages back.
+    scheduled = {} if deliver_at is None else {"available_at": _aware(deliver_at)}
     OutboxMessage.objects.bulk_create([
         OutboxMessage(
             message_id=envelope.id,
@@ -116,11 +135,18 @@ def _write(envelopes: list[Envelope]) -> list[Envelope]:
             message_type=envelope.type,
             correlation_id=envelope.correlation_id,
             envelope=envelope.to_json_dict(),
+            **scheduled,
         )
         for envelope in envelopes
     ])
     nudge_relay()
     return envelopes
+
+
+def _aware(deliver_at: datetime.datetime) -> datetime.datetime:
+    if not isinstance(deliver_at, datetime.datetime) or timezone.is_naive(deliver_at):
+        raise MessageRejectedError(f"deliver_at must be a timezone-aware datetime, not {deliver_at!r}")
+    return deliver_at
 
 
 def nudge_relay() -> None:

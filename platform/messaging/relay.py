@@ -1,6 +1,7 @@
 """The relay: publishes committed outbox rows, marking each only once confirmed.
 
-Rows go out in id order, a batch at a time: the relay publishes the batch,
+Rows go out in order of availability, a batch at a time (a scheduled row only
+once its time has come; rows written together by id): the relay publishes the batch,
 waits for the broker to confirm it, and marks the confirmed rows published in
 the same transaction that locked them; if the relay dies in between, the rows
 are sent again and consumers absorb the duplicates (at least once). A row the
@@ -10,7 +11,11 @@ the work without waiting on each other; each relay keeps its own batch in
 order, but two relays may interleave, so order across batches is best effort.
 
 Between rounds it also moves what RabbitMQ dead-lettered into the dead-letter
-table (``messaging.dead_letters``): it holds both connections that needs.
+table (``messaging.dead_letters``): it holds both connections that needs; and
+every ``BUS_PURGE_INTERVAL`` it deletes rows past their retention
+(``messaging.retention``), one batch per table per round until none is left, so
+purging a backlog never holds up publishing for more than a batch. Its wait
+between rounds ends by the time the next scheduled row falls due.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
+from messaging.retention import purge_batch, purgeable
 from messaging.topology import Route, Topology
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,8 @@ class Relay:
         self._routes: dict[tuple[str, str], Route] = {}
         self._connection = None
         self._publisher: ConfirmedPublisher | None = None
+        #: When the next purge is due (time.monotonic()); the first round purges.
+        self._next_purge = 0.0
 
     def _publisher_ready(self) -> ConfirmedPublisher:
         if self._publisher is None:
@@ -145,20 +154,52 @@ class Relay:
         # On SQLite each transaction here is BEGIN IMMEDIATE, taking the database's
         # one write lock: a plain read first keeps a frequent poll from queueing
         # behind, and ahead of, every worker's writes.
-        return OutboxMessage.objects.filter(published_at__isnull=True).exists()
+        return OutboxMessage.objects.due().exists()
 
     def claim_batch(self) -> list:
-        """Lock the oldest unpublished rows no other relay holds (inside a transaction).
+        """Lock the oldest due rows no other relay holds (inside a transaction).
 
         Returns named rows (id, message_id, kind, message_type, envelope), not model
         instances, which would cost more than publishing them.
         """
         return list(
             OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(published_at__isnull=True)
-            .order_by("id")
+            .due()
+            .order_by("available_at", "id")
             .values_list("id", "message_id", "kind", "message_type", "envelope", named=True)[: self.batch_size]
         )
+
+    def seconds_to_wait(self) -> float:
+        """The poll interval, or less when a scheduled row falls due sooner."""
+        until_due = (
+            OutboxMessage.objects.filter(published_at__isnull=True, available_at__gt=Now())
+            .order_by("available_at")
+            .values_list(F("available_at") - Now(), flat=True)
+            .first()
+        )
+        poll = settings.BUS_RELAY_POLL_INTERVAL
+        return poll if until_due is None else min(poll, until_due.total_seconds())
+
+    def purge_when_due(self) -> bool:
+        """Once ``BUS_PURGE_INTERVAL`` has passed, purge a batch per table past its retention.
+
+        Returns True while a table has more to purge: the next round goes on
+        with it, after a look at the outbox, instead of waiting for the interval.
+        """
+        if time.monotonic() < self._next_purge:
+            return False
+        batch_size = settings.BUS_PURGE_BATCH_SIZE
+        try:
+            full = [purge_batch(rows, batch_size=batch_size) == batch_size for rows in purgeable().values()]
+        except Exception:
+            # Its own failures never stop publishing: it is tried again next interval.
+            logger.exception("relay: purging rows past their retention failed")
+            connection.close()
+            full = []
+        if any(full):
+            return True
+        self._next_purge = time.monotonic() + settings.BUS_PURGE_INTERVAL.total_seconds()
+        return False
 
     def _mark_published(self, ids: list[int]) -> None:
         if ids:
@@ -174,6 +215,8 @@ class Relay:
                     while self.publish_batch() == self.batch_size and not stop():
                         pass
                     failures = 0
+                    self._collect_dead_letters_safely()
+                    wait = 0 if self.purge_when_due() else self.seconds_to_wait()
                 except Exception:
                     failures += 1
                     delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
@@ -183,8 +226,7 @@ class Relay:
                     connection.close()
                     time.sleep(delay)
                     continue
-                self._collect_dead_letters_safely()
-                wakeup.wait(settings.BUS_RELAY_POLL_INTERVAL, stop=stop)
+                wakeup.wait(wait, stop=stop)
         finally:
             wakeup.close()
             self.close()

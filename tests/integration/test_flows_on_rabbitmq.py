@@ -2,10 +2,12 @@
 RabbitMQ and PostgreSQL."""
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import transaction
+from django.db.models.functions import Now
 from django_celery_results.models import TaskResult
 
 from apps.basket.models import Basket, BasketLine
@@ -79,6 +81,33 @@ def test_a_declined_payment_cancels_the_order_and_releases_stock(bus):
     )
     assert Product.objects.get(sku=sku).stock_available == 1
     assert Order.objects.get(id=order_id).cancel_reason.startswith("payment:")
+
+
+def test_a_checkout_whose_place_order_is_dead_lettered_is_reopened_by_its_deadline(bus, settings):
+    settings.CHECKOUT_DEADLINE = timedelta(hours=1)
+    # Ordering cannot store this order: its total overflows the column (numeric(12, 2)), on every attempt.
+    customer = f"c-{_sku()}"
+    basket_add_item(customer_id=customer, sku=_sku(), quantity=1000, unit_price=Decimal("99999999.99"))
+
+    order_id = basket_checkout(customer_id=customer)
+
+    wait_for(lambda: DeadLetter.objects.filter(message_type="ordering.PlaceOrder",
+                                               reason=DeadLetter.Reason.HANDLER_FAILED).exists(),
+             message="the PlaceOrder to be dead-lettered")
+    assert Basket.objects.get(customer_id=customer).status == Basket.Status.CHECKING_OUT
+
+    # The hour passes: the deadline falls due, and the relay hears of it as of any commit.
+    with transaction.atomic():
+        OutboxMessage.objects.filter(message_type="ordering.ExpireOrder").update(available_at=Now())
+        nudge_relay()
+
+    wait_for(lambda: Basket.objects.get(customer_id=customer).status == Basket.Status.OPEN,
+             message="the deadline to reopen the basket")
+    order = Order.objects.get(id=order_id)
+    assert (order.status, order.cancel_reason) == (
+        Order.Status.CANCELLED, "checkout deadline passed before the order was placed"
+    )
+    assert Basket.objects.get(customer_id=customer).lines.count() == 1
 
 
 def test_a_duplicate_delivery_changes_nothing_twice(bus):

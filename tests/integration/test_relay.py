@@ -2,12 +2,14 @@
 net, and safe to run as several instances."""
 
 import contextlib
+import datetime
 import signal
 import threading
 from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from apps.catalog.messages import ProductPriceChanged
 from messaging.models import OutboxMessage
@@ -55,6 +57,17 @@ def test_a_committed_message_is_published_at_once_by_the_nudge(bus):
         envelope = publish(_price_changed("NUDGE-1"))
 
     wait_for(lambda: _is_published(envelope.id), timeout=10, message="the nudged row to be published")
+
+
+def test_a_scheduled_row_is_published_once_due_though_the_relay_polls_only_every_30_s(bus):
+    deliver_at = timezone.now() + datetime.timedelta(seconds=3)
+    with transaction.atomic():
+        envelope = publish(_price_changed("LATER-1"), deliver_at=deliver_at)
+
+    assert not _is_published(envelope.id)
+    # Well before the next poll: the relay's wait ended when the row fell due.
+    wait_for(lambda: _is_published(envelope.id), timeout=15, message="the scheduled row to be published")
+    assert OutboxMessage.objects.get(message_id=envelope.id).published_at >= deliver_at
 
 
 def test_a_row_whose_nudge_was_lost_is_published_by_the_poll(bus, settings, monkeypatch):

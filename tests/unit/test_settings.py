@@ -43,3 +43,23 @@ def test_production_settings_refuse_to_start_without_their_secrets():
 
         assert result.returncode != 0
         assert f"Set the {missing} environment variable" in result.stderr
+
+
+def test_durations_are_read_as_seconds_days_clock_time_or_iso_8601(monkeypatch):
+    from datetime import timedelta
+
+    from config.settings.base import env_duration
+
+    for text, expected in [("900", timedelta(seconds=900)), ("7 days", timedelta(days=7)),
+                           ("01:30:00", timedelta(minutes=90)), ("PT15M", timedelta(minutes=15))]:
+        monkeypatch.setenv("SOME_DURATION", text)
+        assert env_duration("SOME_DURATION", default=timedelta(0)) == expected
+    monkeypatch.delenv("SOME_DURATION")
+    assert env_duration("SOME_DURATION", default=timedelta(days=1)) == timedelta(days=1)
+
+
+def test_a_duration_setting_that_is_not_a_duration_stops_the_process_with_a_clear_error():
+    result = _manage("check", env={**PRODUCTION, "BUS_INBOX_RETENTION": "a month"})
+
+    assert result.returncode != 0
+    assert "BUS_INBOX_RETENTION='a month' is not a duration" in result.stderr

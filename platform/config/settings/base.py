@@ -5,15 +5,31 @@ defaults (filesystem broker, SQLite); ``production`` insists on real services
 and secrets; ``test`` is ``local`` with whatever the test setup exports.
 """
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.dateparse import parse_duration
 
 #: The repository root (``platform/config/settings/base.py`` is three levels down).
 BASE_DIR = Path(__file__).resolve().parents[3]
 
 env = environ.Env()
+
+
+def env_duration(name: str, *, default: timedelta) -> timedelta:
+    """A duration from the environment: seconds ("900"), "7 days", "01:30:00" or ISO 8601 ("PT15M")."""
+    if name not in env.ENVIRON:
+        return default
+    duration = parse_duration(env.str(name).strip())
+    if duration is None or duration < timedelta(0):
+        raise ImproperlyConfigured(
+            f"{name}={env.str(name)!r} is not a duration: use seconds (900), '7 days', '01:30:00' or 'PT15M'"
+        )
+    return duration
+
 
 # GENERAL
 # https://docs.djangoproject.com/en/5.2/ref/settings/#debug
@@ -189,6 +205,22 @@ BUS_RELAY_POLL_INTERVAL = env.float(
 #: Seconds a publisher (the relay, a worker sending a retry) waits for the broker's confirm.
 BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 
+# RETENTION (the bus's tables; messaging.retention)
+#: How long a published outbox row stays, for people tracing a message; unpublished rows always stay.
+BUS_OUTBOX_RETENTION = env_duration("BUS_OUTBOX_RETENTION", default=timedelta(days=7))
+#: How long the inbox remembers a handled message: it must outlast the longest redelivery
+#: (retries, delivery limit and the replay window below; ``manage.py check`` says if not).
+BUS_INBOX_RETENTION = env_duration("BUS_INBOX_RETENTION", default=timedelta(days=30))
+#: How long after it was dead-lettered a message may still be retried with its own id.
+BUS_DEAD_LETTER_REPLAY_WINDOW = env_duration("BUS_DEAD_LETTER_REPLAY_WINDOW", default=timedelta(days=14))
+#: How often the relay purges rows past their retention (dead letters are never purged).
+BUS_PURGE_INTERVAL = env_duration("BUS_PURGE_INTERVAL", default=timedelta(minutes=10))
+#: Rows deleted per statement: short transactions, short locks.
+BUS_PURGE_BATCH_SIZE = env.int("BUS_PURGE_BATCH_SIZE", default=1000)
+
 # DOMAIN
 #: Payments above this amount are declined by the reference payment context.
 PAYMENT_APPROVAL_LIMIT = Decimal(env.str("PAYMENT_APPROVAL_LIMIT", default="10000.00"))
+#: How long a checkout may take: an order not paid or cancelled by then is cancelled,
+#: and a basket still waiting for it reopens (``ordering.ExpireOrder``).
+CHECKOUT_DEADLINE = env_duration("CHECKOUT_DEADLINE", default=timedelta(minutes=15))
