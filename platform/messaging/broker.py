@@ -41,8 +41,12 @@ def publish_envelope(
     routing_key: str,
     retries: int = 0,
     delay: float | None = None,
+    mandatory: bool = False,
 ) -> None:
     """Put ``envelope`` on the broker (no waiting: see ``ConfirmedPublisher``).
+
+    ``mandatory`` asks RabbitMQ to return the message if no queue is bound to
+    its route; whoever sets it must handle the channel's ``basic_return``.
 
     ``delay`` holds a retry back: on RabbitMQ as the message's TTL in a retry
     queue (``exchange`` is then a retry exchange), on the embedded broker as a
@@ -71,6 +75,7 @@ def publish_envelope(
         serializer="json",
         delivery_mode=2,  # persistent
         retry=False,
+        mandatory=mandatory,
         expiration=delay if delay and not embedded else None,
         **task_message.properties,
     )
@@ -112,17 +117,27 @@ class BatchOutcome:
     confirmed: list[int] = dataclasses.field(default_factory=list)
     #: Positions the broker refused (nacked).
     refused: list[int] = dataclasses.field(default_factory=list)
+    #: Positions the broker returned: no queue is bound to their route.
+    unroutable: list[int] = dataclasses.field(default_factory=list)
     #: Why the rest is unconfirmed (connection lost, confirm timeout), if anything is.
     error: Exception | None = None
 
     def refusal(self, batch_size: int) -> PublishRefusedError | None:
-        if not self.refused:
-            return None
-        return PublishRefusedError(f"the broker refused {len(self.refused)} of {batch_size} messages")
+        problems = []
+        if self.refused:
+            problems.append(f"refused {len(self.refused)} of {batch_size} messages")
+        if self.unroutable:
+            problems.append(f"returned {len(self.unroutable)} of {batch_size} messages as unroutable "
+                            "(no queue bound to their route)")
+        return PublishRefusedError(f"the broker {' and '.join(problems)}") if problems else None
 
 
 class ConfirmedPublisher:
     """Publishes batches on one channel and waits for the broker's confirms.
+
+    Every message is published ``mandatory``: one no queue is bound to comes
+    back (``basic.return``, before its confirm) and is reported unroutable,
+    never counted as delivered.
 
     The channel must be this publisher's alone: confirms are numbered per
     channel, so another publisher on it would shift the numbering. A transport
@@ -139,10 +154,13 @@ class ConfirmedPublisher:
         self._published = 0  # the broker numbers confirms 1, 2, ... per channel
         self._unsettled: set[int] = set()
         self._nacked: set[int] = set()
+        self._returned: set[int] = set()
+        self._tag_of_id: dict[str, int] = {}
         if self.uses_confirms:
             channel.confirm_select()
             channel.events["basic_ack"].add(self._on_ack)
             channel.events["basic_nack"].add(self._on_nack)
+            channel.events["basic_return"].add(self._on_return)
 
     def publish(self, messages: list[Outgoing]) -> BatchOutcome:
         """Publish ``messages`` in order, then wait until all are confirmed or refused."""
@@ -153,10 +171,12 @@ class ConfirmedPublisher:
                 publish_envelope(
                     self.producer, message.envelope, exchange=message.exchange,
                     routing_key=message.routing_key, retries=message.retries, delay=message.delay,
+                    mandatory=self.uses_confirms,
                 )
                 self._published += 1
                 tags.append(self._published)
                 self._unsettled.add(self._published)
+                self._tag_of_id[str(message.envelope["id"])] = self._published
             if self.uses_confirms:
                 self._wait_for_confirms()
         except Exception as exc:
@@ -164,10 +184,14 @@ class ConfirmedPublisher:
         for position, tag in enumerate(tags):
             if tag in self._nacked:
                 outcome.refused.append(position)
+            elif tag in self._returned:
+                outcome.unroutable.append(position)
             elif tag not in self._unsettled or not self.uses_confirms:
                 outcome.confirmed.append(position)
         self._unsettled.clear()
         self._nacked.clear()
+        self._returned.clear()
+        self._tag_of_id.clear()
         return outcome
 
     def publish_all(self, messages: list[Outgoing]) -> None:
@@ -198,6 +222,14 @@ class ConfirmedPublisher:
             self._unsettled = {tag for tag in self._unsettled if tag > delivery_tag}
         else:
             self._unsettled.discard(delivery_tag)
+
+    def _on_return(self, exc, exchange, routing_key, message) -> None:
+        # A return carries no delivery tag: the task id header (the message id) names it.
+        # RabbitMQ sends it before the message's confirm, so the batch is still open.
+        headers = message.properties.get("application_headers") or {}
+        tag = self._tag_of_id.get(str(headers.get("id")))
+        if tag is not None:
+            self._returned.add(tag)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self._nacked.update(tag for tag in self._unsettled if tag == delivery_tag or (multiple and tag < delivery_tag))

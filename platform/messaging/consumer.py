@@ -26,6 +26,7 @@ from messaging.contracts import Envelope
 from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
+from messaging.outbox import OPERATOR_SOURCE
 from messaging.registry import registry
 from messaging.task_message import ENVELOPE_ARGUMENT
 from messaging.topology import Topology, consumer_queue_name
@@ -67,6 +68,9 @@ def consume(body: Any, *, context: str, headers: dict | None = None, attempts: i
     if contract is None or not handlers:
         return park(DeadLetter.Reason.UNKNOWN_TYPE,
                     f"no handler for '{envelope.type}' in context '{context}'", **fields)
+    disagreement = _disagreement_with_registry(envelope, contract)
+    if disagreement:
+        return park(DeadLetter.Reason.INVALID_ENVELOPE, disagreement, **fields)
     try:
         message = contract.model_validate(envelope.data)
     except ValidationError as exc:
@@ -80,6 +84,25 @@ def consume(body: Any, *, context: str, headers: dict | None = None, attempts: i
             raise HandlerFailedError(handler.name) from exc
         (handled if ran else duplicates).append(handler.name)
     return {"context": context, "handled": handled, "duplicates": duplicates}
+
+
+def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:
+    """Why the envelope's kind, version or source cannot be this contract's, or None.
+
+    A message that lies about its kind would be retried to a queue that does not
+    exist (an event as a command goes to ``<context>.commands``); one that lies
+    about its source would speak in another context's name.
+    """
+    if envelope.kind != contract.kind:
+        return f"kind '{envelope.kind}', but {envelope.type} is {'an' if contract.kind == 'event' else 'a'} {contract.kind}"
+    if envelope.version != contract.version:
+        return f"version {envelope.version} of {envelope.type}; this worker knows version {contract.version}"
+    if contract.kind == "event" and envelope.source != contract.context():
+        return f"source '{envelope.source}', but {envelope.type} is an event of '{contract.context()}'"
+    senders = {*registry.contexts(), *(c.context() for c in registry.contracts), OPERATOR_SOURCE}
+    if envelope.source not in senders:
+        return f"source '{envelope.source}' is not a context of this platform"
+    return None
 
 
 def message_task(task, *args, **kwargs) -> dict:

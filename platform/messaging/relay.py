@@ -103,11 +103,13 @@ class Relay:
                 outcome = BatchOutcome(error=exc)
             else:
                 outcome = publisher.publish([self._outgoing(row) for row in rows])
+            self._accept_unheard_events(rows, outcome)
             ids = [row.id for row in rows]
             self._mark_published([ids[position] for position in outcome.confirmed])
             failure = self._record_failures(ids, outcome)
-        if outcome.error is not None:
-            self.close(broken=True)
+        if outcome.error is not None or outcome.unroutable:
+            # Unroutable: a queue was deleted under us; a new connection declares the topology again.
+            self.close(broken=outcome.error is not None)
         if failure is not None:
             raise failure
         return len(rows)
@@ -119,14 +121,29 @@ class Relay:
             route = self._routes[key] = self.topology.route(*key)
         return Outgoing(row.envelope, exchange=route.exchange, routing_key=route.routing_key)
 
+    def _accept_unheard_events(self, rows: list, outcome: BatchOutcome) -> None:
+        """Count as delivered an event returned because no context subscribes to it.
+
+        The publisher does not know its subscribers, and an event nobody listens to
+        yet has no queue: nothing is lost. A command, or an event some context
+        handles, that comes back stays unpublished: its queue is missing.
+        """
+        subscribed = {handler.message_type for handler in self.topology.registry.handlers}
+        for position in list(outcome.unroutable):
+            row = rows[position]
+            if row.kind == "event" and row.message_type not in subscribed:
+                logger.warning("relay: no queue is bound to %s; %s went to no one", row.message_type, row.message_id)
+                outcome.unroutable.remove(position)
+                outcome.confirmed.append(position)
+
     def _record_failures(self, ids: list[int], outcome: BatchOutcome) -> Exception | None:
         """Record why rows stayed unpublished; return the error to raise, if any."""
         failure = outcome.refusal(len(ids))
         if failure is not None:
-            self._record_error([ids[p] for p in outcome.refused], failure)
+            self._record_error([ids[p] for p in outcome.refused + outcome.unroutable], failure)
         if outcome.error is not None:
             failure = outcome.error
-            settled = set(outcome.confirmed) | set(outcome.refused)
+            settled = set(outcome.confirmed) | set(outcome.refused) | set(outcome.unroutable)
             self._record_error([row_id for p, row_id in enumerate(ids) if p not in settled], failure)
         return failure
 

@@ -13,7 +13,8 @@ from kombu import Queue
 
 from messaging.broker import publish_envelope
 from messaging.models import DeadLetter, InboxMessage
-from messaging.outbox import nudge_relay
+from apps.catalog.messages import StockReserved
+from messaging.outbox import nudge_relay, publish
 from messaging.topology import DEFAULT_EXCHANGE, Topology
 from tests.integration.rabbitmq import rabbitmqctl
 from tests.polling import wait_for
@@ -135,3 +136,40 @@ def test_a_task_message_whose_body_is_not_args_kwargs_embed_is_dead_lettered(bus
 
     assert letter.error == "task message body is not [args, kwargs, embed]"
     assert bus["worker-basket"].poll() is None
+
+
+def test_an_event_that_says_it_is_a_command_is_dead_lettered_at_once(bus):
+    # Retried as a command it would have gone to basket.commands, which does not exist.
+    envelope = {**_envelope(), "kind": "command"}
+    with current_app.producer_or_acquire() as producer:
+        publish_envelope(producer, envelope, exchange=DEFAULT_EXCHANGE, routing_key=BASKET_PRICES)
+
+    letter = wait_for(lambda: _dead_letter(envelope["id"]), message="the dead letter")
+
+    assert (letter.reason, letter.context) == (DeadLetter.Reason.INVALID_ENVELOPE, "basket")
+    assert "kind 'command', but catalog.ProductPriceChanged is an event" in letter.error
+    assert letter.attempts == 1
+
+
+def test_a_retry_with_no_queue_to_wait_in_becomes_a_dead_letter_not_a_loss(bus, settings):
+    # The holding queue of the workers' first retry is gone: RabbitMQ returns the retry.
+    settings.BUS_RETRY_BACKOFF = float(bus.env["BUS_RETRY_BACKOFF"])
+    settings.BUS_RETRY_BACKOFF_MAX = float(bus.env["BUS_RETRY_BACKOFF_MAX"])
+    first_wait = Topology().retry_queues()[0]
+    with current_app.connection_for_write() as connection:
+        first_wait(connection.default_channel).delete()
+    try:
+        with transaction.atomic():
+            # Ordering has no such order: its handler fails, and the message is retried.
+            envelope = publish(StockReserved(order_id=uuid.uuid4()))
+        wait_for(lambda: _queue_depth("dead-letters") == 1, message="the worker to reject the message it could not retry")
+        with transaction.atomic():
+            nudge_relay()  # the relay collects dead letters after each round of publishing
+        letter = wait_for(lambda: _dead_letter(envelope.id), message="the relay to collect the rejected message")
+    finally:
+        with current_app.connection_for_write() as connection:
+            Topology().declare(connection.default_channel)
+
+    assert (letter.reason, letter.context) == (DeadLetter.Reason.BROKER, "ordering")
+    assert "ordering.events.catalog.StockReserved (rejected)" in letter.error
+    assert letter.body["id"] == str(envelope.id)

@@ -105,6 +105,33 @@ def test_a_message_for_a_context_that_does_not_handle_it_is_dead_lettered(price_
     assert DeadLetter.objects.get().reason == DeadLetter.Reason.UNKNOWN_TYPE
 
 
+@pytest.mark.parametrize(("lie", "why"), [
+    ({"kind": "command"}, "kind 'command', but catalog.ProductPriceChanged is an event"),
+    ({"source": "ordering"}, "is an event of 'catalog'"),
+    ({"version": 2}, "version 2 of catalog.ProductPriceChanged"),
+])
+def test_an_envelope_that_disagrees_with_the_registry_is_dead_lettered_at_once(price_changed, lie, why):
+    liar = {**price_changed, **lie}
+
+    report = consume(liar, context="basket")
+
+    letter = DeadLetter.objects.get()
+    assert report["dead_lettered"] == letter.reason == DeadLetter.Reason.INVALID_ENVELOPE
+    assert why in letter.error
+    assert not InboxMessage.objects.exists()
+
+
+def test_a_command_from_a_source_no_context_has_is_dead_lettered():
+    from apps.catalog.messages import ReleaseStock
+    from messaging.outbox import send
+
+    command = {**send(ReleaseStock(order_id=uuid.uuid4())).to_json_dict(), "source": "mallory"}
+
+    consume(command, context="catalog")
+
+    assert "source 'mallory' is not a context" in DeadLetter.objects.get().error
+
+
 def test_retry_delays_grow_exponentially_up_to_the_maximum(settings):
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 2.0, 60.0
 

@@ -2,6 +2,7 @@
 
 import json
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,32 +20,43 @@ class ConfirmingChannel:
 
     Confirms come as one ``multiple`` ack for the leading run and single
     acks or nacks after it; tags in ``nack`` are refused, tags in ``lose``
-    never answered, and publish number ``broken_at`` raises a connection error.
+    never answered, tags in ``unroutable`` returned (before their ack, as
+    RabbitMQ does for a mandatory message no queue is bound to), and publish
+    number ``broken_at`` raises a connection error.
     """
 
-    def __init__(self, *, nack=(), lose=(), broken_at=None):
-        self.nack, self.lose, self.broken_at = set(nack), set(lose), broken_at
-        self.events = {"basic_ack": set(), "basic_nack": set()}
+    def __init__(self, *, nack=(), lose=(), unroutable=(), broken_at=None):
+        self.nack, self.lose, self.unroutable, self.broken_at = set(nack), set(lose), set(unroutable), broken_at
+        self.events = {"basic_ack": set(), "basic_nack": set(), "basic_return": set()}
         self.sent, self.unanswered, self.connection = [], [], self
+        self.headers: dict[int, dict] = {}
 
     def confirm_select(self):
         pass
 
     def prepare_message(self, body, priority=None, content_type=None, content_encoding=None,
                         headers=None, properties=None):
-        return body
+        return body, headers
 
-    def basic_publish(self, body, exchange="", routing_key="", **options):
+    def basic_publish(self, message, exchange="", routing_key="", mandatory=False, **options):
+        body, headers = message
         if len(self.sent) + 1 == self.broken_at:
             raise ConnectionResetError("connection reset by peer")
         self.sent.append(json.loads(body)[1]["envelope"]["id"])
         self.unanswered.append(len(self.sent))
+        self.headers[len(self.sent)] = headers
+        assert mandatory, "every bus message is published mandatory"
 
     def drain_events(self, timeout=None):
         answer = [tag for tag in self.unanswered if tag not in self.lose]
         if not answer:
             raise TimeoutError("timed out")
         self.unanswered = [tag for tag in self.unanswered if tag in self.lose]
+        for tag in answer:
+            if tag in self.unroutable:
+                returned = SimpleNamespace(properties={"application_headers": self.headers[tag]})
+                for callback in self.events["basic_return"]:
+                    callback(Exception("NO_ROUTE"), "exchange", "key", returned)
         leading = 0
         while leading < len(answer) and answer[leading] == answer[0] + leading and answer[leading] not in self.nack:
             leading += 1
@@ -98,6 +110,37 @@ def test_a_refused_row_stays_unpublished_with_its_error_and_the_rest_are_marked(
     again = ConfirmingChannel()
     assert _relay_on(again, monkeypatch).publish_batch() == 1
     assert again.sent == [three_rows[1]]
+
+
+def test_a_returned_command_stays_unpublished_with_its_error(monkeypatch):
+    from apps.catalog.messages import ReleaseStock
+    from messaging.outbox import send
+
+    send(ReleaseStock(order_id="6f1c2a7e-58a4-4f5e-9a53-3c1b0b2a7d10"))
+
+    with pytest.raises(PublishRefusedError, match="unroutable"):
+        _relay_on(ConfirmingChannel(unroutable={1}), monkeypatch).publish_batch()
+
+    row = OutboxMessage.objects.get()
+    assert row.published_at is None and row.attempts == 1 and "no queue bound" in row.last_error
+
+
+def test_a_returned_event_some_context_handles_stays_unpublished(three_rows, monkeypatch):
+    with pytest.raises(PublishRefusedError):
+        _relay_on(ConfirmingChannel(unroutable={3}), monkeypatch).publish_batch()
+
+    assert _published_flags() == [True, True, False]
+
+
+def test_a_returned_event_nobody_subscribes_to_is_published_to_no_one(monkeypatch, caplog):
+    from apps.ordering.messages import OrderPaid
+
+    publish(OrderPaid(order_id="6f1c2a7e-58a4-4f5e-9a53-3c1b0b2a7d10"))
+
+    assert _relay_on(ConfirmingChannel(unroutable={1}), monkeypatch).publish_batch() == 1
+
+    assert _published_flags() == [True]
+    assert "no queue is bound to ordering.OrderPaid" in caplog.text
 
 
 def test_rows_without_a_confirm_in_time_are_never_marked(three_rows, monkeypatch):
