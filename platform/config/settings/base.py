@@ -171,6 +171,9 @@ CELERY_TIMEZONE = TIME_ZONE
 BUS_CONTEXT = env.str("BUS_CONTEXT", default="")
 #: Largest serialized ``data`` accepted at publish, in bytes.
 BUS_MAX_PAYLOAD_BYTES = env.int("BUS_MAX_PAYLOAD_BYTES", default=256 * 1024)
+#: Deepest nesting of objects and arrays accepted in ``data`` at publish: JSON readers
+#: give up on deep nesting (Python's at about a thousand levels), so a consumer could not read it.
+BUS_MAX_PAYLOAD_DEPTH = env.int("BUS_MAX_PAYLOAD_DEPTH", default=32)
 #: How many times a failing handler is retried before its message is dead-lettered.
 BUS_MAX_RETRIES = env.int("BUS_MAX_RETRIES", default=5)
 #: First retry delay in seconds; doubles each attempt, with jitter.
