@@ -6,6 +6,9 @@ read it as a task (undecodable, a disallowed content type like pickle, an
 unknown task name); or RabbitMQ dead-letters it (over the delivery limit
 because a worker died each time), and the relay moves it from the
 ``dead-letters`` queue into this table. None of them is dropped silently.
+
+A row never holds more of a body than ``BUS_DEAD_LETTER_BODY_LIMIT`` bytes of
+JSON: a larger body is kept as the start of its JSON, flagged, with its size.
 """
 
 import base64
@@ -34,24 +37,39 @@ def dead_letter_record(
     message_type: str = "",
     headers: dict | None = None,
     attempts: int = 0,
+    body_size: int | None = None,
 ) -> DeadLetter:
+    """Save a dead letter; ``body_size`` is the size as received, if the body was bytes then."""
     if isinstance(error, BaseException):
         trace = "".join(traceback_module.format_exception(error))
         error_text = f"{type(error).__name__}: {error}"
     else:
         trace, error_text = "", error
+    kept, json_size, truncated = _capped(body)
     return DeadLetter.objects.create(
         reason=reason,
         context=context,
         consumer=consumer,
         message_id=message_id,
         message_type=message_type,
-        body=body,
+        body=kept,
+        body_size=json_size if body_size is None else body_size,
+        body_truncated=truncated,
         headers=_json_safe(headers or {}),
         error=error_text,
         traceback=trace,
         attempts=attempts,
     )
+
+
+def _capped(body):
+    """(what to keep, bytes of its JSON, truncated?): the body whole while its JSON fits
+    ``BUS_DEAD_LETTER_BODY_LIMIT``, else the start of that JSON as text."""
+    text = json.dumps(body)  # ASCII (ensure_ascii), so characters are bytes
+    limit = settings.BUS_DEAD_LETTER_BODY_LIMIT
+    if len(text) <= limit:
+        return body, len(text), False
+    return text[:limit], len(text), True
 
 
 def dead_letter_raw_message(message, *, reason: str, context: str, error: str, attempts: int = 0) -> DeadLetter:
@@ -71,6 +89,7 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
         message_type=str(headers.get("task") or "")[:200],
         headers={**headers, "content_type": message.content_type},
         attempts=attempts,
+        body_size=len(_as_bytes(message.body)),
     )
 
 
@@ -105,20 +124,24 @@ def _record_broker_dead_letter(message) -> None:
         # block the queue behind it: keep the bytes and the error instead.
         with transaction.atomic():
             dead_letter_record(
-                **fields, body=_parse_body(message.body, content_type=None),
+                **fields, body=_parse_body(message.body, content_type=None), body_size=len(_as_bytes(message.body)),
                 headers={"content_type": message.content_type, "id": _text(message.headers.get("id"))},
             )
 
 
 def _parse_body(raw, content_type: str | None):
     """JSON as JSON; anything else as base64 of its bytes (text columns refuse NUL bytes)."""
-    data = raw if isinstance(raw, bytes) else str(raw).encode()
+    data = _as_bytes(raw)
     if content_type == "application/json":
         try:
             return json.loads(data)
         except ValueError:
             pass
     return {"base64": base64.b64encode(data[:RAW_BODY_LIMIT]).decode(), "size": len(data)}
+
+
+def _as_bytes(raw) -> bytes:
+    return raw if isinstance(raw, bytes) else str(raw).encode()
 
 
 def _json_safe(value):
