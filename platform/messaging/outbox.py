@@ -147,8 +147,8 @@ def _envelope(message: Message, *, correlation_id: uuid.UUID | None, source: str
         version=contract.version,
         source=source,
         time=timezone.now(),
-        correlation_id=correlation_id or (cause.correlation_id if cause else message_id),
-        causation_id=cause.id if cause else None,
+        correlationid=correlation_id or (cause.correlationid if cause else message_id),
+        causationid=cause.id if cause else None,
         data=data,
     )
 
@@ -159,7 +159,7 @@ def _write(envelopes: list[Envelope]) -> list[Envelope]:
             message_id=envelope.id,
             kind=envelope.kind,
             message_type=envelope.type,
-            correlation_id=envelope.correlation_id,
+            correlation_id=envelope.correlationid,
             envelope=envelope.to_json_dict(),
         )
         for envelope in envelopes

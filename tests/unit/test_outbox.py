@@ -35,8 +35,8 @@ def test_publish_writes_one_outbox_row_with_a_full_envelope():
     assert stored.kind == "event"
     assert stored.version == 1
     assert stored.source == "catalog"
-    assert stored.correlation_id == envelope.id  # a new conversation starts here
-    assert stored.causation_id is None
+    assert stored.correlationid == envelope.id  # a new conversation starts here
+    assert stored.causationid is None
     assert stored.data == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}
 
 
@@ -159,8 +159,8 @@ def test_messages_sent_while_handling_inherit_correlation_and_causation():
     with causation.handling(cause, "ordering"):
         effect = send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
 
-    assert effect.correlation_id == cause.correlation_id
-    assert effect.causation_id == cause.id
+    assert effect.correlationid == cause.correlationid
+    assert effect.causationid == cause.id
     assert effect.source == "ordering"
 
 
