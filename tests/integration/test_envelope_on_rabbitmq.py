@@ -41,7 +41,7 @@ def test_an_outside_consumer_reads_a_caused_event_as_a_cloudevent_with_the_conve
 
     message = wait_for(lambda: outside_queue.get(no_ack=True), message="OrderStarted on the outside queue")
     place_order = OutboxMessage.objects.get(message_type="ordering.PlaceOrder")  # began the conversation
-    args, kwargs, embed = json.loads(message.body)  # a Celery task message: [args, kwargs, embed]
+    _args, kwargs, _embed = json.loads(message.body)  # a Celery task message: [args, kwargs, embed]
     event = JSONFormat().read(None, json.dumps(kwargs["envelope"]))
     assert event.get_type() == "ordering.OrderStarted"
     assert event.get_source() == "ordering"

@@ -61,6 +61,9 @@ def test_send_command_writes_the_outbox():
          "--data is not valid JSON: Exceeds the limit"),
         (["publish_event", "catalog.ProductPriceChanged", "--data",
           '{"sku": "MUG", "old_price": NaN, "new_price": Infinity, "price_version": 1}'], "finite number"),
+        # Bytes that are not UTF-8 reach Python's argv as lone surrogates.
+        (["publish_event", "catalog.ProductPriceChanged", "--data",
+          '{"sku": "MUG\udcff", "old_price": "1.00", "new_price": "2.00", "price_version": 1}'], "unicode string"),
     ],
 )
 def test_bad_type_or_data_is_a_clear_error_and_writes_nothing(args, error):
