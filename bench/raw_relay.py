@@ -41,21 +41,21 @@ def drain(conn: amqp.Connection, *, batch_size: int = 500, timeout: float = 10.0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, message_id::text, kind, message_type, envelope::text FROM {TABLE} "
+                f"SELECT id, message_id::text, kind, message_type, correlation_id::text, envelope::text FROM {TABLE} "
                 "WHERE published_at IS NULL AND available_at <= statement_timestamp() "
                 "ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED", [batch_size])
             rows = cursor.fetchall()
             if not rows:
                 channel.close()
                 return total
-            for _, message_id, kind, message_type, envelope in rows:
+            for _, message_id, kind, message_type, conversation_id, envelope in rows:
                 body = '[[], {"envelope": ' + envelope + "}" + EMBED
                 exchange, key = ("commands", message_type) if kind == "command" else (f"events.{message_type}", message_type)
                 channel.basic_publish(amqp.Message(
                     body, content_type="application/json", content_encoding="utf-8", delivery_mode=2,
                     application_headers={"lang": "py", "task": message_type, "id": message_id, "root_id": message_id,
                                          "retries": 0, "argsrepr": "()", "kwargsrepr": "{}"},
-                    correlation_id=message_id,
+                    correlation_id=conversation_id,  # as the platform's relay: the conversation
                 ), exchange=exchange, routing_key=key)
                 tag += 1
                 unconfirmed.add(tag)

@@ -51,7 +51,7 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
             lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
         ))
         send(ExpireOrder(order_id=order_id, customer_id=customer_id),
-             correlation_id=placed.correlation_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
+             correlation_id=placed.correlationid, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
     return order_id
 
 

@@ -5,12 +5,11 @@ queues and message tasks are derived from the message registry when Django's
 apps are ready (see ``messaging.apps``).
 """
 
-import os
-
 from celery import Celery, signals
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-
+# No default DJANGO_SETTINGS_MODULE here: importing ``config.wsgi`` imports this
+# module first, and a default of local settings would win over the production
+# default of the web entry point. Every entry point names its settings.
 app = Celery("platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 #: Celery's Django fixup closes every database connection before and after each

@@ -1,3 +1,6 @@
+"""The web entry point (gunicorn ``config.wsgi:application``): production settings
+unless ``DJANGO_SETTINGS_MODULE`` says otherwise, as cookiecutter-django's does."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -36,7 +36,7 @@ class InboxMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "message_type", "context", "reason", "message_id", "attempts")
-    list_filter = ("reason", "context", "message_type")
+    list_display = ("created_at", "message_type", "context", "reason", "message_id", "attempts", "body_size")
+    list_filter = ("reason", "context", "message_type", "body_truncated")
     search_fields = ("message_id", "message_type", "consumer", "error")
     date_hierarchy = "created_at"

@@ -77,7 +77,11 @@ def publish_envelope(
         retry=False,
         mandatory=mandatory,
         expiration=delay if delay and not embedded else None,
-        **task_message.properties,
+        # The AMQP correlation-id names the business conversation, where Celery puts the
+        # task id. Celery's worker and result backend key on the ``id`` header; only its
+        # rpc:// result backend reads this property, and the bus does not use that backend.
+        # (An envelope written before the attribute's rename has none: no property then.)
+        **{**task_message.properties, "correlation_id": envelope.get("correlationid")},
     )
 
 

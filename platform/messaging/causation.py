@@ -1,7 +1,7 @@
 """The message being handled right now, so the messages it causes can say so.
 
 While a handler runs, every message it sends or publishes inherits the
-handled message's ``correlation_id`` and takes its ``id`` as ``causation_id``.
+handled message's ``correlationid`` and takes its ``id`` as ``causationid``.
 """
 
 import contextlib

@@ -2,15 +2,17 @@
 
 A contract is a pydantic model: its fields are the message's ``data`` and are
 validated when the message is written to the outbox and again before it is
-handled. The envelope uses CloudEvents attribute names, so a non-Python
-consumer reading its own queue understands it.
+handled. The envelope is a CloudEvent (JSON event format, specversion 1.0):
+its own attributes are extensions with valid CloudEvents names (lower-case
+letters and digits), so a non-Python consumer reading its own queue parses it
+with any CloudEvents SDK.
 """
 
 import datetime
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class Message(BaseModel):
@@ -59,7 +61,11 @@ class Event(Message):
 
 
 class Envelope(BaseModel):
-    """What travels on the broker: routing and tracing attributes plus ``data``."""
+    """What travels on the broker: routing and tracing attributes plus ``data``.
+
+    ``kind``, ``version``, ``correlationid`` and ``causationid`` are CloudEvents
+    extension attributes; the rest are the specification's own.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -69,11 +75,16 @@ class Envelope(BaseModel):
     version: int = Field(ge=1)
     source: str
     time: datetime.datetime
-    correlation_id: uuid.UUID
-    causation_id: uuid.UUID | None = None
+    #: The business conversation: the first message's id, inherited by every message it causes.
+    #: Also read under its former name, so envelopes written before the rename are still handled.
+    correlationid: uuid.UUID = Field(validation_alias=AliasChoices("correlationid", "correlation_id"))
+    #: The message being handled when this one was sent; absent for the first of a conversation.
+    causationid: uuid.UUID | None = Field(default=None, validation_alias=AliasChoices("causationid", "causation_id"))
     specversion: Literal["1.0"] = "1.0"
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # An absent causation is left out rather than written as null: CloudEvents
+        # attributes have no null value.
+        return self.model_dump(mode="json", exclude={"causationid"} if self.causationid is None else None)

@@ -6,6 +6,9 @@ read it as a task (undecodable, a disallowed content type like pickle, an
 unknown task name); or RabbitMQ dead-letters it (over the delivery limit
 because a worker died each time), and the relay moves it from the
 ``dead-letters`` queue into this table. None of them is dropped silently.
+
+A row never holds more of a body than ``BUS_DEAD_LETTER_BODY_LIMIT`` bytes of
+JSON: a larger body is kept as the start of its JSON, flagged, with its size.
 """
 
 import base64
@@ -36,24 +39,39 @@ def dead_letter_record(
     message_type: str = "",
     headers: dict | None = None,
     attempts: int = 0,
+    body_size: int | None = None,
 ) -> DeadLetter:
+    """Save a dead letter; ``body_size`` is the size as received, if the body was bytes then."""
     if isinstance(error, BaseException):
         trace = "".join(traceback_module.format_exception(error))
         error_text = f"{type(error).__name__}: {error}"
     else:
         trace, error_text = "", error
+    kept, json_size, truncated = _capped(storable(body))
     return DeadLetter.objects.create(
         reason=reason,
         context=storable(context),
         consumer=storable(consumer),
         message_id=message_id,
         message_type=storable(message_type),
-        body=storable(body),
+        body=kept,
+        body_size=json_size if body_size is None else body_size,
+        body_truncated=truncated,
         headers=storable(headers or {}),
         error=storable(error_text),
         traceback=storable(trace),
         attempts=attempts,
     )
+
+
+def _capped(body):
+    """(what to keep, bytes of its JSON, truncated?): the body whole while its JSON fits
+    ``BUS_DEAD_LETTER_BODY_LIMIT``, else the start of that JSON as text."""
+    text = json.dumps(body)  # ASCII (ensure_ascii), so characters are bytes
+    limit = settings.BUS_DEAD_LETTER_BODY_LIMIT
+    if len(text) <= limit:
+        return body, len(text), False
+    return text[:limit], len(text), True
 
 
 def dead_letter_raw_message(message, *, reason: str, context: str, error: str, attempts: int = 0) -> DeadLetter:
@@ -78,6 +96,7 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
                 **fields,
                 body=envelope_in(_parse_body(message.body, message.content_type)),
                 headers={**headers, "content_type": message.content_type},
+                body_size=len(_as_bytes(message.body)),
             )
     except DatabaseError:
         with transaction.atomic():
@@ -85,6 +104,7 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
                 **fields,
                 body=_parse_body(message.body, content_type=None),
                 headers={"content_type": _text(message.content_type), "id": _text(headers.get("id"))},
+                body_size=len(_as_bytes(message.body)),
             )
 
 
@@ -117,13 +137,17 @@ def _record_broker_dead_letter(message) -> None:
 
 def _parse_body(raw, content_type: str | None):
     """JSON as JSON; anything else as base64 of its bytes (text columns refuse NUL bytes)."""
-    data = raw if isinstance(raw, bytes) else str(raw).encode()
+    data = _as_bytes(raw)
     if content_type == "application/json":
         try:
             return json.loads(data)
         except ValueError:
             pass
     return {"base64": base64.b64encode(data[:RAW_BODY_LIMIT]).decode(), "size": len(data)}
+
+
+def _as_bytes(raw) -> bytes:
+    return raw if isinstance(raw, bytes) else str(raw).encode()
 
 
 def _text(value) -> str:

@@ -31,7 +31,7 @@ def handle_once(envelope: Envelope, message: Message, handler: Handler) -> bool:
 
 def _claim(envelope: Envelope, consumer: str) -> bool:
     """Insert the inbox row; False if (message id, consumer) is already there."""
-    values = (envelope.id, consumer, envelope.type, envelope.correlation_id, timezone.now())
+    values = (envelope.id, consumer, envelope.type, envelope.correlationid, timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [
             field.get_db_prep_save(value, connection) for field, value in zip(_CLAIM_FIELDS, values, strict=True)

@@ -99,8 +99,13 @@ class DeadLetter(models.Model):
     reason = models.CharField(max_length=32, choices=Reason.choices)
     error = models.TextField()
     traceback = models.TextField(blank=True)
-    #: The message as received (envelope or raw body) and its delivery headers.
+    #: The message as received (envelope or raw body) and its delivery headers. A body
+    #: whose JSON is over BUS_DEAD_LETTER_BODY_LIMIT is kept as the start of that JSON, as text.
     body = models.JSONField(null=True)
+    #: Bytes of the body as it arrived (as JSON when the consumer had already read it);
+    #: unknown for dead letters recorded before this was.
+    body_size = models.PositiveIntegerField("body size (bytes)", null=True)
+    body_truncated = models.BooleanField(default=False)
     headers = models.JSONField(default=dict)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

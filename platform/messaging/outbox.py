@@ -4,7 +4,9 @@
 an outbox row; they never talk to the broker. If the caller's transaction
 rolls back, the message is gone with it; if it commits, the relay publishes
 it (at least once). Invalid data raises ``MessageRejectedError`` and writes
-nothing.
+nothing, as does data a database or a JSON reader would refuse: a NUL
+character, a lone surrogate, NaN or infinity, nesting deeper than
+``BUS_MAX_PAYLOAD_DEPTH``.
 
 ``deliver_at`` schedules a message: its row waits in the outbox, as any row
 does, until that time, and survives restarts because it is only a row. The
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 import uuid
 from typing import Any
@@ -38,7 +41,7 @@ OPERATOR_SOURCE = "operator"
 
 
 class MessageRejectedError(ValueError):
-    """The message cannot be sent: unknown type, invalid data, or too large."""
+    """The message cannot be sent: unknown type, invalid data, unstorable, or too large."""
 
 
 def send(
@@ -96,12 +99,54 @@ def _validated(contract: type[Message], data: dict[str, Any]) -> Message:
         raise MessageRejectedError(f"Invalid data for {contract.type_name()}:\n{exc}") from exc
 
 
+def _refuse_unstorable(message_type: str, data: dict[str, Any]) -> None:
+    """Raise ``MessageRejectedError`` for what PostgreSQL's jsonb or a consumer's JSON reader refuses.
+
+    Looked for in the data as validated, before it becomes JSON: serializing
+    would quietly turn NaN into null, and fail on deep nesting with a confusing
+    error. A JSON reader gives up on deep nesting (Python's at about a thousand
+    levels, including the envelope and task message around the data).
+    """
+    pending: list[tuple[Any, str, int]] = [(data, "data", 1)]
+    while pending:
+        value, path, depth = pending.pop()
+        problem = None
+        if isinstance(value, str):
+            problem = _unstorable_text(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = f"{value} is not a JSON number"
+        elif isinstance(value, dict | list | tuple | set | frozenset) and depth > settings.BUS_MAX_PAYLOAD_DEPTH:
+            problem = f"nesting deeper than {settings.BUS_MAX_PAYLOAD_DEPTH} levels (BUS_MAX_PAYLOAD_DEPTH)"
+        elif isinstance(value, dict):
+            pending.extend((key, f"a key of {path}", depth) for key in value)
+            pending.extend((item, f"{path}[{key!r}]", depth + 1) for key, item in value.items())
+        elif isinstance(value, list | tuple | set | frozenset):
+            pending.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+        if problem:
+            raise MessageRejectedError(f"{message_type} data cannot be stored: {problem} at {path}")
+
+
+def _unstorable_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a character that is not valid Unicode (a lone surrogate)"
+    return None
+
+
 def _envelope(message: Message, *, correlation_id: uuid.UUID | None, source: str) -> dict[str, Any]:
     """The envelope of ``message``, as the JSON the outbox row and the broker carry."""
     contract = type(message)
     # Validate again: an instance made with model_construct() skipped validation.
-    data = _validated(contract, message.model_dump()).model_dump(mode="json")
-    size = len(json.dumps(data).encode())
+    validated = _validated(contract, message.model_dump())
+    _refuse_unstorable(contract.type_name(), validated.model_dump())
+    data = validated.model_dump(mode="json")
+    try:
+        size = len(json.dumps(data, allow_nan=False).encode())
+    except ValueError as exc:  # an integer too long to write (sys.get_int_max_str_digits)
+        raise MessageRejectedError(f"{contract.type_name()} data cannot be written as JSON: {exc}") from exc
     if size > settings.BUS_MAX_PAYLOAD_BYTES:
         raise MessageRejectedError(
             f"{contract.type_name()} data is {size} bytes, over the limit of "
@@ -117,8 +162,8 @@ def _envelope(message: Message, *, correlation_id: uuid.UUID | None, source: str
         version=contract.version,
         source=source,
         time=timezone.now(),
-        correlation_id=correlation_id or (cause.correlation_id if cause else message_id),
-        causation_id=cause.id if cause else None,
+        correlationid=correlation_id or (cause.correlationid if cause else message_id),
+        causationid=cause.id if cause else None,
         data=data,
     )
 
@@ -133,7 +178,7 @@ def _write(envelopes: list[Envelope], deliver_at: datetime.datetime | None) -> l
             message_id=envelope.id,
             kind=envelope.kind,
             message_type=envelope.type,
-            correlation_id=envelope.correlation_id,
+            correlation_id=envelope.correlationid,
             envelope=envelope.to_json_dict(),
             **scheduled,
         )

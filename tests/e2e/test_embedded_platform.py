@@ -104,6 +104,8 @@ def test_run_platform_brings_everything_up_and_the_flows_complete(embedded_env, 
         assert "/admin/login/" in landed_on  # login required
         wait_for(lambda: _get(f"http://127.0.0.1:{flower_port}/", flower_login)[0] == 200, message="Flower")
         assert _get(f"http://127.0.0.1:{flower_port}/")[0] == 401
+        assert _get(f"http://127.0.0.1:{flower_port}/metrics")[0] == 401
+        assert _get(f"http://127.0.0.1:{flower_port}/metrics", flower_login)[0] == 200
     finally:
         platform.send_signal(signal.SIGTERM)
         try:

@@ -28,7 +28,7 @@ def _envelope(message_type: str = "catalog.ProductPriceChanged") -> dict:
     message_id = str(uuid.uuid4())
     return {
         "id": message_id, "type": message_type, "kind": "event", "version": 1, "source": "catalog",
-        "time": "2026-01-01T00:00:00Z", "correlation_id": message_id, "causation_id": None,
+        "time": "2026-01-01T00:00:00Z", "correlationid": message_id,
         "specversion": "1.0", "datacontenttype": "application/json",
         "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00", "price_version": 1},
     }

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_concurrent_copies_of_one_message_apply_it_once(transactional_db, real_services):
     message = ProductPriceChanged(sku="C-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1)
     envelope = Envelope(id=uuid.uuid4(), type="catalog.ProductPriceChanged", kind="event", version=1,
-                        source="catalog", time="2026-01-01T00:00:00Z", correlation_id=uuid.uuid4(),
+                        source="catalog", time="2026-01-01T00:00:00Z", correlationid=uuid.uuid4(),
                         data=message.model_dump(mode="json"))
     effects, first_inside, let_first_commit = [], threading.Event(), threading.Event()
 

@@ -67,6 +67,26 @@ def test_outbox_list_filters_by_publication_and_searches_by_correlation(admin_cl
 
 
 @pytest.mark.django_db
+def test_a_truncated_dead_letter_shows_its_size_and_is_found_by_its_flag(admin_client, settings):
+    import json
+
+    from messaging.dead_letters import dead_letter_record
+
+    settings.BUS_DEAD_LETTER_BODY_LIMIT = 100
+    body = {"padding": "x" * 500}
+    dead_letter_record(reason=DeadLetter.Reason.INVALID_ENVELOPE, context="basket", body={}, error="small")
+    letter = dead_letter_record(reason=DeadLetter.Reason.INVALID_ENVELOPE, context="basket", body=body, error="big")
+
+    truncated = admin_client.get(reverse("admin:messaging_deadletter_changelist"), {"body_truncated__exact": "1"})
+    detail = admin_client.get(reverse("admin:messaging_deadletter_change", args=[letter.pk]))
+
+    assert list(truncated.context["cl"].result_list) == [letter]
+    assert b"By body truncated" in truncated.content and b"column-body_size" in truncated.content
+    assert b"Body size (bytes)" in detail.content
+    assert f"<div class=\"readonly\">{len(json.dumps(body))}</div>".encode() in detail.content
+
+
+@pytest.mark.django_db
 def test_task_results_are_in_the_admin(admin_client):
     from django_celery_results.models import TaskResult
 

@@ -2,6 +2,7 @@
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -9,9 +10,10 @@ from django.db import transaction
 from apps.catalog.messages import ProductPriceChanged, ReserveStock
 from apps.catalog.services import product_change_price
 from messaging import causation
-from messaging.contracts import Envelope
+from messaging.contracts import Command, Envelope
 from messaging.models import OutboxMessage
 from messaging.outbox import MessageRejectedError, build, publish, send
+from messaging.registry import registry
 
 pytestmark = pytest.mark.django_db
 
@@ -33,8 +35,8 @@ def test_publish_writes_one_outbox_row_with_a_full_envelope():
     assert stored.kind == "event"
     assert stored.version == 1
     assert stored.source == "catalog"
-    assert stored.correlation_id == envelope.id  # a new conversation starts here
-    assert stored.causation_id is None
+    assert stored.correlationid == envelope.id  # a new conversation starts here
+    assert stored.causationid is None
     assert stored.data == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}
 
 
@@ -65,6 +67,82 @@ def test_oversized_payload_is_refused(settings):
     assert not OutboxMessage.objects.exists()
 
 
+@pytest.fixture
+def free_form_command():
+    """A contract whose data may hold any JSON, as a platform user's contract may."""
+
+    class FreeFormNote(Command):
+        __module__ = "apps.catalog.messages"  # owned by a context, like every contract
+        body: Any = None
+
+    yield FreeFormNote
+    registry.contracts.remove(FreeFormNote)
+
+
+def test_a_nul_character_in_a_string_is_refused_at_publish_as_postgresql_cannot_store_it():
+    with pytest.raises(MessageRejectedError, match=r"a NUL character \(\\u0000\) at data\['sku'\]"):
+        publish(ProductPriceChanged(sku="MUG\x00", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"nested": ["fine", "not\x00fine"]}, r"at data\['body'\]\['nested'\]\[1\]"),
+        ({"key\x00": "fine"}, r"at a key of data\['body'\]"),
+    ],
+)
+def test_a_nul_character_anywhere_in_free_form_data_is_refused(free_form_command, body, where):
+    with pytest.raises(MessageRejectedError, match=r"NUL character .* " + where):
+        send(free_form_command(body=body))
+
+    assert not OutboxMessage.objects.exists()
+
+
+def test_data_nested_deeper_than_the_limit_is_refused(free_form_command, settings):
+    settings.BUS_MAX_PAYLOAD_DEPTH = 5
+    within = {"a": {"b": {"c": ["d"]}}}  # data > body > a > b > c: five levels
+    beyond = {"a": {"b": {"c": [["d"]]}}}
+
+    send(free_form_command(body=within))
+    with pytest.raises(MessageRejectedError, match=r"nesting deeper than 5 levels \(BUS_MAX_PAYLOAD_DEPTH\)"):
+        send(free_form_command(body=beyond))
+
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_a_thousand_levels_of_nesting_are_refused_with_a_clear_error(free_form_command):
+    deep = "end"
+    for _ in range(1000):
+        deep = [deep]
+
+    with pytest.raises(MessageRejectedError, match="nesting deeper than 32 levels"):
+        send(free_form_command(body=deep))
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_are_refused_rather_than_written_as_null(free_form_command, number):
+    with pytest.raises(MessageRejectedError, match=r"is not a JSON number at data\['body'\]\[0\]"):
+        send(free_form_command(body=[number]))
+
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_lone_surrogate_is_refused_as_it_is_not_unicode(free_form_command):
+    with pytest.raises(MessageRejectedError, match="not valid Unicode"):
+        send(free_form_command(body={"text": "broken \ud800"}))
+
+    assert not OutboxMessage.objects.exists()
+
+
+def test_an_integer_too_long_to_write_as_json_is_refused(free_form_command):
+    with pytest.raises(MessageRejectedError, match="cannot be written as JSON"):
+        send(free_form_command(body=10**5000))
+
+    assert not OutboxMessage.objects.exists()
+
+
 def test_a_rolled_back_transaction_publishes_nothing(catalog_product):
     with pytest.raises(RuntimeError), transaction.atomic():
         product_change_price(sku="MUG-1", new_price=Decimal("99.00"))
@@ -81,8 +159,8 @@ def test_messages_sent_while_handling_inherit_correlation_and_causation():
     with causation.handling(cause, "ordering"):
         effect = send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
 
-    assert effect.correlation_id == cause.correlation_id
-    assert effect.causation_id == cause.id
+    assert effect.correlationid == cause.correlationid
+    assert effect.causationid == cause.id
     assert effect.source == "ordering"
 
 

@@ -63,3 +63,41 @@ def test_a_duration_setting_that_is_not_a_duration_stops_the_process_with_a_clea
 
     assert result.returncode != 0
     assert "BUS_INBOX_RETENTION='a month' is not a duration" in result.stderr
+
+
+def test_production_settings_refuse_an_empty_secret_key():
+    for empty in ("", "   "):
+        result = _manage("check", env={**PRODUCTION, "DJANGO_SECRET_KEY": empty})
+
+        assert result.returncode != 0
+        assert "ImproperlyConfigured: Set the DJANGO_SECRET_KEY environment variable: it is empty" in result.stderr
+
+
+def _import_the_web_entry_point(env: dict) -> subprocess.CompletedProcess:
+    """Import ``config.wsgi`` as gunicorn does, with no DJANGO_SETTINGS_MODULE unless ``env`` has one."""
+    code = "import config.wsgi; from django.conf import settings; print(settings.SETTINGS_MODULE, settings.DEBUG)"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"})
+
+
+def test_the_web_entry_point_defaults_to_the_production_settings():
+    without_settings_module = {key: value for key, value in PRODUCTION.items() if key != "DJANGO_SETTINGS_MODULE"}
+
+    result = _import_the_web_entry_point(without_settings_module)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["config.settings.production", "False"]
+
+
+def test_the_web_entry_point_never_falls_back_to_the_local_settings():
+    result = _import_the_web_entry_point({"PATH": PRODUCTION["PATH"]})
+
+    assert result.returncode != 0
+    assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
+
+
+def test_the_web_entry_point_follows_an_explicit_settings_module(tmp_path):
+    result = _import_the_web_entry_point({"PATH": PRODUCTION["PATH"], "DJANGO_SETTINGS_MODULE": "config.settings.local",
+                                          "BUS_DATA_DIR": str(tmp_path)})
+
+    assert result.stdout.split() == ["config.settings.local", "True"], result.stderr

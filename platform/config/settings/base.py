@@ -187,12 +187,18 @@ CELERY_TIMEZONE = TIME_ZONE
 BUS_CONTEXT = env.str("BUS_CONTEXT", default="")
 #: Largest serialized ``data`` accepted at publish, in bytes.
 BUS_MAX_PAYLOAD_BYTES = env.int("BUS_MAX_PAYLOAD_BYTES", default=256 * 1024)
+#: Deepest nesting of objects and arrays accepted in ``data`` at publish: JSON readers
+#: give up on deep nesting (Python's at about a thousand levels), so a consumer could not read it.
+BUS_MAX_PAYLOAD_DEPTH = env.int("BUS_MAX_PAYLOAD_DEPTH", default=32)
 #: How many times a failing handler is retried before its message is dead-lettered.
 BUS_MAX_RETRIES = env.int("BUS_MAX_RETRIES", default=5)
 #: First retry delay in seconds; doubles each attempt, with jitter.
 BUS_RETRY_BACKOFF = env.float("BUS_RETRY_BACKOFF", default=2.0)
 #: Longest retry delay in seconds.
 BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
+#: Most bytes of a dead letter's body (as JSON) kept whole; a larger one keeps this much
+#: of its start as text, and its size. Room for the largest envelope the platform sends.
+BUS_DEAD_LETTER_BODY_LIMIT = env.int("BUS_DEAD_LETTER_BODY_LIMIT", default=2 * BUS_MAX_PAYLOAD_BYTES)
 #: Deliveries after which RabbitMQ dead-letters a message (a worker died each time).
 BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=5)
 #: Rows the relay publishes per transaction.

@@ -4,11 +4,16 @@ There are no defaults for credentials here: a missing variable stops the
 process at start-up instead of running with a guessable secret.
 """
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+if not SECRET_KEY.strip():
+    # Set but empty (an unfilled .env line) must stop the process like a missing one.
+    raise ImproperlyConfigured("Set the DJANGO_SECRET_KEY environment variable: it is empty")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)

@@ -54,6 +54,7 @@ class Command(BaseCommand):
             commands["flower"] = [
                 python, "-m", "celery", "-A", "config", "flower",
                 f"--port={options['flower_port']}", "--address=127.0.0.1", f"--basic-auth={flower_auth}",
+                f"--conf={Path(settings.BASE_DIR) / 'platform' / 'config' / 'flowerconfig.py'}",  # /metrics too
             ]
             self.stdout.write(f"flower login (user:password): {flower_auth}")
         env = {
