@@ -23,6 +23,8 @@ def main(argv: list[str]) -> None:
 
     django.setup()
 
+    from celery.bin.celery import celery as celery_command
+
     from config.celery_app import app
     from messaging.registry import registry
     from messaging.topology import Topology
@@ -33,17 +35,32 @@ def main(argv: list[str]) -> None:
     # The whole topology, not only this context's queues: the retry queues this
     # worker publishes to must exist before its first retry, relay or no relay.
     with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=None)
+        connection.ensure_connection(max_retries=None, errback=_say_broker_unreachable(connection))
         topology.declare(connection.default_channel)
     queues = ",".join(queue.name for queue in topology.context_queues(context))
-    app.worker_main([
+    # Celery's command line in standalone mode exits with the worker's exit code;
+    # app.worker_main() drops it, so a worker that stopped on an error exited 0.
+    celery_command.main(args=[
+        "--app=config.celery_app:app",
         "worker",
         f"--queues={queues}",
         # Unique per process: a second worker under a name still held fails to start.
         f"--hostname={context}.{os.getpid()}@%h",
         "--loglevel=INFO",
         *extra,
-    ])
+    ], prog_name="python -m workers", standalone_mode=True)
+
+
+def _say_broker_unreachable(connection):
+    import logging
+
+    logger = logging.getLogger("workers")
+
+    def errback(exc, interval):
+        # as_uri() masks the password.
+        logger.error("cannot reach the broker at %s: %s; retrying in %.0fs", connection.as_uri(), exc, interval)
+
+    return errback
 
 
 if __name__ == "__main__":

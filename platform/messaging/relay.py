@@ -31,9 +31,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing
 from messaging.dead_letters import collect_broker_dead_letters
+from messaging.health import Heartbeat
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
 from messaging.retention import purge_batch, purgeable
@@ -45,6 +47,10 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 #: Longest stretch, in seconds, the relay waits without checking whether to stop.
 STOP_CHECK_INTERVAL = 1.0
+
+
+class BrokerUnreachableError(ConnectionError):
+    """The relay cannot connect to the broker (its URL, password masked, is in the message)."""
 
 
 class Relay:
@@ -66,7 +72,13 @@ class Relay:
                 "read_timeout": self.confirm_timeout,
                 "write_timeout": self.confirm_timeout,
             })
-            self._connection.ensure_connection(max_retries=1)
+            try:
+                self._connection.ensure_connection(max_retries=1)
+            except (KombuOperationalError, *self._connection.connection_errors) as exc:
+                # as_uri() masks the password.
+                where = self._connection.as_uri()
+                self.close(broken=True)
+                raise BrokerUnreachableError(f"cannot reach the broker at {where}: {exc}") from exc
             channel = self._connection.default_channel
             # Declared before the first publish: a subscriber's queue exists
             # even if its worker never ran, so no event falls on the floor.
@@ -162,6 +174,8 @@ class Relay:
         # Its own failures never slow down publishing: it is tried again next round.
         try:
             self.collect_dead_letters()
+        except BrokerUnreachableError:
+            raise  # not a collecting problem: the round fails, and says why
         except Exception:
             logger.exception("relay: collecting dead letters failed; trying again next round")
             connection.close()
@@ -223,30 +237,43 @@ class Relay:
             OutboxMessage.objects.filter(id__in=ids).update(published_at=timezone.now())
 
     def run(self, *, stop=lambda: False) -> None:
-        """Publish until ``stop()`` is true: drain, then wait for a nudge or the poll."""
+        """Publish until ``stop()`` is true: drain, then wait for a nudge or the poll.
+
+        Its liveness file (``messaging.health``) says ``publishing`` or ``idle``
+        after each round and ``failing`` while a round fails.
+        """
         failures = 0
         wakeup = _Wakeup()
+        heartbeat = Heartbeat("relay")
         try:
             while not stop():
                 try:
-                    while self.publish_batch() == self.batch_size and not stop():
-                        pass
+                    published = batch = self.publish_batch()
+                    while batch == self.batch_size and not stop():
+                        batch = self.publish_batch()
+                        published += batch
                     failures = 0
                     self._collect_dead_letters_safely()
                     wait = 0 if self.purge_when_due() else self.seconds_to_wait()
-                except Exception:
+                except Exception as exc:
                     failures += 1
                     delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
-                    logger.exception("relay: publishing failed; retrying in %.1fs", delay)
+                    heartbeat.beat("failing", f"{type(exc).__name__}: {exc}")
+                    if isinstance(exc, BrokerUnreachableError):
+                        logger.error("relay: %s; retrying in %.1fs", exc, delay)
+                    else:
+                        logger.exception("relay: publishing failed; retrying in %.1fs", delay)
                     # A broken database connection is replaced on the next attempt
                     # (publish_batch already dropped a broken broker connection).
                     connection.close()
                     time.sleep(delay)
                     continue
-                wakeup.wait(wait, stop=stop)
+                heartbeat.beat("publishing" if published else "idle")
+                wakeup.wait(wait, stop=stop, tick=lambda: heartbeat.beat("idle"))
         finally:
             wakeup.close()
             self.close()
+            heartbeat.forget()
 
 
 class _Wakeup:
@@ -259,13 +286,15 @@ class _Wakeup:
     def __init__(self) -> None:
         self._listener = None
 
-    def wait(self, timeout: float, *, stop) -> None:
-        """Return on a nudge, after ``timeout`` seconds, or soon after ``stop()`` turns true."""
+    def wait(self, timeout: float, *, stop, tick=lambda: None) -> None:
+        """Return on a nudge, after ``timeout`` seconds, or soon after ``stop()`` turns true;
+        ``tick()`` runs between the slices of a long wait."""
         deadline = time.monotonic() + timeout
         while not stop() and (remaining := deadline - time.monotonic()) > 0:
             # Short slices: a SIGTERM sets stop(), and the relay should not sleep through it.
             if self._nudged(min(remaining, STOP_CHECK_INTERVAL)):
                 return
+            tick()
 
     def _nudged(self, timeout: float) -> bool:
         if connection.vendor != "postgresql":

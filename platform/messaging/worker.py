@@ -13,6 +13,7 @@ broker's dead-letter queue instead of being acknowledged.
 
 import logging
 
+from celery import bootsteps
 from celery.worker.consumer import Consumer as CeleryConsumer
 from django.conf import settings
 from django.db import close_old_connections
@@ -20,6 +21,7 @@ from kombu.message import Message
 from vine import promise
 
 from messaging.dead_letters import dead_letter_raw_message
+from messaging.health import Heartbeat
 from messaging.models import DeadLetter
 from messaging.task_message import problem_with
 
@@ -38,7 +40,8 @@ class Consumer(CeleryConsumer):
 
     class Blueprint(CeleryConsumer.Blueprint):
         default_steps = [
-            step for step in CeleryConsumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")
+            *(step for step in CeleryConsumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")),
+            "messaging.worker:LivenessStep",
         ]
 
     def call_soon(self, p, *args, **kwargs):
@@ -104,3 +107,37 @@ class Consumer(CeleryConsumer):
             return
         message.ack()
 
+
+
+class LivenessStep(bootsteps.StartStopStep):
+    """Beats ``consuming`` (``messaging.health``) while the consumer is connected and consuming.
+
+    Celery starts this step after the consumer's task step, once connected, and
+    stops it when the connection is lost (before reconnecting). The beats come
+    from the consumer's timer, which on RabbitMQ runs in the worker's event
+    loop: a loop that hangs stops beating, and its file goes stale.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        self.heartbeat = Heartbeat(f"worker-{settings.BUS_CONTEXT}")
+        self.beating = None
+
+    def start(self, c):
+        self.heartbeat.beat("consuming")
+        self.beating = c.timer.call_repeatedly(settings.BUS_HEALTH_INTERVAL, self.heartbeat.beat, ("consuming",))
+
+    def stop(self, c):
+        self._stop_beating()
+        self.heartbeat.beat("reconnecting", "lost the broker connection")
+
+    def shutdown(self, c):
+        self._stop_beating()
+        self.heartbeat.forget()
+
+    def _stop_beating(self):
+        if self.beating is not None:
+            self.beating.cancel()
+            self.beating = None

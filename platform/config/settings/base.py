@@ -211,6 +211,15 @@ BUS_RELAY_POLL_INTERVAL = env.float(
 #: Seconds a publisher (the relay, a worker sending a retry) waits for the broker's confirm.
 BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 
+# HEALTH (liveness files of workers and the relay; messaging.health, ``manage.py bus_health``)
+#: Where each process keeps its liveness file (one folder per machine or container).
+BUS_HEALTH_DIR = Path(env.str("BUS_HEALTH_DIR", default=str(BUS_DATA_DIR / "health")))
+#: Seconds between a healthy process's beats.
+BUS_HEALTH_INTERVAL = env.float("BUS_HEALTH_INTERVAL", default=5.0)
+#: Seconds without a beat after which ``bus_health`` calls a process stuck: a few beats,
+#: and longer than a relay round can take (a confirm timeout, a purge batch).
+BUS_HEALTH_MAX_AGE = env.float("BUS_HEALTH_MAX_AGE", default=60.0)
+
 # RETENTION (the bus's tables; messaging.retention)
 #: How long a published outbox row stays, for people tracing a message; unpublished rows always stay.
 BUS_OUTBOX_RETENTION = env_duration("BUS_OUTBOX_RETENTION", default=timedelta(days=7))
