@@ -133,6 +133,8 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
         # Short, so that a database outage in a test outlasts it: the message then
         # waits on the broker too, not only in the worker.
         "BUS_DATABASE_WAIT": "5",
+        # A blocked or hung broker shows as a confirm timeout within seconds.
+        "BUS_CONFIRM_TIMEOUT": "5",
     }
     commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
                                 "--without-mingle"]
