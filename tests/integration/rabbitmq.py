@@ -17,23 +17,24 @@ from django.conf import settings
 def rabbitmqctl(*args: str) -> list[dict]:
     """Run a ``rabbitmqctl list_*`` command on the test vhost; rows as dicts."""
     vhost = settings.CELERY_BROKER_URL.rsplit("/", 1)[-1] or "/"
-    return json.loads(_rabbitmqctl(*args, "-p", vhost, "--formatter", "json"))
+    return json.loads(rabbitmqctl_run(*args, "-p", vhost, "--formatter", "json"))
 
 
-def _rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True,
+def rabbitmqctl_run(*args: str, check: bool = True) -> str:
+    """Run any rabbitmqctl command; its output."""
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True, text=True,
                           timeout=120).stdout
 
 
 def broker_stop() -> None:
     """Stop RabbitMQ (the application; the Erlang node stays up to be started again)."""
-    _rabbitmqctl("stop_app")
+    rabbitmqctl_run("stop_app")
 
 
 def broker_start() -> None:
     """Start RabbitMQ again; returns once it accepts connections."""
-    _rabbitmqctl("start_app")
-    _rabbitmqctl("await_startup")
+    rabbitmqctl_run("start_app")
+    rabbitmqctl_run("await_startup")
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def broker_stopped():
 @contextlib.contextmanager
 def broker_paused():
     """Freeze the broker's process (SIGSTOP): connections stay open and nothing answers."""
-    pid = json.loads(_rabbitmqctl("status", "--formatter", "json"))["pid"]
+    pid = json.loads(rabbitmqctl_run("status", "--formatter", "json"))["pid"]
     os.kill(pid, signal.SIGSTOP)
     try:
         yield
@@ -59,11 +60,11 @@ def broker_paused():
 @contextlib.contextmanager
 def memory_alarm():
     """Raise RabbitMQ's memory alarm: it blocks every connection that publishes."""
-    kind, value = next(iter(json.loads(_rabbitmqctl("status", "--formatter", "json"))
+    kind, value = next(iter(json.loads(rabbitmqctl_run("status", "--formatter", "json"))
                             ["vm_memory_high_watermark_setting"].items()))
-    _rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
+    rabbitmqctl_run("set_vm_memory_high_watermark", "absolute", "1")
     try:
         yield
     finally:
         restore = ["absolute", str(value)] if kind == "absolute" else [str(value)]
-        _rabbitmqctl("set_vm_memory_high_watermark", *restore)
+        rabbitmqctl_run("set_vm_memory_high_watermark", *restore)
