@@ -307,3 +307,23 @@ def test_a_failing_statement_is_an_ordinary_counted_failure(price_changed, faili
 
     [retry] = failing_basket_handler
     assert retry.retries == 2
+
+
+def test_an_unreadable_message_meeting_a_database_still_away_goes_to_the_brokers_dead_letter_queue(
+    database_away_for, monkeypatch, settings
+):
+    from celery.exceptions import Reject
+
+    from messaging.consumer import message_task
+
+    database_away_for(0)
+
+    def record_nothing(**kwargs):
+        raise _lost_connection()
+
+    monkeypatch.setattr("messaging.consumer.dead_letter_record", record_nothing)
+    # A dead letter whatever happens: RabbitMQ keeps it until the relay can record it.
+    with pytest.raises(Reject) as rejected:
+        message_task(_Task(retries=0), "positional", "arguments")
+
+    assert rejected.value.requeue is False
