@@ -1,4 +1,5 @@
 """``python -m bench``: run every scenario with its baseline, repeat, write the results.
+(``python -m bench chaos``: the chaos soak, ``bench/chaos.py``.)
 
 Needs RabbitMQ and PostgreSQL (``CELERY_BROKER_URL``, ``DATABASE_URL``) of its
 own: ``bench/run`` starts them and sets both. See ``bench/README.md``.
@@ -33,6 +34,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["chaos"]:
+        from bench import chaos
+
+        return chaos.main(argv[1:])
     options = parse_arguments(argv)
     if options.page_only:
         from bench import report

@@ -8,21 +8,26 @@ exchange, which would reach the other subscribers again; see
 ``Topology.retry_route``); after
 ``BUS_MAX_RETRIES`` the message becomes a dead letter. A message that can
 never succeed (bad envelope, unknown type, data that breaks the contract)
-becomes a dead letter at once.
+becomes a dead letter at once. A database that cannot be reached is no
+failure of the message: it waits for the database, uncounted (see
+``_consume_once_the_database_answers``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Reject, Retry
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from pydantic import ValidationError
 
 from messaging.broker import Outgoing, publish_confirmed
 from messaging.contracts import Envelope
+from messaging.database import close_if_broken, connection_lost
 from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
@@ -32,6 +37,13 @@ from messaging.task_message import ENVELOPE_ARGUMENT
 from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between attempts while the database cannot be reached: the first, then doubling to the last.
+DATABASE_PROBE_INTERVALS = (0.5, 5.0)
+
+
+class DatabaseUnreachableError(Exception):
+    """The database could not be reached for as long as a worker holds a message (``BUS_DATABASE_WAIT``)."""
 
 
 class HandlerFailedError(Exception):
@@ -117,7 +129,21 @@ def message_task(task, *args, **kwargs) -> dict:
     headers = {"task": task.name, "id": request.id, "retries": request.retries,
                "delivery_info": dict(request.delivery_info or {})}
     try:
-        return consume(body, context=context, headers=headers, attempts=request.retries + 1)
+        return _consume_once_the_database_answers(body, context=context, headers=headers,
+                                                  attempts=request.retries + 1)
+    except DatabaseUnreachableError as unreachable:
+        envelope = _valid_envelope(body)
+        if envelope is None:
+            # Unreadable, so a dead letter whatever happens: RabbitMQ keeps it in its
+            # dead-letter queue, which the relay empties into the table later.
+            raise Reject(unreachable, requeue=False) from unreachable
+        # Back to the broker at the same attempt, to wait in a retry queue: requeueing
+        # would count toward the quorum queue's delivery limit, a retry never does.
+        _send_to_retry_queue(envelope, context=context, retries=request.retries, backoff_step=request.retries)
+        logger.warning("database still unreachable: %s %s goes back to the broker, uncounted",
+                       envelope["type"], envelope["id"])
+        # Acknowledged with no result to store (there is no database to store it in).
+        raise Ignore() from unreachable
     except HandlerFailedError as failure:
         error = failure.__cause__
         if request.retries >= settings.BUS_MAX_RETRIES:
@@ -128,13 +154,60 @@ def message_task(task, *args, **kwargs) -> dict:
             )
             logger.error("dead-lettered %s %s after %d attempts", body["type"], body["id"], request.retries + 1)
             return {"context": context, "dead_lettered": DeadLetter.Reason.HANDLER_FAILED}
-        queue = consumer_queue_name(context, body["kind"], body["type"])
-        route, delay = Topology().retry_route(queue, request.retries)
-        retry = Outgoing(body, exchange=route.exchange, routing_key=route.routing_key,
-                         retries=request.retries + 1, delay=delay)
-        publish_confirmed([retry])
+        delay = _send_to_retry_queue(body, context=context, retries=request.retries + 1,
+                                     backoff_step=request.retries)
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error
+
+
+def _consume_once_the_database_answers(body: Any, *, context: str, headers: dict, attempts: int) -> dict:
+    """``consume``, tried again while the database cannot be reached, up to ``BUS_DATABASE_WAIT`` seconds.
+
+    The message waits where it is: this delivery stays unacknowledged, and with
+    a prefetch of one this pool process takes nothing else meanwhile, so the
+    rest of the queue waits on the broker and nothing spins. That also costs
+    no delivery against the quorum queue's limit, as a requeue would. The wait
+    is bounded to stay well inside the task's time limits; after it the caller
+    hands the message back to the broker (a retry queue), still uncounted.
+    Running ``consume`` again is safe: whatever committed is in the inbox.
+    """
+    deadline = time.monotonic() + settings.BUS_DATABASE_WAIT
+    pause, longest = DATABASE_PROBE_INTERVALS
+    while True:
+        try:
+            return consume(body, context=context, headers=headers, attempts=attempts)
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            close_if_broken(connection)
+            error = exc.__cause__ if isinstance(exc, HandlerFailedError) else exc
+            if time.monotonic() + pause > deadline:
+                raise DatabaseUnreachableError(f"{type(error).__name__}: {error}") from exc
+            logger.warning("database unreachable (%s: %s); message %s waits %.1fs",
+                           type(error).__name__, str(error).strip(), headers.get("id"), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
+
+
+def _valid_envelope(body: Any) -> dict | None:
+    try:
+        Envelope.model_validate(body)
+    except ValidationError:
+        return None
+    return body
+
+
+def _send_to_retry_queue(envelope: dict, *, context: str, retries: int, backoff_step: int) -> float:
+    """Publish ``envelope`` to wait in a retry queue, then return to this context's queue only.
+
+    ``retries`` is the count the message carries on; ``backoff_step`` picks the
+    delay from the retry schedule. Returns the delay.
+    """
+    queue = consumer_queue_name(context, envelope["kind"], envelope["type"])
+    route, delay = Topology().retry_route(queue, backoff_step)
+    publish_confirmed([Outgoing(envelope, exchange=route.exchange, routing_key=route.routing_key,
+                                retries=retries, delay=delay)])
+    return delay
 
 
 def register_message_tasks(app) -> None:

@@ -43,8 +43,9 @@ from messaging.topology import Route, Topology
 
 logger = logging.getLogger(__name__)
 
-#: Longest pause, in seconds, after repeated broker or database failures.
-MAX_BACKOFF = 30.0
+#: Longest pause, in seconds, after repeated broker or database failures: short enough
+#: that publishing resumes within seconds of the broker or the database coming back.
+MAX_BACKOFF = 10.0
 #: Longest stretch, in seconds, the relay waits without checking whether to stop.
 STOP_CHECK_INTERVAL = 1.0
 

@@ -12,6 +12,12 @@ for people, not part of any promise (the inbox row, written with the handler's
 effects, is what makes handling exactly-once), so the worst case — PostgreSQL
 itself crashing within a fraction of a second — loses a few result rows and
 nothing else.
+
+A result is never given up for a lost database connection: the store is tried
+again, on a new connection, until the database answers (settings
+``CELERY_RESULT_BACKEND_ALWAYS_RETRY``): raising instead would fail a task whose
+handlers had committed, and the worker would reject its message to the
+dead-letter queue.
 """
 
 from celery import states
@@ -20,11 +26,20 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
+from messaging.database import close_if_broken, connection_lost
 from messaging.storable import storable
 
 
 class ResultBackend(DatabaseBackend):
     """django-celery-results' ``django-db`` backend, writing each result in one statement."""
+
+    def exception_safe_to_retry(self, exc) -> bool:
+        # django-celery-results retries only an InterfaceError; PostgreSQL being down
+        # or restarting is an OperationalError with psycopg 3.
+        if connection_lost(exc):
+            close_if_broken(connections[router.db_for_write(TaskResult)])
+            return True
+        return False
 
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
         content_type, content_encoding, encoded_result = self.encode_content(result)

@@ -102,6 +102,10 @@ class Consumer(CeleryConsumer):
                 message, reason=DeadLetter.Reason.UNREADABLE, context=settings.BUS_CONTEXT, error=error
             )
         except Exception:
+            # The database down, say. Not a requeue: the message is a dead letter either
+            # way, RabbitMQ keeps it in its dead-letter queue (at least once) and the relay
+            # moves it into the table once the database is back; requeued, it would only
+            # fail here again, each time counted toward the queue's delivery limit.
             logger.exception("could not record the dead letter; rejecting it to the broker's dead-letter queue")
             message.reject_log_error(logger, self.connection_errors)
             return

@@ -81,6 +81,19 @@ class PlatformProcesses(dict):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    @contextlib.contextmanager
+    def frozen(self, *names: str):
+        """SIGSTOP the processes and their pool children, SIGCONT on leaving: they hold
+        what they have and take nothing more meanwhile."""
+        pids = [pid for name in names for pid in (self[name].pid, *self.children(name))]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
     def wait_until_ready(self, names, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         pending = set(names)
@@ -117,6 +130,11 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
         # Retries a few seconds apart: long enough for a test to act between them.
         "BUS_RETRY_BACKOFF": "0.5",
         "BUS_RETRY_BACKOFF_MAX": "2",
+        # Short, so that a database outage in a test outlasts it: the message then
+        # waits on the broker too, not only in the worker.
+        "BUS_DATABASE_WAIT": "5",
+        # A blocked or hung broker shows as a confirm timeout within seconds.
+        "BUS_CONFIRM_TIMEOUT": "5",
     }
     commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
                                 "--without-mingle"]

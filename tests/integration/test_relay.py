@@ -71,14 +71,19 @@ def test_a_scheduled_row_is_published_once_due_though_the_relay_polls_only_every
 
 
 def test_a_row_whose_nudge_was_lost_is_published_by_the_poll(bus, settings, monkeypatch):
-    # As if the web process died between its commit and the nudge.
-    monkeypatch.setattr("messaging.outbox.nudge_relay", lambda: None)
     settings.BUS_RELAY_POLL_INTERVAL = 0.2
     stop = threading.Event()
     with _relay_process_paused(bus):
-        envelope = publish(_price_changed("POLL-1"))
+        # Given a relay that has drained the outbox (the first row is its own doing)
+        # and is now waiting for a nudge or its poll,
+        first = publish(_price_changed("POLL-0"))
         relay = _in_thread(lambda: Relay().run(stop=stop.is_set))
         try:
+            wait_for(lambda: _is_published(first.id), timeout=10, message="the relay's first drain")
+            # when a row is committed without its nudge (the web process died in between),
+            monkeypatch.setattr("messaging.outbox.nudge_relay", lambda: None)
+            envelope = publish(_price_changed("POLL-1"))
+            # then only the poll can find it, and it does.
             wait_for(lambda: _is_published(envelope.id), timeout=10, message="the polling relay to publish the row")
         finally:
             stop.set()

@@ -1,5 +1,6 @@
 """Consuming: each handler's effects once per message; hopeless messages become dead letters."""
 
+import types
 import uuid
 from decimal import Decimal
 
@@ -242,3 +243,114 @@ def test_a_task_message_with_no_arguments_at_all_is_dead_lettered(settings):
 
     assert report["dead_lettered"] == DeadLetter.Reason.INVALID_ENVELOPE
     assert DeadLetter.objects.get().body == {"args": [], "kwargs": {}}
+
+
+def _lost_connection() -> Exception:
+    import psycopg
+    from django.db import OperationalError
+
+    try:
+        raise OperationalError("connection failed") from psycopg.OperationalError("connection failed")
+    except OperationalError as error:
+        return error
+
+
+@pytest.fixture
+def database_away_for(monkeypatch, settings, failing_basket_handler):
+    """The basket handler meets a lost connection for the given number of attempts, then works."""
+    settings.BUS_CONTEXT, settings.BUS_DATABASE_WAIT = "basket", 10.0
+    slept = []
+    # A clock of its own: each pause passes at once.
+    clock = types.SimpleNamespace(monotonic=lambda: sum(slept), sleep=slept.append)
+    monkeypatch.setattr("messaging.consumer.time", clock)
+    def away_for(attempts: int):
+        from apps.basket.services import basket_reprice
+
+        calls = []
+
+        def reprice(**kwargs):
+            calls.append(kwargs)
+            if len(calls) <= attempts:
+                raise _lost_connection()
+            return basket_reprice(**kwargs)
+
+        monkeypatch.setattr("apps.basket.handlers.basket_reprice", reprice)
+        return slept
+
+    return away_for
+
+
+def test_a_message_waits_for_a_database_that_comes_back_and_costs_no_attempt(
+    price_changed, database_away_for, failing_basket_handler, settings
+):
+    from messaging.consumer import message_task
+
+    slept = database_away_for(3)
+
+    report = message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+
+    # Handled by this very delivery, even on its last allowed attempt: no retry, no dead letter.
+    assert report["handled"] == ["apps.basket.handlers.reprice_baskets"]
+    assert failing_basket_handler == [] and not DeadLetter.objects.exists()
+    assert slept == [0.5, 1.0, 2.0]
+
+
+def test_a_database_still_away_after_the_wait_sends_the_message_back_uncounted(
+    price_changed, database_away_for, failing_basket_handler, settings
+):
+    from celery.exceptions import Ignore
+
+    from messaging.consumer import message_task
+
+    settings.BUS_EMBEDDED_BROKER = False
+    slept = database_away_for(1000)
+
+    with pytest.raises(Ignore):
+        message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+
+    # It waited about BUS_DATABASE_WAIT, then went to basket's retry queue with the
+    # attempt count it came with: a lost connection never brings it nearer a dead letter.
+    assert 5.0 <= sum(slept) <= settings.BUS_DATABASE_WAIT
+    [retry] = failing_basket_handler
+    assert retry.retries == settings.BUS_MAX_RETRIES and retry.envelope == price_changed
+    assert retry.routing_key == "basket.events.catalog.ProductPriceChanged"
+    assert retry.exchange.name.startswith("retry.")
+    assert not DeadLetter.objects.exists()
+
+
+def test_a_failing_statement_is_an_ordinary_counted_failure(price_changed, failing_basket_handler, monkeypatch):
+    import psycopg
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    from messaging.consumer import message_task
+
+    def deadlock(**kwargs):
+        raise OperationalError("deadlock detected") from psycopg.errors.DeadlockDetected("deadlock detected")
+
+    monkeypatch.setattr("apps.basket.handlers.basket_reprice", deadlock)
+    with pytest.raises(Retry):
+        message_task(_Task(retries=1), envelope=price_changed)
+
+    [retry] = failing_basket_handler
+    assert retry.retries == 2
+
+
+def test_an_unreadable_message_meeting_a_database_still_away_goes_to_the_brokers_dead_letter_queue(
+    database_away_for, monkeypatch, settings
+):
+    from celery.exceptions import Reject
+
+    from messaging.consumer import message_task
+
+    database_away_for(0)
+
+    def record_nothing(**kwargs):
+        raise _lost_connection()
+
+    monkeypatch.setattr("messaging.consumer.dead_letter_record", record_nothing)
+    # A dead letter whatever happens: RabbitMQ keeps it until the relay can record it.
+    with pytest.raises(Reject) as rejected:
+        message_task(_Task(retries=0), "positional", "arguments")
+
+    assert rejected.value.requeue is False

@@ -20,3 +20,24 @@ def test_a_second_store_of_the_same_task_updates_its_row():
     # SUCCESS after STARTED keeps when the task started.
     assert row.date_started is not None and row.date_started == started.date_started
     assert backend.get_task_meta("task-1")["status"] == states.SUCCESS
+
+
+def test_a_result_meeting_a_lost_connection_is_stored_once_the_database_answers(monkeypatch):
+    import psycopg
+    from django.db import OperationalError
+
+    from messaging import results
+
+    upsert, failures = results._upsert, []
+
+    def database_away_twice(row, connection):
+        if len(failures) < 2:
+            failures.append(row.task_id)
+            raise OperationalError("connection failed") from psycopg.OperationalError("connection failed")
+        upsert(row, connection)
+
+    monkeypatch.setattr(results, "_upsert", database_away_twice)
+    current_app.backend.store_result("task-2", {"handled": ["a"]}, states.SUCCESS)
+
+    assert failures == ["task-2", "task-2"]
+    assert TaskResult.objects.get(task_id="task-2").status == states.SUCCESS

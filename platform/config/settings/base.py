@@ -163,6 +163,11 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = "messaging.results:ResultBackend"
 CELERY_TASK_IGNORE_RESULT = env.bool("CELERY_TASK_IGNORE_RESULT", default=False)
 CELERY_RESULT_EXTENDED = True
+#: A result lost to a database outage is stored once the database is back, never raised:
+#: raising would fail a task whose handlers had committed (messaging.results).
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+#: Longest pause, in milliseconds, between two tries of a result store meanwhile.
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 5000
 #: Ack after the handler's transaction committed; a killed worker's message comes back.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -208,6 +213,9 @@ BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
 BUS_RELAY_POLL_INTERVAL = env.float(
     "BUS_RELAY_POLL_INTERVAL", default=0.02 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 1.0
 )
+#: Seconds a worker holds a message while the database cannot be reached, trying again,
+#: before handing it back to the broker (uncounted); well under CELERY_TASK_SOFT_TIME_LIMIT.
+BUS_DATABASE_WAIT = env.float("BUS_DATABASE_WAIT", default=60.0)
 #: Seconds a publisher (the relay, a worker sending a retry) waits for the broker's confirm.
 BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 

@@ -1,0 +1,402 @@
+"""``python -m bench chaos``: a chaos soak of the platform on RabbitMQ and PostgreSQL.
+
+For a set time it places orders (basket → ordering → catalog → payment) and
+changes prices through the contexts' own services, while it SIGKILLs workers,
+pool processes and the relay at random and starts them again, stops RabbitMQ
+once and PostgreSQL once. Then it lets the platform settle and checks what is
+promised: every message had its effect once per consumer (none lost, none
+twice), nothing was dead-lettered, every order ended Paid or Cancelled with at
+most one payment and one reservation, and no stock was oversold. It prints the
+figures and exits non-zero when a check fails.
+
+It stops the RabbitMQ node (``RABBITMQ_NODENAME``, else the default) and the
+PostgreSQL cluster (by the port of ``DATABASE_URL``) that the environment names,
+and works in a vhost and a database of its own beside the named ones, made
+afresh each run. ``scripts/services`` starts a private pair if the default ones
+are shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from bench.processes import ROOT, ProcessGroup
+
+CONTEXTS = ("catalog", "basket", "ordering", "payment")
+#: Payments above this are declined, so some orders are cancelled after their stock was reserved.
+APPROVAL_LIMIT = "150.00"
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench chaos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=600, help="seconds of load and faults (default 600)")
+    parser.add_argument("--checkouts", type=float, default=4.0, help="checkouts per second (default 4)")
+    parser.add_argument("--price-changes", type=float, default=4.0, help="price changes per second (default 4)")
+    parser.add_argument("--products", type=int, default=40, help="products in the catalog (default 40)")
+    parser.add_argument("--kill-every", type=float, default=10.0,
+                        help="mean seconds between two process kills (default 10)")
+    parser.add_argument("--outage", type=float, default=15.0,
+                        help="seconds RabbitMQ is stopped, and then PostgreSQL (default 15)")
+    parser.add_argument("--settle", type=float, default=600.0,
+                        help="longest wait, in seconds, for the platform to finish after the load (default 600)")
+    parser.add_argument("--seed", type=int, help="random seed (default: from the clock; printed)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    options = parse_arguments(argv)
+    seed = options.seed if options.seed is not None else int(time.time())
+    rng = random.Random(seed)
+    command = " ".join(["python -m bench chaos", *argv])
+    say(f"{command}  (seed {seed})")
+    broker_url, database_url = _own_services(os.environ["CELERY_BROKER_URL"], os.environ["DATABASE_URL"])
+    os.environ.update({
+        "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_DEBUG": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]),
+        "PAYMENT_APPROVAL_LIMIT": APPROVAL_LIMIT,
+        # Retries a few seconds apart, as in the integration tests.
+        "BUS_RETRY_BACKOFF": "0.5", "BUS_RETRY_BACKOFF_MAX": "4",
+    })
+    sys.path.insert(0, str(ROOT / "platform"))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    logs = Path(tempfile.mkdtemp(prefix="chaos-logs-"))
+    platform = Platform(ProcessGroup(dict(os.environ), logs))
+    try:
+        platform.start_all()
+        load = Load(rng, products=options.products,
+                    stock=max(10, int(options.duration * options.checkouts * 3 / options.products)))
+        monkey = Monkey(platform, random.Random(rng.random()), kill_every=options.kill_every,
+                        outage=options.outage, duration=options.duration)
+        monkey.start()
+        load.run(options.duration, checkouts_per_second=options.checkouts,
+                 price_changes_per_second=options.price_changes)
+        monkey.join()
+        platform.ensure_running()
+        settled = _settle(load, timeout=options.settle)
+        report = Report.measure(load, monkey, platform, settled=settled)
+    finally:
+        platform.stop()
+    print(report.text(command=command, seed=seed, logs=logs), flush=True)
+    sys.exit(0 if report.passed else 1)
+
+
+def say(line: str) -> None:
+    print(f"chaos: {time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def _own_services(broker_url: str, database_url: str) -> tuple[str, str]:
+    """A vhost and a database of the soak's own, beside those the URLs name, made afresh."""
+    from tests.integration.rabbitmq import rabbitmqctl_run
+
+    broker = urlsplit(broker_url)
+    vhost = f"{broker.path.strip('/') or 'default'}_chaos"
+    rabbitmqctl_run("delete_vhost", vhost, check=False)
+    rabbitmqctl_run("add_vhost", vhost)
+    rabbitmqctl_run("set_permissions", "-p", vhost, broker.username, ".*", ".*", ".*")
+    database = urlsplit(database_url)
+    name = f"{database.path.strip('/')}_chaos"
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(broker._replace(path=f"/{vhost}")), urlunsplit(database._replace(path=f"/{name}"))
+
+
+class Platform:
+    """The platform's processes: a worker per context (two pool processes each) and the relay."""
+
+    def __init__(self, group: ProcessGroup) -> None:
+        self.group = group
+        self.starts: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+
+    def start(self, role: str) -> None:
+        with self.lock:
+            self.starts[role] += 1
+            name = f"{role}.{self.starts[role]}"  # a log of its own per start
+            if role == "relay":
+                self.group.start(name, [sys.executable, "manage.py", "relay"], ready_line="relay: publishing")
+            else:
+                self.group.start(name, [sys.executable, "-m", "workers", role.removeprefix("worker-"),
+                                        "--concurrency=2", "--without-gossip", "--without-mingle"],
+                                 ready_line=" ready.")
+            self.group.processes[role] = self.group.processes.pop(name)
+
+    def start_all(self) -> None:
+        for context in CONTEXTS:
+            self.start(f"worker-{context}")
+        self.start("relay")
+        deadline = time.monotonic() + 120
+        while not all(" ready." in self.log(f"worker-{c}") for c in CONTEXTS):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready after 120 s; logs in {self.group.logs}")
+            time.sleep(0.5)
+        say("platform running: " + ", ".join(f"{role} {pid}" for role, pid in self.group.pids().items()))
+
+    def log(self, role: str) -> str:
+        return self.group.log(f"{role}.{self.starts[role]}")
+
+    def kill(self, role: str) -> None:
+        """SIGKILL the process and its pool processes (a session of its own) and start it again."""
+        with self.lock:
+            process = self.group.processes[role]
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        self.start(role)
+
+    def kill_pool_process(self, role: str, rng: random.Random) -> bool:
+        children = subprocess.run(["pgrep", "-P", str(self.group.processes[role].pid)],
+                                  capture_output=True, text=True).stdout.split()
+        if not children:
+            return False
+        os.kill(int(rng.choice(children)), signal.SIGKILL)
+        return True
+
+    def ensure_running(self) -> None:
+        for role, process in list(self.group.processes.items()):
+            if process.poll() is not None:
+                say(f"{role} had exited ({process.returncode}); starting it again")
+                self.start(role)
+
+    def all_logs(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in self.group.logs.glob("*.log"))
+
+    def stop(self) -> None:
+        self.group.stop()
+
+
+class Monkey(threading.Thread):
+    """Kills processes at random; stops RabbitMQ once (at 30 %) and PostgreSQL once (at 60 %)."""
+
+    def __init__(self, platform: Platform, rng: random.Random, *, kill_every: float, outage: float,
+                 duration: float) -> None:
+        super().__init__(name="chaos-monkey", daemon=True)
+        self.platform, self.rng, self.kill_every, self.outage = platform, rng, kill_every, outage
+        self.deadline = time.monotonic() + duration
+        self.outages = [(time.monotonic() + 0.3 * duration, "RabbitMQ"), (time.monotonic() + 0.6 * duration, "PostgreSQL")]
+        self.faults: collections.Counter[str] = collections.Counter()
+
+    def run(self) -> None:
+        from tests.integration.postgresql import database_stopped
+        from tests.integration.rabbitmq import broker_stopped
+
+        while time.monotonic() < self.deadline:
+            time.sleep(min(self.rng.expovariate(1 / self.kill_every), max(0.0, self.deadline - time.monotonic())))
+            if self.outages and time.monotonic() >= self.outages[0][0]:
+                _, service = self.outages.pop(0)
+                say(f"stopping {service} for {self.outage:.0f}s")
+                with broker_stopped() if service == "RabbitMQ" else database_stopped():
+                    time.sleep(self.outage)
+                say(f"{service} started again")
+                self.faults[f"{service} stopped"] += 1
+                continue
+            if time.monotonic() >= self.deadline:
+                break
+            role = self.rng.choice([f"worker-{c}" for c in CONTEXTS] + ["relay"])
+            if role != "relay" and self.rng.random() < 0.5:
+                if self.platform.kill_pool_process(role, self.rng):
+                    say(f"SIGKILL a pool process of {role}")
+                    self.faults["pool process killed"] += 1
+                continue
+            say(f"SIGKILL {role} (and its pool), started again")
+            self.platform.kill(role)
+            self.faults["relay killed" if role == "relay" else "worker killed"] += 1
+
+
+class Load:
+    """Checkouts (a new customer each, one to three lines) and price changes, through the services."""
+
+    def __init__(self, rng: random.Random, *, products: int, stock: int) -> None:
+        from apps.catalog.services import product_create
+
+        self.rng, self.stock = rng, stock
+        self.skus = [f"CHAOS-{n:03}" for n in range(products)]
+        for sku in self.skus:
+            product_create(sku=sku, name=sku, price=self._price(), stock=stock)
+        self.orders: list = []
+        self.price_changes = 0
+        self.refused: collections.Counter[str] = collections.Counter()
+
+    def _price(self) -> Decimal:
+        return Decimal(self.rng.randrange(500, 5000)) / 100
+
+    def run(self, duration: float, *, checkouts_per_second: float, price_changes_per_second: float) -> None:
+        from django.db import close_old_connections
+
+        started = time.monotonic()
+        rate = checkouts_per_second + price_changes_per_second
+        customers = calls = 0
+        while (elapsed := time.monotonic() - started) < duration:
+            calls += 1
+            close_old_connections()  # as Django does per request: drop a session the database cut
+            try:
+                if self.rng.random() < checkouts_per_second / rate:
+                    customers += 1
+                    self.orders.append(self._checkout(f"chaos-{customers}"))
+                else:
+                    self._change_a_price()
+                    self.price_changes += 1
+            except Exception as exc:
+                # The database is down (the service call changes nothing and sends nothing).
+                self.refused[type(exc).__name__] += 1
+                time.sleep(0.2)
+            ahead = calls / rate - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def _checkout(self, customer: str):
+        from apps.basket.services import basket_add_item, basket_checkout
+        from apps.catalog.models import Product
+
+        for sku in self.rng.sample(self.skus, self.rng.randint(1, 3)):
+            basket_add_item(customer_id=customer, sku=sku, quantity=self.rng.randint(1, 3),
+                            unit_price=Product.objects.get(sku=sku).price)
+        return basket_checkout(customer_id=customer)
+
+    def _change_a_price(self) -> None:
+        from apps.catalog.services import product_change_price
+
+        product_change_price(sku=self.rng.choice(self.skus), new_price=self._price())
+
+
+def _settle(load: Load, *, timeout: float) -> bool:
+    """Wait until nothing is left to do: outbox published, queues empty, every order terminal."""
+    from django.db import close_old_connections
+
+    from apps.ordering.models import Order
+    from messaging.models import OutboxMessage
+    from tests.integration.rabbitmq import rabbitmqctl
+
+    say("load over; waiting for the platform to settle")
+    deadline, quiet_since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        close_old_connections()
+        try:
+            busy = (OutboxMessage.objects.filter(published_at__isnull=True).exists()
+                    or Order.objects.filter(status__in=[Order.Status.AWAITING_STOCK,
+                                                        Order.Status.AWAITING_PAYMENT]).exists()
+                    or Order.objects.count() < len(load.orders)
+                    or any(q["messages"] for q in rabbitmqctl("list_queues", "name", "messages")))
+        except Exception as exc:
+            say(f"not settled yet ({type(exc).__name__})")
+            busy = True
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 5:  # quiet twice, 5 s apart: no retry was still waiting
+            say("settled")
+            return True
+        time.sleep(1)
+    say(f"not settled after {timeout:.0f}s")
+    return False
+
+
+class Report:
+    """What happened, and the checks: each a name and the offending count (0 passes)."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, object] = {}
+        self.checks: dict[str, int] = {}
+
+    @property
+    def passed(self) -> bool:
+        return not any(self.checks.values())
+
+    @classmethod
+    def measure(cls, load: Load, monkey: Monkey, platform: Platform, *, settled: bool) -> Report:
+        from django.db.models import Count, Q
+
+        from apps.catalog.models import Product, StockReservation
+        from apps.ordering.models import Order, PriceListEntry
+        from apps.payment.models import Payment
+        from messaging.models import DeadLetter, InboxMessage, OutboxMessage
+        from messaging.registry import registry
+
+        report = cls()
+        consumers = collections.defaultdict(set)
+        for handler in registry.handlers:
+            consumers[handler.message_type].add(handler.name)
+        expected = {(message_id, consumer)
+                    for message_id, message_type in OutboxMessage.objects.values_list("message_id", "message_type")
+                    for consumer in consumers[message_type]}
+        applied = collections.Counter(InboxMessage.objects.values_list("message_id", "consumer"))
+        dead = set(DeadLetter.objects.values_list("message_id", flat=True))
+        orders = Order.objects.aggregate(total=Count("id"), paid=Count("id", filter=Q(status=Order.Status.PAID)),
+                                         cancelled=Count("id", filter=Q(status=Order.Status.CANCELLED)))
+        absorbed = sum(len(re.findall(r"'apps\.[\w.]+'", found))
+                       for found in re.findall(r"'duplicates': \[([^\]]+)\]", platform.all_logs()))
+        report.figures = {
+            "checkouts placed": len(load.orders),
+            "price changes": load.price_changes,
+            "service calls refused (database down)": sum(load.refused.values()),
+            "orders paid / cancelled": f"{orders['paid']} / {orders['cancelled']}",
+            "messages sent (outbox rows)": OutboxMessage.objects.count(),
+            "deliveries due (message, consumer)": len(expected),
+            "effects applied (inbox rows)": sum(applied.values()),
+            "redeliveries absorbed by the inbox": absorbed,
+            "faults": ", ".join(f"{what} ×{count}" for what, count in sorted(monkey.faults.items())),
+        }
+        reserved = collections.Counter()
+        for reservation in StockReservation.objects.filter(status=StockReservation.Status.RESERVED):
+            for line in reservation.lines:
+                reserved[line["sku"]] += line["quantity"]
+        products = {p.sku: p for p in Product.objects.all()}
+        payments = Payment.objects.values("order_id").annotate(n=Count("id"))
+        paid_ids = set(Order.objects.filter(status=Order.Status.PAID).values_list("id", flat=True))
+        report.checks = {
+            "settled in time": 0 if settled else 1,
+            "lost (due, neither applied nor dead-lettered)": sum(
+                1 for pair in expected if pair not in applied and pair[0] not in dead),
+            "duplicated (applied more than once)": sum(n - 1 for n in applied.values() if n > 1),
+            "applied without being due": sum(1 for pair in applied if pair not in expected),
+            "dead-lettered": DeadLetter.objects.count(),
+            "left unpublished in the outbox": OutboxMessage.objects.filter(published_at__isnull=True).count(),
+            "checkouts without an order": len(set(load.orders) - set(Order.objects.values_list("id", flat=True))),
+            "orders not Paid or Cancelled": orders["total"] - orders["paid"] - orders["cancelled"],
+            "orders with more than one payment": sum(1 for p in payments if p["n"] > 1),
+            "paid orders without a succeeded payment": len(paid_ids - set(
+                Payment.objects.filter(status=Payment.Status.SUCCEEDED).values_list("order_id", flat=True))),
+            "paid orders without their stock reserved": len(paid_ids - set(
+                StockReservation.objects.filter(status=StockReservation.Status.RESERVED)
+                .values_list("order_id", flat=True))),
+            "stock still held for unpaid orders": StockReservation.objects.filter(
+                status=StockReservation.Status.RESERVED).exclude(order_id__in=paid_ids).count(),
+            "products oversold or miscounted (available + reserved ≠ initial)": sum(
+                1 for sku, product in products.items() if product.stock_available + reserved[sku] != load.stock),
+            "price lists behind the catalog": sum(
+                1 for entry in PriceListEntry.objects.all()
+                if (entry.price, entry.price_version) != (products[entry.sku].price, products[entry.sku].price_version)),
+        }
+        return report
+
+    def text(self, *, command: str, seed: int, logs: Path) -> str:
+        width = max(map(len, [*self.figures, *self.checks]))
+        lines = [f"chaos soak: {command}  (seed {seed}; process logs in {logs})", ""]
+        lines += [f"  {name:<{width}}  {value}" for name, value in self.figures.items()]
+        lines += ["", "  checks (0 passes):"]
+        lines += [f"  {name:<{width}}  {count}{'' if not count else '   <-- FAILED'}"
+                  for name, count in self.checks.items()]
+        lines += ["", "chaos: PASSED" if self.passed else "chaos: FAILED"]
+        return "\n".join(lines)
