@@ -6,6 +6,7 @@ apps are ready (see ``messaging.apps``).
 """
 
 from celery import Celery, signals
+from kombu import compression
 
 # No default DJANGO_SETTINGS_MODULE here: importing ``config.wsgi`` imports this
 # module first, and a default of local settings would win over the production
@@ -18,6 +19,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 #: fixup reconnects every this-many tasks; broken connections are replaced below.
 app.conf.CELERY_DB_REUSE_MAX = 1000
 app.autodiscover_tasks()
+
+
+def _refuse_compressed(body):
+    raise ValueError("compressed bodies are refused: the bus never compresses")
+
+
+# kombu decompresses a body named compressed in its header as it receives it, before
+# anything can look at it, without a size limit: a few hundred bytes of bzip2 became
+# 300 MB. The bus never compresses, so every decoder refuses; kombu then reports a
+# decode error, which the worker turns into a dead letter.
+for _content_type in compression.encoders():
+    compression.register(compression.get_encoder(_content_type)[0], _refuse_compressed, _content_type)
 
 
 @signals.task_prerun.connect

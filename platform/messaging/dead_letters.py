@@ -19,6 +19,7 @@ import uuid
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
+from messaging.database import connection_lost
 from messaging.models import DeadLetter
 from messaging.storable import storable
 from messaging.task_message import envelope_in
@@ -78,8 +79,8 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
     """Record a broker message as it arrived (a kombu ``Message``), never deserializing
     anything but JSON: a pickle body stays bytes on the page.
 
-    Whatever its headers and body hold, a row is written: if the database refuses
-    them (a NUL character, NaN), the body's bytes and the error are kept instead.
+    Whatever its headers and body hold, a row is written: if they cannot be
+    stored as they are, the body's bytes and the error are kept instead.
     """
     headers = message.headers if isinstance(message.headers, dict) else {"headers": repr(message.headers)}
     fields = {
@@ -98,14 +99,18 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
                 headers={**headers, "content_type": message.content_type},
                 body_size=len(_as_bytes(message.body)),
             )
-    except DatabaseError:
-        with transaction.atomic():
-            return dead_letter_record(
-                **fields,
-                body=_parse_body(message.body, content_type=None),
-                headers={"content_type": _text(message.content_type), "id": _text(headers.get("id"))},
-                body_size=len(_as_bytes(message.body)),
-            )
+    except DatabaseError as exc:
+        if connection_lost(exc):
+            raise  # the database is away: nothing could be written
+    except Exception:  # a value the JSON encoder or the database refuses: never block the queue
+        pass
+    with transaction.atomic():
+        return dead_letter_record(
+            **fields,
+            body=_parse_body(message.body, content_type=None),
+            headers={"content_type": _text(message.content_type), "id": _text(headers.get("id"))},
+            body_size=len(_as_bytes(message.body)),
+        )
 
 
 def collect_broker_dead_letters(channel, *, limit: int = 500) -> int:
@@ -141,7 +146,7 @@ def _parse_body(raw, content_type: str | None):
     if content_type == "application/json":
         try:
             return json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return {"base64": base64.b64encode(data[:RAW_BODY_LIMIT]).decode(), "size": len(data)}
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 from django.conf import settings
 
-#: States in which a process does its job.
-HEALTHY_STATES = {"consuming", "publishing", "idle"}
+logger = logging.getLogger(__name__)
+
+#: States in which a process does its job (or finishes it: a worker stopping warmly).
+HEALTHY_STATES = {"consuming", "publishing", "idle", "stopping"}
 
 
 def health_file(name: str) -> Path:
@@ -61,19 +64,31 @@ class Heartbeat:
         self.name = name
         self._last: tuple[str, str] | None = None
         self._written_at = 0.0
+        self._complained_at = 0.0
 
     def beat(self, state: str, detail: str = "") -> None:
         now = time.time()
         if (state, detail) == self._last and now - self._written_at < settings.BUS_HEALTH_INTERVAL:
             return
         path = health_file(self.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(dataclasses.asdict(
-            Health(name=self.name, state=state, detail=detail[:500], pid=os.getpid(), time=now))))
-        os.replace(scratch, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_suffix(f".{os.getpid()}.tmp")
+            scratch.write_text(json.dumps(dataclasses.asdict(
+                Health(name=self.name, state=state, detail=detail[:500], pid=os.getpid(), time=now))))
+            os.replace(scratch, path)
+        except OSError as exc:
+            # Never stop the work for its report (a full or read-only disk): the file
+            # goes stale, which is what a supervisor then sees. Said once a minute.
+            if now - self._complained_at > 60:
+                logger.warning("cannot write the liveness file %s: %s", path, exc)
+                self._complained_at = now
+            return
         self._last, self._written_at = (state, detail), now
 
     def forget(self) -> None:
         """A clean stop: no file, so nobody mistakes the stopped process for a stuck one."""
-        health_file(self.name).unlink(missing_ok=True)
+        try:
+            health_file(self.name).unlink(missing_ok=True)
+        except OSError:
+            pass

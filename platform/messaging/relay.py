@@ -80,11 +80,15 @@ class Relay:
                 where = self._connection.as_uri()
                 self.close(broken=True)
                 raise BrokerUnreachableError(f"cannot reach the broker at {where}: {exc}") from exc
-            channel = self._connection.default_channel
-            # Declared before the first publish: a subscriber's queue exists
-            # even if its worker never ran, so no event falls on the floor.
-            self.topology.declare(channel)
-            self._publisher = ConfirmedPublisher(channel, timeout=self.confirm_timeout)
+            try:
+                channel = self._connection.default_channel
+                # Declared before the first publish: a subscriber's queue exists
+                # even if its worker never ran, so no event falls on the floor.
+                self.topology.declare(channel)
+                self._publisher = ConfirmedPublisher(channel, timeout=self.confirm_timeout)
+            except Exception:
+                self.close(broken=True)  # or the next round would open a second connection
+                raise
         return self._publisher
 
     def close(self, *, broken: bool = False) -> None:
@@ -251,6 +255,7 @@ class Relay:
                 try:
                     published = batch = self.publish_batch()
                     while batch == self.batch_size and not stop():
+                        heartbeat.beat("publishing")  # a long backlog is work, not a hang
                         batch = self.publish_batch()
                         published += batch
                     failures = 0

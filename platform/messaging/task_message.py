@@ -23,11 +23,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
 )
+
+from messaging.registry import registry
 
 #: The keyword argument that carries the envelope in the task message.
 ENVELOPE_ARGUMENT = "envelope"
@@ -37,52 +38,74 @@ EMBED_KEYS = {"callbacks", "errbacks", "chain", "chord"}
 #: An ``eta`` further ahead than the longest retry wait, plus this margin, is not
 #: the bus's own: the worker would hold the message (and its prefetch slot) until then.
 ETA_MARGIN = datetime.timedelta(minutes=1)
+#: An eta this far in the past is no retry's either (and Celery mishandles dates near year 1).
+ETA_PAST_LIMIT = datetime.timedelta(days=1)
 
 
 def _uuid_text(value: str) -> str:
-    uuid.UUID(value)
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ValueError("not a UUID") from None
     return value
 
 
 def _eta_text(value: str) -> str:
-    eta = datetime.datetime.fromisoformat(value)
+    # Only the embedded broker's retries wait in the worker (a Celery countdown);
+    # on RabbitMQ they wait in retry queues, and the bus sends no eta at all.
+    if not settings.BUS_EMBEDDED_BROKER:
+        raise ValueError("the bus sends no eta on this broker")
+    try:
+        eta = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not an ISO 8601 time") from None
     if eta.tzinfo is None:
         eta = eta.replace(tzinfo=datetime.UTC)
-    latest = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=settings.BUS_RETRY_BACKOFF_MAX)
-    if eta > latest + ETA_MARGIN:
-        raise ValueError("further ahead than any retry of the bus waits")
+    now = datetime.datetime.now(datetime.UTC)
+    latest = now + datetime.timedelta(seconds=settings.BUS_RETRY_BACKOFF_MAX) + ETA_MARGIN
+    if not now - ETA_PAST_LIMIT <= eta <= latest:
+        raise ValueError("outside the times a retry of the bus waits until")
     return value
 
 
-_Number = StrictInt | StrictFloat
+#: Free-text headers are logged: a few hundred characters say all the bus ever puts there.
+_Text = Annotated[StrictStr, Field(max_length=500)]
+
+
+def _text_without_surrogates(value: str) -> str:
+    value.encode("utf-8")  # a lone surrogate raises: no database or log takes it
+    return value
 
 
 class _TaskHeaders(BaseModel):
     """The protocol-2 headers Celery's worker reads, as the bus sends them.
 
-    Other headers (the broker's ``x-death``, ``x-delivery-count``) pass: Celery
-    only copies them onto the request.
+    Nothing else passes but the broker's own ``x-`` headers (``x-death``,
+    ``x-delivery-count``): Celery copies every header onto the request, and
+    one named ``chain`` or ``callbacks`` would make the worker send tasks a
+    stranger chose.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    task: StrictStr = Field(min_length=1, max_length=200)
+    task: Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_text_without_surrogates)]
     id: Annotated[StrictStr, AfterValidator(_uuid_text)]
     retries: StrictInt = Field(default=0, ge=0, le=1_000)
-    timelimit: tuple[_Number | None, _Number | None] | None = None
+    #: The bus sets no per-message time limit: the worker's own limits apply.
+    timelimit: tuple[None, None] | None = None
     eta: Annotated[StrictStr, AfterValidator(_eta_text)] | None = None
     expires: None = None
-    lang: StrictStr | None = None
-    root_id: StrictStr | None = None
-    parent_id: StrictStr | None = None
-    group: StrictStr | None = None
-    group_index: StrictInt | None = None
-    shadow: StrictStr | None = None
-    origin: StrictStr | None = None
-    argsrepr: StrictStr | None = None
-    kwargsrepr: StrictStr | None = None
+    lang: _Text | None = None
+    root_id: _Text | None = None
+    parent_id: _Text | None = None
+    group: None = None
+    group_index: None = None
+    shadow: None = None
+    origin: _Text | None = None
+    argsrepr: _Text | None = None
+    kwargsrepr: _Text | None = None
     ignore_result: StrictBool = False
-    replaced_task_nesting: StrictInt = Field(default=0, ge=0)
+    replaced_task_nesting: StrictInt = Field(default=0, ge=0, le=0)
     stamped_headers: None = None
     stamps: None = None
 
@@ -104,9 +127,14 @@ def _problem_with(message) -> str | None:
     if not isinstance(headers, dict) or "task" not in headers:
         return "not a Celery protocol-2 task message (no task header)"
     try:
-        _TaskHeaders.model_validate(headers)
+        _TaskHeaders.model_validate({name: value for name, value in headers.items()
+                                     if not (isinstance(name, str) and name.startswith("x-"))})
     except ValidationError as exc:
         return f"task headers the bus does not send: {_first_errors(exc)}"
+    context = settings.BUS_CONTEXT
+    if headers["task"] not in {*registry.handled_types(context, "command"), *registry.handled_types(context, "event")}:
+        # Celery's own tasks (celery.map, celery.chord ...) run or send whatever they are given.
+        return f"no task named {headers['task']!r} in this worker (context {context!r})"
     try:
         body = message.decode()
     except Exception as exc:
@@ -118,12 +146,14 @@ def _problem_with(message) -> str | None:
         return "task message body is not [args, kwargs, embed]"
     if set(embed) - EMBED_KEYS or any(embed.values()):
         return "task message embeds callbacks, a chain or a chord: the bus sends none"
+    if args or list(kwargs) != [ENVELOPE_ARGUMENT] or not isinstance(kwargs[ENVELOPE_ARGUMENT], dict):
+        return f"task message arguments are not one {ENVELOPE_ARGUMENT!r} object"
     return None
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     # Short and without the values: a header may hold anything, personal data included.
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'headers'}: {e['msg']}" for e in exc.errors()[:limit])
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'headers'}: {e['msg']}" for e in exc.errors()[:limit])[:500]
 
 
 def envelope_in(body: Any) -> Any:

@@ -14,6 +14,7 @@ broker's dead-letter queue instead of being acknowledged.
 import logging
 
 from celery import bootsteps
+from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 from django.conf import settings
 from django.db import close_old_connections
@@ -91,6 +92,8 @@ class Consumer(CeleryConsumer):
         self._dead_letter(message, f"invalid task message: {exc}")
 
     def _dead_letter(self, message, error: str) -> None:
+        if message.acknowledged:
+            return  # Celery settled it before it failed: acking again would raise in the event loop
         # The payload is never logged: it may hold personal data.
         message_id = message.headers.get("id") if isinstance(message.headers, dict) else None
         logger.error("dead-lettering an unreadable message (id %r): %s", message_id, error)
@@ -135,7 +138,10 @@ class LivenessStep(bootsteps.StartStopStep):
 
     def stop(self, c):
         self._stop_beating()
-        self.heartbeat.beat("reconnecting", "lost the broker connection")
+        if any(flag is not None and flag is not False for flag in (worker_state.should_stop, worker_state.should_terminate)):
+            self.heartbeat.beat("stopping", "finishing its tasks before it exits")
+        else:
+            self.heartbeat.beat("reconnecting", "lost the broker connection")
 
     def shutdown(self, c):
         self._stop_beating()

@@ -30,14 +30,15 @@ def _put_on_the_queue(batch) -> int:
     """Publish each delivery as it is (confirmed); return how many the broker took."""
     taken = 0
     connection = None
-    for headers, content_type, content_encoding, body in batch:
+    for headers, content_type, content_encoding, body, properties in batch:
         if connection is None:
             connection = Connection(current_app.conf.broker_url, transport_options={"confirm_publish": True})
             producer = connection.Producer()
         try:
             producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=QUEUE, headers=headers,
-                             content_type=content_type, content_encoding=content_encoding, delivery_mode=2)
-        except (ValueError, TypeError, OverflowError):
+                             content_type=content_type, content_encoding=content_encoding, delivery_mode=2,
+                             **properties)
+        except (ValueError, TypeError, OverflowError, UnicodeError):
             continue  # a header py-amqp itself cannot encode never reaches the broker
         except connection.connection_errors + connection.channel_errors:
             # RabbitMQ closes the connection on some tables (541 INTERNAL_ERROR): not taken.

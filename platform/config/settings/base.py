@@ -152,6 +152,9 @@ else:
 #: Reconnect forever: a broker restart must never stop a worker for good.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+#: A channel error (a queue deleted under the worker, say) reconnects too, instead of
+#: stopping the worker with "Unrecoverable error".
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 #: JSON only, everywhere: pickle would execute whatever a sender put in.
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
