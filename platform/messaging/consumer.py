@@ -111,8 +111,7 @@ def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:
         return f"version {envelope.version} of {envelope.type}; this worker knows version {contract.version}"
     if contract.kind == "event" and envelope.source != contract.context():
         return f"source '{envelope.source}', but {envelope.type} is an event of '{contract.context()}'"
-    senders = {*registry.contexts(), *(c.context() for c in registry.contracts), OPERATOR_SOURCE}
-    if envelope.source not in senders:
+    if contract.kind == "command" and envelope.source not in {*registry.contexts_known(), OPERATOR_SOURCE}:
         return f"source '{envelope.source}' is not a context of this platform"
     return None
 
