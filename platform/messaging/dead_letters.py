@@ -90,6 +90,7 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
         "attempts": attempts,
         "message_id": as_uuid(headers.get("id")),
         "message_type": _text(headers.get("task"))[:200],
+        "body_size": len(_as_bytes(message.body)),
     }
     try:
         with transaction.atomic():
@@ -97,7 +98,6 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
                 **fields,
                 body=envelope_in(_parse_body(message.body, message.content_type)),
                 headers={**headers, "content_type": message.content_type},
-                body_size=len(_as_bytes(message.body)),
             )
     except DatabaseError as exc:
         if connection_lost(exc):
@@ -109,7 +109,6 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
             **fields,
             body=_parse_body(message.body, content_type=None),
             headers={"content_type": _text(message.content_type), "id": _text(headers.get("id"))},
-            body_size=len(_as_bytes(message.body)),
         )
 
 

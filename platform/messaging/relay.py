@@ -145,10 +145,9 @@ class Relay:
         yet has no queue: nothing is lost. A command, or an event some context
         handles, that comes back stays unpublished: its queue is missing.
         """
-        subscribed = {handler.message_type for handler in self.topology.registry.handlers}
         for position in list(outcome.unroutable):
             row = rows[position]
-            if row.kind == "event" and row.message_type not in subscribed:
+            if row.kind == "event" and not self.topology.registry.handlers_for(row.message_type):
                 logger.warning("relay: no queue is bound to %s; %s went to no one", row.message_type, row.message_id)
                 outcome.unroutable.remove(position)
                 outcome.confirmed.append(position)

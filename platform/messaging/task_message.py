@@ -132,7 +132,7 @@ def _problem_with(message) -> str | None:
     except ValidationError as exc:
         return f"task headers the bus does not send: {_first_errors(exc)}"
     context = settings.BUS_CONTEXT
-    if headers["task"] not in {*registry.handled_types(context, "command"), *registry.handled_types(context, "event")}:
+    if not registry.handlers_for(headers["task"], context):
         # Celery's own tasks (celery.map, celery.chord ...) run or send whatever they are given.
         return f"no task named {headers['task']!r} in this worker (context {context!r})"
     try:
