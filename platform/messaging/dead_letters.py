@@ -46,8 +46,9 @@ def dead_letter_record(
     if isinstance(error, BaseException):
         trace = "".join(traceback_module.format_exception(error))
         error_text = f"{type(error).__name__}: {error}"
+        exception_type = type(error).__name__
     else:
-        trace, error_text = "", error
+        trace, error_text, exception_type = "", error, ""
     kept, json_size, truncated = _capped(storable(body))
     return DeadLetter.objects.create(
         reason=reason,
@@ -55,6 +56,8 @@ def dead_letter_record(
         consumer=storable(consumer),
         message_id=message_id,
         message_type=storable(message_type),
+        correlation_id=as_uuid(body.get("correlationid")) if isinstance(body, dict) else None,
+        exception_type=exception_type,
         body=kept,
         body_size=json_size if body_size is None else body_size,
         body_truncated=truncated,
@@ -159,6 +162,8 @@ def _text(value) -> str:
 
 
 def as_uuid(value) -> uuid.UUID | None:
+    if value is None:
+        return None
     try:
         return uuid.UUID(str(value))
     except ValueError:

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
@@ -22,7 +23,8 @@ class OutboxMessage(models.Model):
 
     #: Publication order, after ``available_at``: ties go out by ascending id.
     id = models.BigAutoField(primary_key=True)
-    message_id = models.UUIDField(unique=True, editable=False)
+    #: Unique among ordinary rows; a dead letter's retry carries its message's id again.
+    message_id = models.UUIDField(db_index=True, editable=False)
     kind = models.CharField(max_length=16)
     message_type = models.CharField(max_length=200, db_index=True)
     correlation_id = models.UUIDField(db_index=True)
@@ -34,11 +36,19 @@ class OutboxMessage(models.Model):
     #: Failed publish attempts and the last error, for the admin.
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    #: A dead letter's retry: published to this context's queue only, never to the
+    #: event's fanout exchange (the other subscribers handled it). Empty: routed as usual.
+    redeliver_to = models.CharField(max_length=100, blank=True, default="")
 
     objects = OutboxQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message_id"], condition=models.Q(redeliver_to=""), name="outbox_message_id_once"
+            ),
+        ]
         indexes = [
             # The relay's claim and its next wake-up: due rows in order, without
             # reading past the rows scheduled for later.
@@ -80,7 +90,17 @@ class InboxMessage(models.Model):
 
 
 class DeadLetter(models.Model):
-    """A message a consumer could not process: kept for a person to look at."""
+    """A message a consumer could not process: kept for a person to look at, and act on.
+
+    A person retries it (back to the one consumer that failed, through the
+    outbox) or discards it with a reason; each act is a ``DeadLetterAction``.
+    A retry that fails again makes a new dead letter.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RETRIED = "retried", "Retried"
+        DISCARDED = "discarded", "Discarded"
 
     class Reason(models.TextChoices):
         HANDLER_FAILED = "handler_failed", "Handler failed after all retries"
@@ -93,10 +113,15 @@ class DeadLetter(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     message_id = models.UUIDField(null=True, db_index=True)
     message_type = models.CharField(max_length=200, blank=True, db_index=True)
+    #: The conversation the message belongs to, when its envelope could be read.
+    correlation_id = models.UUIDField(null=True, blank=True, db_index=True)
     #: The context whose consumer gave up (its queue is where a retry goes).
     context = models.CharField(max_length=100, db_index=True)
     consumer = models.CharField(max_length=255, blank=True)
     reason = models.CharField(max_length=32, choices=Reason.choices)
+    #: The exception's class (``ValidationError``, a handler's ``KeyError``); empty when
+    #: no exception was raised. Failures are grouped by it and by consumer.
+    exception_type = models.CharField(max_length=200, blank=True, db_index=True)
     error = models.TextField()
     traceback = models.TextField(blank=True)
     #: The message as received (envelope or raw body) and its delivery headers. A body
@@ -109,9 +134,40 @@ class DeadLetter(models.Model):
     headers = models.JSONField(default=dict)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("retry_deadletter", "Can retry dead letters"),
+            ("discard_deadletter", "Can discard dead letters"),
+        ]
 
     def __str__(self):
         return f"{self.message_type or 'message'} {self.message_id} ({self.get_reason_display()})"
+
+
+class DeadLetterAction(models.Model):
+    """Who retried or discarded a dead letter, when, and why: its repair history."""
+
+    class Action(models.TextChoices):
+        RETRIED = "retried", "Retried"
+        DISCARDED = "discarded", "Discarded"
+
+    dead_letter = models.ForeignKey(DeadLetter, related_name="actions", on_delete=models.CASCADE)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    #: The admin user, if the act came from the admin.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    #: Who did it, in words that outlive the user row ("admin", "cli:root@host").
+    actor = models.CharField(max_length=255)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    #: Why it was discarded (required then); empty for a retry.
+    note = models.TextField(blank=True)
+    #: The outbox row a retry wrote (gone once purged after its retention).
+    outbox_message = models.ForeignKey(OutboxMessage, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} by {self.actor}"
