@@ -156,6 +156,19 @@ def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'headers'}: {e['msg']}" for e in exc.errors()[:limit])[:500]
 
 
+def delivery_id(message_id: uuid.UUID | str, context: str) -> str:
+    """The task id of one message's delivery to one context: the same for every
+    retry of that delivery, different for each subscriber of an event.
+
+    Celery keys a task's state on its id (Flower's task list, the task-result
+    row), and every subscriber of an event receives the same message id: with
+    it as the task id the second subscriber's run overwrote the first's. The
+    worker gives each delivery this id as it takes it (``messaging.worker``);
+    the message id stays in the task's arguments (``kwargsrepr``) and envelope.
+    """
+    return str(uuid.uuid5(uuid.UUID(str(message_id)), context))
+
+
 def envelope_in(body: Any) -> Any:
     """The envelope inside a decoded task-message body, or the body itself if it holds none."""
     if isinstance(body, list) and len(body) == 3 and isinstance(body[1], dict) and ENVELOPE_ARGUMENT in body[1]:
