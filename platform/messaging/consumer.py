@@ -38,12 +38,23 @@ from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)
 
+#: Characters of a dead letter's error repeated in the task's failure (the row has all of it).
+DEAD_LETTERED_ERROR_LIMIT = 1000
 #: Seconds between attempts while the database cannot be reached: the first, then doubling to the last.
 DATABASE_PROBE_INTERVALS = (0.5, 5.0)
 
 
 class DatabaseUnreachableError(Exception):
     """The database could not be reached for as long as a worker holds a message (``BUS_DATABASE_WAIT``)."""
+
+
+class DeadLettered(Exception):
+    """The message became a dead letter: the task's failure, as Flower and the task results show it.
+
+    Not a worker error: the row is written and the worker acknowledges the
+    message (``messaging.worker.DeliveryRequest``) instead of rejecting it to
+    the broker's dead-letter queue, where it would be collected a second time.
+    """
 
 
 class HandlerFailedError(Exception):
@@ -54,20 +65,24 @@ class HandlerFailedError(Exception):
         self.handler_name = handler_name
 
 
-def consume(body: Any, *, context: str, headers: dict | None = None, attempts: int = 0) -> dict:
+def consume(
+    body: Any, *, context: str, headers: dict | None = None, attempts: int = 0, last_attempt: bool = False
+) -> dict:
     """Deliver one message body to ``context``'s handlers.
 
-    Returns what happened; raises ``HandlerFailedError`` (chained to the
-    handler's exception) when a handler failed and the message may be retried.
+    Returns what happened (``dead_lettered`` and the row's id if it became a
+    dead letter); raises ``HandlerFailedError`` (chained to the handler's
+    exception) when a handler failed and the message may be retried. On the
+    ``last_attempt`` a failing handler makes it a dead letter instead.
     """
 
     def park(reason: str, error, **fields) -> dict:
-        dead_letter_record(
+        row = dead_letter_record(
             reason=reason, context=context, body=body, error=error,
             headers=headers, attempts=attempts, **fields,
         )
         logger.error("dead-lettered a message for %s: %s", context, reason)
-        return {"context": context, "dead_lettered": reason}
+        return {"context": context, "dead_lettered": reason, "dead_letter": str(row.id), "error": row.error}
 
     try:
         envelope = Envelope.model_validate(body)
@@ -93,6 +108,8 @@ def consume(body: Any, *, context: str, headers: dict | None = None, attempts: i
         try:
             ran = handle_once(envelope, message, handler)
         except Exception as exc:
+            if last_attempt and not connection_lost(exc):
+                return park(DeadLetter.Reason.HANDLER_FAILED, exc, consumer=handler.name, **fields)
             raise HandlerFailedError(handler.name) from exc
         (handled if ran else duplicates).append(handler.name)
     return {"context": context, "handled": handled, "duplicates": duplicates}
@@ -117,7 +134,11 @@ def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:
 
 
 def message_task(task, *args, **kwargs) -> dict:
-    """Body of every message task (one Celery task per message type)."""
+    """Body of every message task (one Celery task per message type).
+
+    A message that becomes a dead letter ends the task as a failure
+    (``DeadLettered``), which the worker acknowledges: it is in the table.
+    """
     context = settings.BUS_CONTEXT
     if not context:
         raise ImproperlyConfigured("BUS_CONTEXT is not set: start workers with `python -m workers <context>`")
@@ -128,8 +149,10 @@ def message_task(task, *args, **kwargs) -> dict:
     headers = {"task": task.name, "id": request.id, "retries": request.retries,
                "delivery_info": dict(request.delivery_info or {})}
     try:
-        return _consume_once_the_database_answers(body, context=context, headers=headers,
-                                                  attempts=request.retries + 1)
+        outcome = _consume_once_the_database_answers(
+            body, context=context, headers=headers, attempts=request.retries + 1,
+            last_attempt=request.retries >= settings.BUS_MAX_RETRIES,
+        )
     except DatabaseUnreachableError as unreachable:
         envelope = _valid_envelope(body)
         if envelope is None:
@@ -145,21 +168,20 @@ def message_task(task, *args, **kwargs) -> dict:
         raise Ignore() from unreachable
     except HandlerFailedError as failure:
         error = failure.__cause__
-        if request.retries >= settings.BUS_MAX_RETRIES:
-            dead_letter_record(
-                reason=DeadLetter.Reason.HANDLER_FAILED, context=context, consumer=failure.handler_name,
-                message_id=body["id"], message_type=body["type"], body=body, headers=headers,
-                error=error, attempts=request.retries + 1,
-            )
-            logger.error("dead-lettered %s %s after %d attempts", body["type"], body["id"], request.retries + 1)
-            return {"context": context, "dead_lettered": DeadLetter.Reason.HANDLER_FAILED}
         delay = _send_to_retry_queue(body, context=context, retries=request.retries + 1,
                                      backoff_step=request.retries)
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error
+    if outcome.get("dead_lettered"):
+        raise DeadLettered(
+            f"{outcome['dead_lettered']} (dead letter {outcome['dead_letter']}): {outcome['error'][:DEAD_LETTERED_ERROR_LIMIT]}"
+        )
+    return outcome
 
 
-def _consume_once_the_database_answers(body: Any, *, context: str, headers: dict, attempts: int) -> dict:
+def _consume_once_the_database_answers(
+    body: Any, *, context: str, headers: dict, attempts: int, last_attempt: bool
+) -> dict:
     """``consume``, tried again while the database cannot be reached, up to ``BUS_DATABASE_WAIT`` seconds.
 
     The message waits where it is: this delivery stays unacknowledged, and with
@@ -174,7 +196,7 @@ def _consume_once_the_database_answers(body: Any, *, context: str, headers: dict
     pause, longest = DATABASE_PROBE_INTERVALS
     while True:
         try:
-            return consume(body, context=context, headers=headers, attempts=attempts)
+            return consume(body, context=context, headers=headers, attempts=attempts, last_attempt=last_attempt)
         except Exception as exc:
             if not connection_lost(exc):
                 raise
@@ -212,4 +234,9 @@ def _send_to_retry_queue(envelope: dict, *, context: str, retries: int, backoff_
 def register_message_tasks(app) -> None:
     """One Celery task per handled message type, named after the type."""
     for message_type in sorted({h.message_type for h in registry.handlers}):
-        app.task(name=message_type, bind=True, acks_late=True, reject_on_worker_lost=True)(message_task)
+        app.task(
+            name=message_type, bind=True, acks_late=True, reject_on_worker_lost=True,
+            Request="messaging.worker:DeliveryRequest",
+            # Expected: logged as the task's outcome, without a worker traceback.
+            throws=(DeadLettered,),
+        )(message_task)

@@ -173,19 +173,29 @@ def _write(envelopes: list[Envelope], deliver_at: datetime.datetime | None) -> l
     # one the relay compares with: a web server's clock running ahead must not
     # hold its messages back.
     scheduled = {} if deliver_at is None else {"available_at": _aware(deliver_at)}
-    OutboxMessage.objects.bulk_create([
-        OutboxMessage(
-            message_id=envelope.id,
-            kind=envelope.kind,
-            message_type=envelope.type,
-            correlation_id=envelope.correlationid,
-            envelope=envelope.to_json_dict(),
-            **scheduled,
-        )
-        for envelope in envelopes
-    ])
+    OutboxMessage.objects.bulk_create([_row(envelope, **scheduled) for envelope in envelopes])
     nudge_relay()
     return envelopes
+
+
+def redeliver(envelope: Envelope, *, context: str) -> OutboxMessage:
+    """Write a message again, with its own id, for ``context``'s queue only (a dead
+    letter's retry): published by the relay like any row, in the caller's transaction."""
+    row = _row(envelope, redeliver_to=context)
+    row.save()
+    nudge_relay()
+    return row
+
+
+def _row(envelope: Envelope, **fields) -> OutboxMessage:
+    return OutboxMessage(
+        message_id=envelope.id,
+        kind=envelope.kind,
+        message_type=envelope.type,
+        correlation_id=envelope.correlationid,
+        envelope=envelope.to_json_dict(),
+        **fields,
+    )
 
 
 def _aware(deliver_at: datetime.datetime) -> datetime.datetime:

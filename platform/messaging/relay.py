@@ -132,10 +132,13 @@ class Relay:
         return len(rows)
 
     def _outgoing(self, row) -> Outgoing:
-        key = (row.kind, row.message_type)
-        route = self._routes.get(key)
-        if route is None:
-            route = self._routes[key] = self.topology.route(*key)
+        if row.redeliver_to:
+            route = self.topology.redelivery_route(row.redeliver_to, row.kind, row.message_type)
+        else:
+            key = (row.kind, row.message_type)
+            route = self._routes.get(key)
+            if route is None:
+                route = self._routes[key] = self.topology.route(*key)
         return Outgoing(row.envelope, exchange=route.exchange, routing_key=route.routing_key)
 
     def _accept_unheard_events(self, rows: list, outcome: BatchOutcome) -> None:
@@ -147,7 +150,7 @@ class Relay:
         """
         for position in list(outcome.unroutable):
             row = rows[position]
-            if row.kind == "event" and not self.topology.registry.handlers_for(row.message_type):
+            if row.kind == "event" and not row.redeliver_to and not self.topology.registry.handlers_for(row.message_type):
                 logger.warning("relay: no queue is bound to %s; %s went to no one", row.message_type, row.message_id)
                 outcome.unroutable.remove(position)
                 outcome.confirmed.append(position)
@@ -194,14 +197,14 @@ class Relay:
     def claim_batch(self) -> list:
         """Lock the oldest due rows no other relay holds (inside a transaction).
 
-        Returns named rows (id, message_id, kind, message_type, envelope), not model
-        instances, which would cost more than publishing them.
+        Returns named rows (id, message_id, kind, message_type, envelope,
+        redeliver_to), not model instances, which would cost more than publishing them.
         """
         return list(
             OutboxMessage.objects.select_for_update(skip_locked=True)
             .due()
             .order_by("available_at", "id")
-            .values_list("id", "message_id", "kind", "message_type", "envelope", named=True)[: self.batch_size]
+            .values_list("id", "message_id", "kind", "message_type", "envelope", "redeliver_to", named=True)[: self.batch_size]
         )
 
     def seconds_to_wait(self) -> float:

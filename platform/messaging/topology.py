@@ -108,6 +108,11 @@ class Topology:
         # A fanout exchange ignores the key, but Celery's router needs one.
         return Route(self.event_exchange(message_type), routing_key=message_type)
 
+    def redelivery_route(self, context: str, kind: str, message_type: str) -> Route:
+        """Where a message goes again for one context only (a dead letter's retry):
+        that context's queue, through the default exchange, never an event's fanout."""
+        return Route(DEFAULT_EXCHANGE, routing_key=consumer_queue_name(context, kind, message_type))
+
     def retry_route(self, queue_name: str, retries: int) -> tuple[Route, float]:
         """Where a message failed on ``queue_name`` waits before attempt ``retries + 2``.
 

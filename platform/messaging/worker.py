@@ -9,22 +9,30 @@ checked before Celery reads it (``messaging.task_message``), anything Celery
 still fails on is caught, and each of these becomes a dead letter, never
 executed; if even that cannot be written, the message is rejected to the
 broker's dead-letter queue instead of being acknowledged.
+
+Each delivery a worker takes becomes a task of its own id,
+``delivery_id(message id, context)``: the two subscribers of one event are
+two tasks in Flower and two task results. Every dead letter a worker makes
+is a task FAILURE there, with its reason as the exception.
 """
 
 import logging
 
+from billiard.einfo import ExceptionWithTraceback
 from celery import bootsteps
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.request import Request
 from django.conf import settings
 from django.db import close_old_connections
 from kombu.message import Message
 from vine import promise
 
+from messaging.consumer import DeadLettered
 from messaging.dead_letters import dead_letter_raw_message
 from messaging.health import Heartbeat
 from messaging.models import DeadLetter
-from messaging.task_message import problem_with
+from messaging.task_message import delivery_id, problem_with
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ class Consumer(CeleryConsumer):
             problem = problem_with(message)
             if problem:
                 return self._dead_letter(message, problem)
+            # Checked above: a dict of headers with a UUID id.
+            message.headers["id"] = delivery_id(message.headers["id"], settings.BUS_CONTEXT)
             try:
                 return handle_task(message)
             except self.connection_errors + self.channel_errors:
@@ -101,7 +111,7 @@ class Consumer(CeleryConsumer):
         # pool's children do: drop a connection that a database restart broke.
         close_old_connections()
         try:
-            dead_letter_raw_message(
+            row = dead_letter_raw_message(
                 message, reason=DeadLetter.Reason.UNREADABLE, context=settings.BUS_CONTEXT, error=error
             )
         except Exception:
@@ -113,7 +123,41 @@ class Consumer(CeleryConsumer):
             message.reject_log_error(logger, self.connection_errors)
             return
         message.ack()
+        self._report_failure(row)
 
+    def _report_failure(self, row: DeadLetter) -> None:
+        """Show the dead letter as a failed task, as those the task itself makes are:
+        in Flower (task events) and in the task results."""
+        context = settings.BUS_CONTEXT
+        task_id = delivery_id(row.message_id, context) if row.message_id else str(row.id)
+        failure = DeadLettered(f"{row.reason} (dead letter {row.id}): {row.error}")
+        try:
+            if self.event_dispatcher is not None and self.event_dispatcher.enabled:
+                self.event_dispatcher.send("task-received", uuid=task_id, name=row.message_type or "(unreadable)",
+                                           args="()", kwargs="", retries=0)
+                self.event_dispatcher.send("task-failed", uuid=task_id, exception=repr(failure), traceback="")
+            self.app.backend.mark_as_failure(task_id, failure)
+        except Exception:
+            logger.exception("could not report dead letter %s as a failed task", row.id)
+
+
+
+class DeliveryRequest(Request):
+    """Celery's task request, but a message that became a dead letter is acknowledged.
+
+    Its task fails (``DeadLettered``: a FAILURE in Flower and the task results),
+    and Celery would reject a failed task's message to the broker's dead-letter
+    queue (``CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT=False``, right for failures
+    nobody recorded); this one is in the dead-letter table already.
+    """
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
+        exception = exc_info.exception
+        if isinstance(exception, ExceptionWithTraceback):
+            exception = exception.exc
+        if isinstance(exception, DeadLettered):
+            self.acknowledge()  # Celery's reject after this is then a no-op
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
 
 class LivenessStep(bootsteps.StartStopStep):

@@ -14,6 +14,7 @@ from apps.basket.services import basket_add_item
 from apps.catalog.models import Product
 from apps.catalog.services import product_change_price, product_create
 from apps.ordering.models import PriceListEntry
+from messaging.task_message import delivery_id
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from tests.integration.postgresql import database_start, database_stop
 from tests.integration.rabbitmq import rabbitmqctl
@@ -59,8 +60,9 @@ def test_events_taken_while_postgresql_is_down_wait_for_it_and_apply_once(bus):
                  timeout=30, message=f"basket to apply the change of {sku}")
     assert InboxMessage.objects.filter(message_id__in=ids).count() == 2 * len(ids)
     # their results are stored,
-    wait_for(lambda: TaskResult.objects.filter(task_id__in=[str(i) for i in ids], status="SUCCESS").count()
-             == len(ids), timeout=30, message="the results to be stored")
+    deliveries = [delivery_id(i, context) for i in ids for context in ("basket", "ordering")]
+    wait_for(lambda: TaskResult.objects.filter(task_id__in=deliveries, status="SUCCESS").count()
+             == len(deliveries), timeout=30, message="the results to be stored")
     # the relay publishes again (and has collected the broker's dead letters meanwhile),
     product_change_price(sku="DOWN-1", new_price=Decimal("13.00"))
     wait_for(lambda: PriceListEntry.objects.filter(sku="DOWN-1", price=Decimal("13.00")).exists(), timeout=60,

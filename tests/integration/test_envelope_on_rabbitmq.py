@@ -14,6 +14,7 @@ from kombu import Queue
 
 from apps.basket.services import basket_add_item, basket_checkout
 from apps.catalog.services import product_create
+from messaging.task_message import delivery_id
 from messaging.models import OutboxMessage
 from messaging.topology import Topology
 from tests.polling import wait_for
@@ -50,8 +51,9 @@ def test_an_outside_consumer_reads_a_caused_event_as_a_cloudevent_with_the_conve
     assert event.get_extension("correlationid") == str(place_order.correlation_id)
     assert event.get_extension("causationid") == str(place_order.message_id)
     assert event.get_data()["customer_id"] == f"c-{sku}"
-    # The AMQP property carries the conversation; Celery's task id (the id header) stays the message id.
+    # The AMQP property carries the conversation; the id header is the message id, which the
+    # worker makes a task id per receiving context (messaging.task_message.delivery_id).
     assert message.properties["correlation_id"] == str(place_order.correlation_id) != event.get_id()
     assert message.headers["id"] == event.get_id()
-    wait_for(lambda: TaskResult.objects.filter(task_id=event.get_id(), status="SUCCESS").exists(),
-             message="basket's OrderStarted task to succeed, its result stored under the message id")
+    wait_for(lambda: TaskResult.objects.filter(task_id=delivery_id(event.get_id(), "basket"), status="SUCCESS").exists(),
+             message="basket's OrderStarted task to succeed, its result stored under its delivery id")

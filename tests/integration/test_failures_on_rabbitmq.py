@@ -10,6 +10,7 @@ from apps.catalog.messages import StockReserved
 from apps.ordering.models import Order
 from messaging.models import DeadLetter, InboxMessage
 from messaging.outbox import publish
+from messaging.task_message import delivery_id
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,4 +49,4 @@ def test_a_handler_that_fails_first_succeeds_on_a_retry(bus):
 def _attempted(message_id) -> bool:
     from django_celery_results.models import TaskResult
 
-    return TaskResult.objects.filter(task_id=str(message_id), status="RETRY").exists()
+    return TaskResult.objects.filter(task_id=delivery_id(message_id, "ordering"), status="RETRY").exists()

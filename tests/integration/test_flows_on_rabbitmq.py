@@ -16,6 +16,7 @@ from apps.catalog.messages import ReserveStock, StockLine
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_change_price, product_create
 from apps.ordering.models import Order, PriceListEntry
+from messaging.task_message import delivery_id
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.outbox import nudge_relay, send
 from tests.polling import wait_for
@@ -116,7 +117,8 @@ def test_a_duplicate_delivery_changes_nothing_twice(bus):
     with transaction.atomic():
         envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=2)]))
     row = OutboxMessage.objects.get(message_id=envelope.id)
-    wait_for(lambda: TaskResult.objects.filter(task_id=str(envelope.id), status="SUCCESS").exists(), message="first delivery")
+    task_id = delivery_id(envelope.id, "catalog")
+    wait_for(lambda: TaskResult.objects.filter(task_id=task_id, status="SUCCESS").exists(), message="first delivery")
 
     # The relay sends the same message again, as it does after dying before marking it.
     with transaction.atomic():
@@ -125,7 +127,7 @@ def test_a_duplicate_delivery_changes_nothing_twice(bus):
 
     wait_for(
         lambda: '"duplicates": ["apps.catalog.handlers.reserve_stock"]'
-        in (TaskResult.objects.filter(task_id=str(envelope.id)).values_list("result", flat=True).first() or ""),
+        in (TaskResult.objects.filter(task_id=task_id).values_list("result", flat=True).first() or ""),
         message="the duplicate to be absorbed",
     )
     assert Product.objects.get(sku=sku).stock_available == 3

@@ -17,6 +17,7 @@ from django_celery_results.models import TaskResult
 from apps.catalog.messages import ReserveStock, StockLine
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_create
+from messaging.task_message import delivery_id
 from messaging.models import DeadLetter, InboxMessage
 from messaging.outbox import send
 from tests.polling import wait_for
@@ -65,8 +66,9 @@ def _reserve(sku: str, quantity: int):
         return send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=quantity)]))
 
 
-def _task_result(task_id) -> TaskResult:
-    return TaskResult.objects.filter(task_id=str(task_id)).first() or TaskResult(result="", status="")
+def _task_result(message_id) -> TaskResult:
+    # Catalog's delivery of the message: its task id (messaging.task_message.delivery_id).
+    return TaskResult.objects.filter(task_id=delivery_id(message_id, "catalog")).first() or TaskResult(result="", status="")
 
 
 def test_a_handler_killed_before_commit_is_redelivered_and_applied_once(bus):

@@ -213,13 +213,17 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
 
 
 def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, failing_basket_handler, settings):
-    from messaging.consumer import message_task
+    from messaging.consumer import DeadLettered, message_task
 
-    report = message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+    # The task fails (Flower and the task results show it), naming the dead letter.
+    with pytest.raises(DeadLettered, match=DeadLetter.Reason.HANDLER_FAILED) as failure:
+        message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
 
-    assert report["dead_lettered"] == DeadLetter.Reason.HANDLER_FAILED
     assert failing_basket_handler == []
     letter = DeadLetter.objects.get()
+    assert str(letter.id) in str(failure.value) and "database briefly away" in str(failure.value)
+    assert letter.exception_type == "ConnectionError"
+    assert letter.correlation_id is not None and str(letter.correlation_id) == price_changed["correlationid"]
     assert (letter.context, letter.consumer) == ("basket", "apps.basket.handlers.reprice_baskets")
     assert letter.attempts == settings.BUS_MAX_RETRIES + 1
     assert "ConnectionError: database briefly away" in letter.error and "Traceback" in letter.traceback
@@ -227,21 +231,22 @@ def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, f
 
 
 def test_a_task_message_without_an_envelope_is_dead_lettered(settings):
-    from messaging.consumer import message_task
+    from messaging.consumer import DeadLettered, message_task
 
     settings.BUS_CONTEXT = "basket"
-    report = message_task(_Task(retries=0), "positional", "arguments")
+    with pytest.raises(DeadLettered, match=DeadLetter.Reason.INVALID_ENVELOPE):
+        message_task(_Task(retries=0), "positional", "arguments")
 
-    assert report["dead_lettered"] == DeadLetter.Reason.INVALID_ENVELOPE
+    assert DeadLetter.objects.get().reason == DeadLetter.Reason.INVALID_ENVELOPE
 
 
 def test_a_task_message_with_no_arguments_at_all_is_dead_lettered(settings):
-    from messaging.consumer import message_task
+    from messaging.consumer import DeadLettered, message_task
 
     settings.BUS_CONTEXT = "basket"
-    report = message_task(_Task(retries=0))
+    with pytest.raises(DeadLettered, match=DeadLetter.Reason.INVALID_ENVELOPE):
+        message_task(_Task(retries=0))
 
-    assert report["dead_lettered"] == DeadLetter.Reason.INVALID_ENVELOPE
     assert DeadLetter.objects.get().body == {"args": [], "kwargs": {}}
 
 
