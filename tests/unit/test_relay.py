@@ -30,6 +30,7 @@ class ConfirmingChannel:
         self.events = {"basic_ack": set(), "basic_nack": set(), "basic_return": set()}
         self.sent, self.unanswered, self.connection = [], [], self
         self.headers: dict[int, dict] = {}
+        self.routes: list[tuple[str, str]] = []  # (exchange, routing key) of each publish
 
     def confirm_select(self):
         pass
@@ -43,6 +44,7 @@ class ConfirmingChannel:
         if len(self.sent) + 1 == self.broken_at:
             raise ConnectionResetError("connection reset by peer")
         self.sent.append(json.loads(body)[1]["envelope"]["id"])
+        self.routes.append((exchange, routing_key))
         self.unanswered.append(len(self.sent))
         self.headers[len(self.sent)] = headers
         assert mandatory, "every bus message is published mandatory"
@@ -97,6 +99,22 @@ def test_a_batch_is_published_in_order_and_marked_once_confirmed(three_rows, mon
 
     assert channel.sent == three_rows
     assert _published_flags() == [True, True, True]
+
+
+def test_a_dead_letters_retry_goes_to_the_failing_contexts_queue_not_the_fanout_exchange(monkeypatch):
+    from messaging.contracts import Envelope
+    from messaging.outbox import redeliver
+
+    envelope = publish(ProductPriceChanged(sku="SKU-1", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+    OutboxMessage.objects.update(published_at="2026-01-01T00:00:00Z")
+    redeliver(Envelope.model_validate(envelope.to_json_dict()), context="ordering")
+    channel = ConfirmingChannel()
+
+    assert _relay_on(channel, monkeypatch).publish_batch() == 1
+
+    assert channel.sent == [str(envelope.id)]
+    assert channel.routes == [("", "ordering.events.catalog.ProductPriceChanged")]  # the default exchange
+    assert OutboxMessage.objects.get(redeliver_to="ordering").published_at is not None
 
 
 def test_a_refused_row_stays_unpublished_with_its_error_and_the_rest_are_marked(three_rows, monkeypatch):
