@@ -182,3 +182,70 @@ def test_failures_are_grouped_by_error_and_consumer_with_counts_and_first_and_la
     ]
     assert groups[0]["first_seen"] == same[0].created_at and groups[0]["last_seen"] == same[-1].created_at
     assert set(repair.group_members(groups[0])) == set(same)
+
+
+def _run(*args) -> tuple[str, str]:
+    import io
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("dead_letters", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_command_lists_open_dead_letters_filtered_by_context():
+    envelope = _published(PRICE_CHANGE)
+    ordering = _dead_letter(envelope, context="ordering")
+    basket = _dead_letter(envelope, context="basket")
+
+    out, _ = _run("list", "--context", "ordering")
+
+    assert str(ordering.id) in out and str(basket.id) not in out
+    assert "1 of 1 dead letters" in out
+
+
+def test_the_command_retries_by_id_and_a_dry_run_changes_nothing(stock_reserved_for_a_missing_order):
+    _, letter = stock_reserved_for_a_missing_order
+
+    out, _ = _run("retry", "--id", str(letter.message_id), "--dry-run")
+    assert f"would retry {letter.id}" in out
+    assert DeadLetter.objects.get().status == DeadLetter.Status.OPEN
+
+    out, _ = _run("retry", "--id", str(letter.id), "--actor", "ops")
+    assert f"retried {letter.id}" in out and "retried 1, refused 0" in out
+    assert letter.actions.get().actor == "ops"
+    assert OutboxMessage.objects.filter(redeliver_to="ordering").count() == 1
+
+
+def test_the_command_discards_with_a_note_by_reason_and_since(stock_reserved_for_a_missing_order):
+    _, letter = stock_reserved_for_a_missing_order
+
+    out, _ = _run("discard", "--reason", "handler_failed", "--since", "1 00:00:00", "--note", "test order")
+
+    assert "discarded 1" in out
+    assert letter.actions.get().note == "test order"
+    assert letter.actions.get().actor.startswith("cli:")
+
+
+@pytest.mark.parametrize("args, error", [
+    (("retry", "--id", "not-a-uuid"), "is not a UUID"),
+    (("retry", "--since", "yesterday-ish"), "neither an ISO time nor a duration"),
+    (("retry", "--context", "nowhere"), "no dead letter matches"),
+    (("list", "--limit", "0"), "--limit must be at least 1"),
+])
+def test_the_command_refuses_bad_input_with_one_line(args, error):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match=error):
+        _run(*args)
+
+
+def test_the_command_fails_when_every_selected_dead_letter_is_refused(stock_reserved_for_a_missing_order):
+    from django.core.management import CommandError
+
+    _, letter = stock_reserved_for_a_missing_order
+    DeadLetter.objects.filter(pk=letter.pk).update(body_truncated=True)
+
+    with pytest.raises(CommandError, match="nothing was done"):
+        _run("retry", "--id", str(letter.id))
