@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from messaging.admin_repair import DeadLetterRepairMixin, StatusFilter
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 
 
@@ -35,8 +36,9 @@ class InboxMessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "message_type", "context", "reason", "message_id", "attempts", "body_size")
-    list_filter = ("reason", "context", "message_type", "body_truncated")
+class DeadLetterAdmin(DeadLetterRepairMixin, ReadOnlyAdmin):
+    list_display = ("created_at", "message_type", "context", "reason", "exception_type", "status", "message_id",
+                    "attempts", "body_size")
+    list_filter = (StatusFilter, "reason", "context", "exception_type", "consumer", "message_type", "body_truncated")
     search_fields = ("message_id", "message_type", "consumer", "error")
     date_hierarchy = "created_at"
