@@ -2,8 +2,9 @@
 
 Every message is a Celery task message whose task name is the message type
 and whose only keyword argument is the envelope, so Flower and
-django-celery-results see commands and events alike. The Celery task id is
-the message id.
+django-celery-results see commands and events alike. The task id on the wire
+is the message id; the worker runs each delivery under a task id of its own
+(``task_message.delivery_id``).
 
 ``ConfirmedPublisher`` publishes a batch and then waits for the broker to
 confirm it (RabbitMQ publisher confirms, acknowledged with ``multiple``), so
