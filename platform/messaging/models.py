@@ -163,8 +163,11 @@ class DeadLetterAction(models.Model):
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     #: Why it was discarded (required then); empty for a retry.
     note = models.TextField(blank=True)
-    #: The outbox row a retry wrote (gone once purged after its retention).
-    outbox_message = models.ForeignKey(OutboxMessage, null=True, blank=True, on_delete=models.SET_NULL)
+    #: The outbox row a retry wrote. Not a database constraint: the retention purge
+    #: deletes published rows in bulk without looking here; a purged row is just gone.
+    outbox_message = models.ForeignKey(
+        OutboxMessage, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
 
     class Meta:
         ordering = ["at", "id"]

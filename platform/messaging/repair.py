@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from messaging import outbox
 from messaging.contracts import Envelope
-from messaging.models import DeadLetter, DeadLetterAction, InboxMessage
+from messaging.models import DeadLetter, DeadLetterAction, InboxMessage, OutboxMessage
 from messaging.registry import registry
 
 #: The fields a failure group is made of: the same error in the same consumer.
@@ -139,7 +139,7 @@ def retry_outcome(action: DeadLetterAction) -> RetryOutcome:
     )
     if consumers and handled == consumers:
         return RetryOutcome("handled", f"handled by {', '.join(sorted(handled))}")
-    row = action.outbox_message
+    row = OutboxMessage.objects.filter(pk=action.outbox_message_id).first()  # purged once published long ago
     if row is not None and row.published_at is None:
         problem = f" (last error: {row.last_error})" if row.last_error else ""
         return RetryOutcome("waiting", f"in the outbox, waiting for the relay{problem}")
