@@ -6,8 +6,9 @@ written, ids short in lists (``messaging.admin_display``), times to the second
 """
 
 from django.contrib import admin
+from django_celery_results.admin import GroupResultAdmin as CeleryGroupResultAdmin
 from django_celery_results.admin import TaskResultAdmin as CeleryTaskResultAdmin
-from django_celery_results.models import TaskResult
+from django_celery_results.models import GroupResult, TaskResult
 
 from messaging.admin_display import json_html, json_text_html, short_id, traceback_html
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
@@ -98,7 +99,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         return json_html(obj.headers)
 
 
-admin.site.unregister(TaskResult)
+admin.site.unregister([TaskResult, GroupResult])
 
 
 @admin.register(TaskResult)
@@ -139,3 +140,8 @@ class TaskResultAdmin(ReadOnlyAdmin, CeleryTaskResultAdmin):
     @admin.display(description="meta")
     def meta_pretty(self, obj):
         return json_text_html(obj.meta)
+
+
+@admin.register(GroupResult)
+class GroupResultAdmin(ReadOnlyAdmin, CeleryGroupResultAdmin):
+    """Celery's group results, read-only (the bus sends no groups; Celery's admin lists them)."""
