@@ -3,7 +3,7 @@ what the code declares, and both are for permitted staff only."""
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -133,16 +133,20 @@ def test_the_overview_counts_dead_letters_per_consumer_and_links_to_each_group(a
     for _ in range(2):
         DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.place_order",
                                   reason=DeadLetter.Reason.HANDLER_FAILED, error="boom")
+    DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.stock_reserved",
+                              reason=DeadLetter.Reason.INVALID_DATA, error="bad data")
     DeadLetter.objects.create(context="basket", reason=DeadLetter.Reason.UNKNOWN_TYPE, error="no handler")
 
     response = admin_client.get(reverse("bus:overview"))
 
     rows = response.context["dead_letters"]
     assert [(r["context"], r["consumer"], r["count"]) for r in rows] == [
-        ("ordering", "apps.ordering.handlers.place_order", 2), ("basket", "", 1),
+        ("ordering", "apps.ordering.handlers.place_order", 2),
+        ("basket", "", 1),
+        ("ordering", "apps.ordering.handlers.stock_reserved", 1),
     ]
-    assert [_changelist_count(admin_client, r["url"]) for r in rows] == [2, 1]
-    assert response.context["dead_letters_total"] == 3
+    assert [_changelist_count(admin_client, r["url"]) for r in rows] == [2, 1, 1]
+    assert response.context["dead_letters_total"] == 4
 
 
 @pytest.mark.django_db
@@ -164,16 +168,16 @@ def test_the_overview_plots_messages_handled_in_the_last_hour(admin_client):
 
 @pytest.mark.django_db
 def test_handled_messages_are_counted_in_the_minute_they_were_handled():
-    now = datetime(2025, 3, 4, 12, 30, 15, tzinfo=dt_timezone.utc)
-    _handled(at=datetime(2025, 3, 4, 12, 30, 1, tzinfo=dt_timezone.utc))
-    _handled(at=datetime(2025, 3, 4, 12, 25, 0, tzinfo=dt_timezone.utc))
-    _handled(at=datetime(2025, 3, 4, 12, 25, 59, tzinfo=dt_timezone.utc), consumer="apps.basket.handlers.x")
-    _handled(at=datetime(2025, 3, 4, 11, 30, 59, tzinfo=dt_timezone.utc))  # the minute before the window
+    now = datetime(2025, 3, 4, 12, 30, 15, tzinfo=UTC)
+    _handled(at=datetime(2025, 3, 4, 12, 30, 1, tzinfo=UTC))
+    _handled(at=datetime(2025, 3, 4, 12, 25, 0, tzinfo=UTC))
+    _handled(at=datetime(2025, 3, 4, 12, 25, 59, tzinfo=UTC), consumer="apps.basket.handlers.x")
+    _handled(at=datetime(2025, 3, 4, 11, 30, 59, tzinfo=UTC))  # the minute before the window
 
     minutes = handled_per_minute(now)
 
     assert len(minutes) == 60
-    assert minutes[0].minute == datetime(2025, 3, 4, 11, 31, tzinfo=dt_timezone.utc)
+    assert minutes[0].minute == datetime(2025, 3, 4, 11, 31, tzinfo=UTC)
     assert {m.minute.strftime("%H:%M"): m.count for m in minutes if m.count} == {"12:25": 2, "12:30": 1}
 
 
