@@ -17,6 +17,12 @@ from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 admin.site.index_template = "admin/messaging/index.html"
 
 
+@admin.display(description="message id", ordering="message_id")
+def short_message_id(obj):
+    """A list column for any record with a ``message_id``."""
+    return short_id(obj.message_id)
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Messages are records of what happened: nobody edits them by hand."""
 
@@ -33,7 +39,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = (
-        "id", "message_type", "kind", "short_message_id", "created_at", "available_at", "published_at", "attempts",
+        "id", "message_type", "kind", short_message_id, "created_at", "available_at", "published_at", "attempts",
     )
     list_filter = ("kind", ("published_at", admin.EmptyFieldListFilter), "message_type")
     search_fields = ("message_id", "correlation_id", "message_type")
@@ -44,10 +50,6 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     )
     readonly_fields = ("envelope_pretty",)
 
-    @admin.display(description="message id", ordering="message_id")
-    def short_message_id(self, obj):
-        return short_id(obj.message_id)
-
     @admin.display(description="envelope")
     def envelope_pretty(self, obj):
         return json_html(obj.envelope)
@@ -55,21 +57,17 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(InboxMessage)
 class InboxMessageAdmin(ReadOnlyAdmin):
-    list_display = ("short_message_id", "consumer", "message_type", "handled_at")
+    list_display = (short_message_id, "consumer", "message_type", "handled_at")
     list_filter = ("consumer", "message_type")
     search_fields = ("message_id", "correlation_id", "consumer")
     date_hierarchy = "handled_at"
     fields = ("message_id", "consumer", "message_type", "correlation_id", "handled_at")
 
-    @admin.display(description="message id", ordering="message_id")
-    def short_message_id(self, obj):
-        return short_id(obj.message_id)
-
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = (
-        "created_at", "message_type", "context", "reason", "short_message_id", "attempts", "body_size",
+        "created_at", "message_type", "context", "reason", short_message_id, "attempts", "body_size",
     )
     list_filter = ("reason", "context", "message_type", "body_truncated")
     search_fields = ("message_id", "message_type", "consumer", "error")
@@ -80,10 +78,6 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         ("Message as received", {"fields": ("body_pretty", "body_size", "body_truncated", "headers_pretty")}),
     )
     readonly_fields = ("traceback_pre", "body_pretty", "headers_pretty")
-
-    @admin.display(description="message id", ordering="message_id")
-    def short_message_id(self, obj):
-        return short_id(obj.message_id)
 
     @admin.display(description="traceback")
     def traceback_pre(self, obj):

@@ -106,6 +106,7 @@ def overview(request):
         "dead_letters_total": sum(row["count"] for row in dead_letters),
         "dead_letters_url": _changelist(DeadLetter),
         "handled_total": sum(m.count for m in minutes),
+        "handled_peak": max(m.count for m in minutes),
         "handled_url": _changelist(InboxMessage, handled_at__gte=window_start.isoformat()),
         "activity_svg": activity_svg(minutes),
         "window_start": window_start,
