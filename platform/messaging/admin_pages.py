@@ -99,7 +99,7 @@ def overview(request):
         "now": now,
         "backlog": backlog,
         "oldest_due_age": duration_text(now - backlog.oldest_due_since) if backlog.oldest_due_since else None,
-        # The outbox list's own filter for unpublished rows, narrowed by availability.
+        # Unpublished rows, split by whether their time had come at ``now``.
         "due_url": _changelist(OutboxMessage, published_at__isnull="True", available_at__lte=now.isoformat()),
         "scheduled_url": _changelist(OutboxMessage, published_at__isnull="True", available_at__gt=now.isoformat()),
         "dead_letters": dead_letters,
