@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from apps.ordering.models import Order, OrderLine, PriceListEntry
 from messaging.admin import ReadOnlyAdmin
+from messaging.admin_display import short_id
 
 
 class OrderLineInline(admin.TabularInline):
@@ -18,11 +19,15 @@ class OrderLineInline(admin.TabularInline):
 class OrderAdmin(ReadOnlyAdmin):
     """Orders change only through messages: the admin shows where each stands."""
 
-    list_display = ("id", "customer_id", "status", "total", "created_at", "updated_at")
+    list_display = ("short_order_id", "customer_id", "status", "total", "created_at", "updated_at")
     list_filter = ("status",)
     search_fields = ("id", "customer_id")
     date_hierarchy = "created_at"
     inlines = [OrderLineInline]
+
+    @admin.display(description="order id", ordering="id")
+    def short_order_id(self, obj):
+        return short_id(obj.id)
 
 
 @admin.register(PriceListEntry)

@@ -31,6 +31,9 @@ class OrderLine(models.Model):
     quantity = models.PositiveIntegerField()
     unit_price = models.DecimalField(max_digits=12, decimal_places=2)
 
+    def __str__(self):
+        return f"{self.quantity} x {self.sku} at {self.unit_price}"
+
 
 class PriceListEntry(models.Model):
     """Ordering's own copy of catalog prices, kept current by catalog events."""
@@ -40,6 +43,9 @@ class PriceListEntry(models.Model):
     #: The catalog's price version this entry reflects; older changes are ignored.
     price_version = models.PositiveIntegerField()
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "price list entries"
 
     def __str__(self):
         return f"{self.sku} at {self.price}"

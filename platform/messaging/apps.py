@@ -9,7 +9,7 @@ from messaging.registry import HANDLERS_MODULE, MESSAGES_MODULE
 
 class MessagingConfig(AppConfig):
     name = "messaging"
-    verbose_name = "Messaging"
+    verbose_name = "Message bus"
 
     def ready(self):
         from celery import current_app
