@@ -144,7 +144,8 @@ class DeadLetter(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.message_type or 'message'} {self.message_id} ({self.get_reason_display()})"
+        # An unreadable delivery may have no message id: the dead letter's own names it then.
+        return f"{self.message_type or 'unreadable message'} {self.message_id or self.id} ({self.get_reason_display()})"
 
 
 class DeadLetterAction(models.Model):
