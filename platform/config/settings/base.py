@@ -85,6 +85,8 @@ INSTALLED_APPS = [
     "apps.basket",
     "apps.ordering",
     "apps.payment",
+    # Not a context: `manage.py seed_demo`, demo data made through the contexts' services.
+    "demo",
 ]
 
 MIDDLEWARE = [
