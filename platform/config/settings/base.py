@@ -128,7 +128,9 @@ LOGGING = {
 
 # CELERY
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+#: The embedded default names a host its transport ignores: without one kombu warns
+#: "No hostname was supplied" at every connection of every process.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 #: True when running on the embedded filesystem broker (trying it out only).
 BUS_EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
 if BUS_EMBEDDED_BROKER:
