@@ -114,8 +114,12 @@ TEMPLATES = [
     },
 ]
 
+# STATIC FILES
+# https://docs.djangoproject.com/en/5.2/howto/static-files/deployment/
 STATIC_URL = "static/"
-STATIC_ROOT = BUS_DATA_DIR / "static"
+#: Where collectstatic puts the admin's CSS and JS (the Docker image does at build); production
+#: serves them from here (WhiteNoise). Not under BUS_DATA_DIR: they are built, not data.
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 
 # LOGGING
 LOGGING = {
