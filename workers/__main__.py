@@ -1,5 +1,6 @@
 """``python -m workers <context> [celery worker options]``: one context's worker."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,10 +39,14 @@ def main(argv: list[str]) -> None:
         connection.ensure_connection(max_retries=None, errback=_say_broker_unreachable(connection))
         topology.declare(connection.default_channel)
     queues = ",".join(queue.name for queue in topology.context_queues(context))
+    # Instead of Celery's banner (some thirty lines per worker, every task of every
+    # context listed): what this worker consumes, where, in one line.
+    logging.getLogger("workers").info("%s worker consuming %s from %s", context, queues, connection.as_uri())
     # Celery's command line in standalone mode exits with the worker's exit code;
     # app.worker_main() drops it, so a worker that stopped on an error exited 0.
     celery_command.main(args=[
         "--app=config.celery_app:app",
+        "--quiet",  # no banner
         "worker",
         f"--queues={queues}",
         # Unique per process: a second worker under a name still held fails to start.
@@ -52,8 +57,6 @@ def main(argv: list[str]) -> None:
 
 
 def _say_broker_unreachable(connection):
-    import logging
-
     logger = logging.getLogger("workers")
 
     def errback(exc, interval):

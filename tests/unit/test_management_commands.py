@@ -17,18 +17,26 @@ from messaging.models import OutboxMessage
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _call(*args) -> str:
+PRICE_CHANGE = '{"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}'
+
+
+def _call(*args, **options) -> str:
     out = StringIO()
-    call_command(*args, stdout=out)
+    call_command(*args, stdout=out, stderr=StringIO(), **options)
     return out.getvalue().strip()
+
+
+def _call_with_stderr(*args, **options) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err, **options)
+    return out.getvalue().strip(), err.getvalue().strip()
 
 
 @pytest.mark.django_db
 def test_publish_event_writes_the_outbox_and_prints_the_message_id():
     correlation = uuid.uuid4()
-    printed = _call("publish_event", "catalog.ProductPriceChanged",
-                    "--data", '{"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}',
-                    "--correlation-id", str(correlation))
+    printed = _call("publish_event", "catalog.ProductPriceChanged", "--as-context", "catalog",
+                    "--data", PRICE_CHANGE, "--correlation-id", str(correlation))
 
     row = OutboxMessage.objects.get(message_id=uuid.UUID(printed))
     assert row.correlation_id == correlation
@@ -36,11 +44,88 @@ def test_publish_event_writes_the_outbox_and_prints_the_message_id():
 
 
 @pytest.mark.django_db
-def test_send_command_writes_the_outbox():
-    printed = _call("send_command", "catalog.ReleaseStock", "--data", json.dumps({"order_id": str(uuid.uuid4())}))
+def test_publish_event_says_loudly_in_whose_name_it_published_and_to_whom():
+    printed, said = _call_with_stderr("publish_event", "catalog.ProductPriceChanged", "--as-context", "catalog",
+                                      "--data", PRICE_CHANGE)
+
+    assert said == (f"PUBLISHED IN THE NAME OF catalog: catalog.ProductPriceChanged (source 'catalog') to basket, "
+                    f"ordering; catalog's own data did not change; conversation {printed}")
+
+
+@pytest.mark.django_db
+def test_publish_event_refuses_to_speak_for_a_context_without_its_name_confirmed():
+    with pytest.raises(CommandError, match=r"catalog.ProductPriceChanged is a fact of catalog: published from here, "
+                                           r"its subscribers \(basket, ordering\) act on it as catalog's word.*"
+                                           r"add --as-context catalog$"):
+        call_command("publish_event", "catalog.ProductPriceChanged", "--data", PRICE_CHANGE)
+    with pytest.raises(CommandError, match=r"--as-context ordering does not match: catalog.ProductPriceChanged "
+                                           r"is a fact of catalog"):
+        call_command("publish_event", "catalog.ProductPriceChanged", "--as-context", "ordering", "--data", PRICE_CHANGE)
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_send_command_writes_the_outbox_as_the_operator_and_says_so():
+    printed, said = _call_with_stderr("send_command", "catalog.ReleaseStock",
+                                      "--data", json.dumps({"order_id": str(uuid.uuid4())}))
 
     row = OutboxMessage.objects.get(message_id=uuid.UUID(printed))
     assert (row.kind, row.envelope["source"]) == ("command", "operator")
+    assert said == ("sent catalog.ReleaseStock to catalog in the name of 'operator' (a command from the command "
+                    f"line); conversation {printed}")
+
+
+@pytest.mark.django_db
+def test_data_is_read_from_a_file_after_an_at_sign(tmp_path):
+    order_id = uuid.uuid4()
+    (tmp_path / "release.json").write_text(json.dumps({"order_id": str(order_id)}))
+
+    printed = _call("send_command", "catalog.ReleaseStock", "--data", f"@{tmp_path / 'release.json'}")
+
+    assert OutboxMessage.objects.get(message_id=uuid.UUID(printed)).envelope["data"] == {"order_id": str(order_id)}
+
+
+@pytest.mark.django_db
+def test_data_is_read_from_standard_input_for_a_dash():
+    printed = _call("publish_event", "catalog.ProductPriceChanged", "--as-context", "catalog", "--data", "-",
+                    stdin=StringIO(PRICE_CHANGE))
+
+    assert OutboxMessage.objects.get(message_id=uuid.UUID(printed)).envelope["data"]["new_price"] == "2.00"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("file_name", "content", "error"),
+    [
+        ("missing.json", None, "--data @{path}: cannot read {path}: No such file or directory"),
+        ("", None, "--data @{path}: cannot read {path}: Is a directory"),
+        ("latin1.json", "{\"order_id\": \"caf\xe9\"}".encode("latin-1"), "--data @{path}: {path} is not UTF-8 text"),
+        ("broken.json", b"{not json", "--data @{path} is not valid JSON: Expecting property name"),
+        ("list.json", b"[1]", "--data @{path} must be a JSON object"),
+    ],
+)
+def test_a_data_file_that_cannot_be_used_is_a_clear_error_naming_it(tmp_path, file_name, content, error):
+    path = tmp_path / file_name
+    if content is not None:
+        path.write_bytes(content)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("send_command", "catalog.ReleaseStock", "--data", f"@{path}")
+
+    assert str(refused.value).startswith(error.format(path=path))
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_data_at_sign_without_a_file_name_is_refused():
+    with pytest.raises(CommandError, match="--data @ needs a file name"):
+        call_command("send_command", "catalog.ReleaseStock", "--data", "@")
+
+
+@pytest.mark.django_db
+def test_bad_json_on_standard_input_is_named_as_such():
+    with pytest.raises(CommandError, match=r"^--data - \(standard input\) is not valid JSON"):
+        call_command("send_command", "catalog.ReleaseStock", "--data", "-", stdin=StringIO(""))
 
 
 @pytest.mark.django_db
@@ -67,6 +152,8 @@ def test_send_command_writes_the_outbox():
     ],
 )
 def test_bad_type_or_data_is_a_clear_error_and_writes_nothing(args, error):
+    if args[0] == "publish_event":
+        args = [*args, "--as-context", "catalog"]
     with pytest.raises(CommandError, match=error.replace("(", r"\(")):
         call_command(*args)
     assert not OutboxMessage.objects.exists()
@@ -105,10 +192,24 @@ def test_a_database_that_is_down_is_one_line_naming_its_host_but_never_its_passw
     assert password not in result.stderr + result.stdout
 
 
-def _manage_in_shell(*args: str, env: dict) -> subprocess.CompletedProcess:
+def test_from_the_shell_stdout_is_the_message_id_alone_and_a_missing_file_is_one_line(tmp_path):
+    env = {"BUS_DATA_DIR": str(tmp_path)}
+    _manage_in_shell("migrate", "-v0", env=env)
+
+    sent = _manage_in_shell("send_command", "catalog.ReleaseStock", "--data", "-", env=env,
+                            input=json.dumps({"order_id": str(uuid.uuid4())}))
+    missing = _manage_in_shell("send_command", "catalog.ReleaseStock", "--data", "@nowhere.json", env=env)
+
+    assert sent.returncode == 0, sent.stderr
+    assert uuid.UUID(sent.stdout.strip()) and "in the name of 'operator'" in sent.stderr
+    assert missing.returncode == 1
+    assert missing.stderr == "CommandError: --data @nowhere.json: cannot read nowhere.json: No such file or directory\n"
+
+
+def _manage_in_shell(*args: str, env: dict, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", **env}, input=input,
     )
 
 

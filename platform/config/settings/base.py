@@ -88,6 +88,8 @@ INSTALLED_APPS = [
     "apps.basket",
     "apps.ordering",
     "apps.payment",
+    # Not a context: `manage.py seed_demo`, demo data made through the contexts' services.
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -115,8 +117,12 @@ TEMPLATES = [
     },
 ]
 
+# STATIC FILES
+# https://docs.djangoproject.com/en/5.2/howto/static-files/deployment/
 STATIC_URL = "static/"
-STATIC_ROOT = BUS_DATA_DIR / "static"
+#: Where collectstatic puts the admin's CSS and JS (the Docker image does at build); production
+#: serves them from here (WhiteNoise). Not under BUS_DATA_DIR: they are built, not data.
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 
 # LOGGING
 LOGGING = {
@@ -129,7 +135,9 @@ LOGGING = {
 
 # CELERY
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+#: The embedded default names a host its transport ignores: without one kombu warns
+#: "No hostname was supplied" at every connection of every process.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 #: True when running on the embedded filesystem broker (trying it out only).
 BUS_EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
 if BUS_EMBEDDED_BROKER:

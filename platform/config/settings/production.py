@@ -31,3 +31,19 @@ SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# STATIC FILES
+# https://whitenoise.readthedocs.io/en/stable/django.html
+#: gunicorn serves no files: WhiteNoise serves STATIC_ROOT (collected at image build) from
+#: the WSGI app, right after the security middleware, as its documentation says.
+MIDDLEWARE = list(MIDDLEWARE)  # noqa: F405  (a copy: base's list stays as it is)
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "whitenoise.middleware.WhiteNoiseMiddleware")
+#: Hashed names (cached for a year by browsers) and compressed copies of each file.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+#: A page naming a file that was not collected links the plain name (a 404 for that file)
+#: instead of failing whole: an operator in an incident needs the page more than its style.
+WHITENOISE_MANIFEST_STRICT = False
