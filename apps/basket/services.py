@@ -35,23 +35,27 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
 
     The deadline goes with the order, scheduled: if ordering never answers (its
     PlaceOrder dead-lettered) or the order stalls, ordering cancels it then,
-    and the basket reopens on the OrderCancelled it hears.
+    and the basket reopens on the OrderCancelled it hears. The order id is the
+    checkout's correlation id: every message of the flow carries it, so an
+    order's conversation is found by the order's own id.
     """
     with transaction.atomic():
         basket = Basket.objects.select_for_update().get(customer_id=customer_id)
         lines = list(basket.lines.order_by("sku"))
-        if basket.status != Basket.Status.OPEN or not lines:
-            raise BasketError("only an open basket with items can be checked out")
+        if basket.status != Basket.Status.OPEN:
+            raise BasketError(f"already checking out (order {basket.pending_order_id}); ordering has not answered yet")
+        if not lines:
+            raise BasketError("the basket is empty")
         order_id = uuid.uuid4()
         basket.status, basket.pending_order_id = Basket.Status.CHECKING_OUT, order_id
         basket.save(update_fields=["status", "pending_order_id"])
-        placed = send(PlaceOrder(
+        send(PlaceOrder(
             order_id=order_id,
             customer_id=customer_id,
             lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
-        ))
+        ), correlation_id=order_id)
         send(ExpireOrder(order_id=order_id, customer_id=customer_id),
-             correlation_id=placed.correlationid, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
+             correlation_id=order_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
     return order_id
 
 

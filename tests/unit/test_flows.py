@@ -43,10 +43,8 @@ def test_checkout_ends_paid_with_stock_taken_and_basket_emptied(catalog_product)
     assert Payment.objects.get(order_id=order_id).status == Payment.Status.SUCCEEDED
     basket = Basket.objects.get()
     assert basket.status == Basket.Status.OPEN and not basket.lines.exists()
-    # One business conversation: every message of the flow shares the correlation id.
-    assert {row.correlation_id for row in OutboxMessage.objects.all()} == {
-        OutboxMessage.objects.get(message_type="ordering.PlaceOrder").correlation_id
-    }
+    # One business conversation, named by the order: every message of the flow carries its id.
+    assert {row.correlation_id for row in OutboxMessage.objects.all()} == {order_id}
     assert not DeadLetter.objects.exists()
 
 
