@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from apps.basket.models import Basket, BasketLine
+from messaging.conversation_admin import ConversationLinkAdmin
 
 
 class BasketLineInline(admin.TabularInline):
@@ -11,7 +12,8 @@ class BasketLineInline(admin.TabularInline):
 
 
 @admin.register(Basket)
-class BasketAdmin(admin.ModelAdmin):
+class BasketAdmin(ConversationLinkAdmin, admin.ModelAdmin):
+    conversation_field = "pending_order_id"  # the checkout's correlation id
     list_display = ("customer_id", "status", "pending_order_id")
     list_filter = ("status",)
     search_fields = ("customer_id",)

@@ -179,6 +179,8 @@ def _write(envelopes: list[Envelope], deliver_at: datetime.datetime | None) -> l
             kind=envelope.kind,
             message_type=envelope.type,
             correlation_id=envelope.correlationid,
+            causation_id=envelope.causationid,
+            source=envelope.source,
             envelope=envelope.to_json_dict(),
             **scheduled,
         )
