@@ -175,6 +175,8 @@ def test_inbox_and_dead_letters_filter_by_conversation(admin_client, failed_chec
     rows = list(response.context["cl"].result_list)
     assert rows and {row.correlation_id for row in rows} == {failed_checkout}
     assert model.objects.exclude(correlation_id=failed_checkout).exists()
+    # The filter shows in the sidebar, where it can be cleared.
+    assert "By conversation" in response.content.decode() and str(failed_checkout)[:8] in response.content.decode()
 
 
 def test_the_form_opens_a_conversation_by_id_and_refuses_what_is_not_one(admin_client, failed_checkout):
