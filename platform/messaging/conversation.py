@@ -166,6 +166,8 @@ class Step:
     state: StepState
     #: From the conversation's first message to this one's writing (or first trace).
     since_start: datetime.timedelta | None
+    #: From its cause's writing to its own: the hop from one step to the next.
+    since_cause: datetime.timedelta | None
     #: From the time it could be published to its publication.
     relay_delay: datetime.timedelta | None
     #: From its writing to the last receiving context handling it.
@@ -207,13 +209,16 @@ def conversation_of(correlation_id: uuid.UUID, *, with_task_results: bool = True
     now = timezone.now()
     steps = sorted((_step(key, records, now) for key in records.message_keys()),
                    key=lambda step: (_first_trace(step) or now, step.outbox_id or 0))
-    numbers = {step.message_id: number for number, step in enumerate(steps, start=1)}
+    by_id = {step.message_id: step for step in steps}
     started = min((t for step in steps if (t := _first_trace(step))), default=None)
-    for step in steps:
-        step.number = numbers[step.message_id]
-        step.cause = numbers.get(step.causation_id)
-        first = _first_trace(step)
+    for number, step in enumerate(steps, start=1):
+        step.number = number
+        first, cause = _first_trace(step), by_id.get(step.causation_id)
         step.since_start = first - started if first and started else None
+        cause_first = _first_trace(cause) if cause else None
+        step.since_cause = first - cause_first if first and cause_first else None
+    for step in steps:
+        step.cause = by_id[step.causation_id].number if step.causation_id in by_id else None
     return Conversation(
         correlation_id=correlation_id,
         steps=steps,
@@ -338,7 +343,7 @@ def _step(key: uuid.UUID, records: _Records, now: datetime.datetime) -> Step:
         number=0, message_id=key, message_type=message_type, kind=kind, source=source,
         causation_id=causation_id, cause=None, outbox_id=row.id if row else None,
         written_at=written_at, scheduled_for=scheduled_for, published_at=published_at,
-        deliveries=deliveries, state=state, since_start=None,
+        deliveries=deliveries, state=state, since_start=None, since_cause=None,
         relay_delay=published_at - max(written_at, scheduled_for or written_at) if row and published_at else None,
         took=max(handled) - written_at if written_at and handled and state == StepState.DONE else None,
     )

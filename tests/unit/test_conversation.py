@@ -66,6 +66,8 @@ def test_each_message_names_the_step_that_caused_it(catalog_product):
 
     assert [step.cause for step in steps] == [None, None, 1, 1, 4, 5, 6, 7]
     assert steps[2].causation_id == steps[0].message_id
+    assert steps[2].since_cause == steps[2].written_at - steps[0].written_at
+    assert steps[0].since_cause is None
 
 
 def test_a_handled_step_says_when_each_context_handled_it_and_how_long_it_took(catalog_product):
