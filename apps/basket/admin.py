@@ -11,6 +11,7 @@ from django.utils.html import format_html
 
 from apps.basket.models import Basket, BasketLine
 from apps.basket.services import BasketError, basket_checkout
+from messaging.conversation_admin import ConversationLinkAdmin
 from messaging.outbox import MessageRejectedError
 
 
@@ -32,7 +33,8 @@ class BasketLineInline(admin.TabularInline):
 
 
 @admin.register(Basket)
-class BasketAdmin(admin.ModelAdmin):
+class BasketAdmin(ConversationLinkAdmin, admin.ModelAdmin):
+    conversation_field = "pending_order_id"  # the checkout's correlation id
     list_display = ("customer_id", "status", "pending_order_id")
     list_filter = ("status",)
     search_fields = ("customer_id", "pending_order_id")

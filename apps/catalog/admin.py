@@ -4,6 +4,7 @@ from django.db import transaction
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_change_price
 from messaging.admin import ReadOnlyAdmin
+from messaging.conversation_admin import ConversationLinkAdmin
 
 
 @admin.register(Product)
@@ -24,8 +25,10 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(StockReservation)
-class StockReservationAdmin(ReadOnlyAdmin):
+class StockReservationAdmin(ConversationLinkAdmin, ReadOnlyAdmin):
     """Reservations follow ReserveStock and ReleaseStock commands only."""
+
+    conversation_field = "order_id"  # the checkout's correlation id
 
     list_display = ("order_id", "status", "created_at")
     list_filter = ("status",)

@@ -3,6 +3,7 @@ from django.contrib import admin
 from apps.ordering.models import Order, OrderLine, PriceListEntry
 from messaging.admin import ReadOnlyAdmin
 from messaging.admin_display import short_id
+from messaging.conversation_admin import ConversationLinkAdmin
 
 
 class OrderLineInline(admin.TabularInline):
@@ -16,8 +17,10 @@ class OrderLineInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdmin):
+class OrderAdmin(ConversationLinkAdmin, ReadOnlyAdmin):
     """Orders change only through messages: the admin shows where each stands."""
+
+    conversation_field = "id"  # the checkout's correlation id
 
     list_display = ("short_order_id", "customer_id", "status", "total", "created_at", "updated_at")
     list_filter = ("status",)

@@ -2,11 +2,14 @@ from django.contrib import admin
 
 from apps.payment.models import Payment
 from messaging.admin import ReadOnlyAdmin
+from messaging.conversation_admin import ConversationLinkAdmin
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(ConversationLinkAdmin, ReadOnlyAdmin):
     """Payments are made by ProcessPayment commands only."""
+
+    conversation_field = "order_id"  # the checkout's correlation id
 
     list_display = ("order_id", "customer_id", "amount", "status", "created_at")
     list_filter = ("status",)

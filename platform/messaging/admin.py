@@ -12,6 +12,11 @@ from django_celery_results.models import GroupResult, TaskResult
 
 from messaging.admin_display import json_html, json_text_html, short_id, traceback_html
 from messaging.admin_repair import DeadLetterRepairMixin, StatusFilter
+from messaging.conversation_admin import (
+    MessageConversationAdmin,
+    OutboxConversationAdmin,
+    TaskResultConversationAdmin,
+)
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 
 # The index lists the bus's overview and topology pages above the apps.
@@ -38,7 +43,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(OutboxConversationAdmin, ReadOnlyAdmin):
     list_display = (
         "id", "message_type", "kind", short_message_id, "created_at", "available_at", "published_at", "attempts",
     )
@@ -46,7 +51,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     search_fields = ("message_id", "correlation_id", "message_type")
     date_hierarchy = "created_at"
     fields = (
-        "id", "message_id", "kind", "message_type", "correlation_id",
+        "id", "message_id", "kind", "message_type", "source", "correlation_id", "causation_id", "redeliver_to",
         "created_at", "available_at", "published_at", "attempts", "last_error", "envelope_pretty",
     )
     readonly_fields = ("envelope_pretty",)
@@ -57,7 +62,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(InboxMessage)
-class InboxMessageAdmin(ReadOnlyAdmin):
+class InboxMessageAdmin(MessageConversationAdmin, ReadOnlyAdmin):
     list_display = (short_message_id, "consumer", "message_type", "handled_at")
     list_filter = ("consumer", "message_type")
     search_fields = ("message_id", "correlation_id", "consumer")
@@ -66,7 +71,7 @@ class InboxMessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(DeadLetterRepairMixin, ReadOnlyAdmin):
+class DeadLetterAdmin(MessageConversationAdmin, DeadLetterRepairMixin, ReadOnlyAdmin):
     list_display = (
         "created_at", "message_type", "context", "reason", "exception_type", "status", short_message_id,
         "attempts", "body_size",
@@ -100,7 +105,7 @@ admin.site.unregister([TaskResult, GroupResult])
 
 
 @admin.register(TaskResult)
-class TaskResultAdmin(ReadOnlyAdmin, CeleryTaskResultAdmin):
+class TaskResultAdmin(TaskResultConversationAdmin, ReadOnlyAdmin, CeleryTaskResultAdmin):
     """django-celery-results' admin (its filters, search and layout), read-only like
     every other record of a message, with its JSON and traceback made readable."""
 

@@ -193,6 +193,8 @@ def _row(envelope: Envelope, **fields) -> OutboxMessage:
         kind=envelope.kind,
         message_type=envelope.type,
         correlation_id=envelope.correlationid,
+        causation_id=envelope.causationid,
+        source=envelope.source,
         envelope=envelope.to_json_dict(),
         **fields,
     )
