@@ -71,34 +71,31 @@ class LivePlatform:
                                              stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_until_serving(self) -> None:
-        """Return once every process answers; fail with the log's end if one never does."""
+        """Return once every process answers; fail with what is missing and the log's end if one never does."""
         deadline = time.monotonic() + START_TIMEOUT
-        waiting_for = "run_platform to start"
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                pytest.fail(f"run_platform exited with code {self._process.returncode}:\n{self.log_tail()}")
-            waiting_for = self._not_serving_yet()
-            if waiting_for is None:
-                # Pool processes included: each must be gone after the stop.
-                self._started = _descendants(self._process.pid)
-                return
-            time.sleep(1)
-        pytest.fail(f"run_platform not serving after {START_TIMEOUT}s: waiting for {waiting_for}\n{self.log_tail()}")
+        steps = {
+            "every worker to say it is ready": lambda: self.log_text().count(" ready.") >= len(CONTEXTS),
+            "the relay to publish": lambda: "relay: publishing" in self.log_text(),
+            "the admin's login page": lambda: http_get(f"{self.admin_url}/admin/login/")[0] == 200,
+            "Flower to know a worker of every context": lambda: {
+                name.split(".")[0] for name in self.flower_workers()} == CONTEXTS,
+        }
+        for waiting_for, ready in steps.items():
+            while not ready():
+                if self._process.poll() is not None:
+                    pytest.fail(f"run_platform exited with code {self._process.returncode}:\n{self.log_tail()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"run_platform not serving after {START_TIMEOUT}s: waiting for {waiting_for} "
+                                f"(Flower knows {sorted(self.flower_workers())})\n{self.log_tail()}")
+                time.sleep(1)
+        # Pool processes included: each must be gone after the stop.
+        self._started = _descendants(self._process.pid)
 
-    def _not_serving_yet(self) -> str | None:
-        """What is not up yet, in words; None when everything is."""
-        log = self.log_path.read_text(errors="replace")
-        if log.count(" ready.") < len(CONTEXTS):
-            return "every worker to say it is ready"
-        if "relay: publishing" not in log:
-            return "the relay to publish"
-        if http_get(f"{self.admin_url}/admin/login/")[0] != 200:
-            return "the admin's login page"
+    def flower_workers(self) -> list[str]:
+        """The workers Flower knows, by name; none while it does not answer."""
         # refresh=1: Flower asks the workers now (its list is empty until it does).
         status, body = http_get(f"{self.flower_url}/api/workers?refresh=1", auth=self.flower_login)
-        if status != 200 or {name.split(".")[0] for name in json.loads(body)} != CONTEXTS:
-            return "Flower to know a worker of every context"
-        return None
+        return list(json.loads(body)) if status == 200 else []
 
     @property
     def flower_login(self) -> str:
@@ -122,8 +119,11 @@ class LivePlatform:
         assert status == 200, f"Flower answered {status} on {path}: {body[:500]}"
         return json.loads(body)
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def log_tail(self, characters: int = 4000) -> str:
-        return f"(end of {self.log_path})\n" + self.log_path.read_text(errors="replace")[-characters:]
+        return f"(end of {self.log_path})\n" + self.log_text()[-characters:]
 
     def stop(self) -> list[str]:
         """Stop run_platform as Ctrl-C would; the processes it left running (killed now), if any."""

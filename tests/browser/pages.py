@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Locator, Page, expect
 
 from tests.polling import wait_for
 
@@ -25,6 +25,13 @@ def log_in(page: Page, username: str, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def save_new(page: Page, *, snap: Snap, name: str) -> None:
+    """Save a filled-in add form (its screenshot first) and see the admin confirm it."""
+    snap(page, name)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.get_by_text("was added successfully")).to_be_visible()
+
+
 def reload_until(page: Page, ready: Callable[[Page], bool], *, what: str, snap: Snap,
                  timeout: float = PAGE_TIMEOUT) -> None:
     """Reload the page until ``ready(page)``; on timeout, fail with a screenshot of the page as it was."""
@@ -34,8 +41,10 @@ def reload_until(page: Page, ready: Callable[[Page], bool], *, what: str, snap: 
 
     try:
         wait_for(reloaded_and_ready, timeout=timeout, interval=1, message=what)
+        return
     except pytest.fail.Exception as timed_out:
-        pytest.fail(f"{timed_out} on {page.url}; the page then: {snap(page, 'timed-out')}", pytrace=False)
+        failure = str(timed_out)
+    pytest.fail(f"{failure} on {page.url}; the page then: {snap(page, 'timed-out')}", pytrace=False)
 
 
 def readonly_field(page: Page, field: str) -> Locator:
