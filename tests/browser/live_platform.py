@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from messaging.management.commands.run_platform import ADMIN_USERNAME
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The contexts whose workers run_platform starts (one each).
@@ -37,7 +38,7 @@ class LivePlatform:
     """One ``run_platform`` process and what it started; logins known before it starts."""
 
     def __init__(self, *, broker_url: str, database_url: str, workdir: Path, log_path: Path) -> None:
-        self.admin_username = "admin"  # run_platform's first-run login
+        self.admin_username = ADMIN_USERNAME  # the login run_platform creates on its first run
         self.admin_password = secrets.token_urlsafe(12)
         self.flower_username, self.flower_password = "watcher", secrets.token_urlsafe(12)
         web_port, flower_port = _free_port(), _free_port()
