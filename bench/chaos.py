@@ -31,11 +31,9 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
 
 from bench.processes import ROOT, ProcessGroup
+from tests.own_services import fresh_vhost_and_database
 
 CONTEXTS = ("catalog", "basket", "ordering", "payment")
 #: Payments above this are declined, so some orders are cancelled after their stock was reserved.
@@ -65,7 +63,8 @@ def main(argv: list[str]) -> None:
     rng = random.Random(seed)
     command = " ".join(["python -m bench chaos", *argv])
     say(f"{command}  (seed {seed})")
-    broker_url, database_url = _own_services(os.environ["CELERY_BROKER_URL"], os.environ["DATABASE_URL"])
+    broker_url, database_url = fresh_vhost_and_database(os.environ["CELERY_BROKER_URL"], os.environ["DATABASE_URL"],
+                                                         suffix="chaos")
     os.environ.update({
         "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
         "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_DEBUG": "false",
@@ -104,23 +103,6 @@ def main(argv: list[str]) -> None:
 
 def say(line: str) -> None:
     print(f"chaos: {time.strftime('%H:%M:%S')} {line}", flush=True)
-
-
-def _own_services(broker_url: str, database_url: str) -> tuple[str, str]:
-    """A vhost and a database of the soak's own, beside those the URLs name, made afresh."""
-    from tests.integration.rabbitmq import rabbitmqctl_run
-
-    broker = urlsplit(broker_url)
-    vhost = f"{broker.path.strip('/') or 'default'}_chaos"
-    rabbitmqctl_run("delete_vhost", vhost, check=False)
-    rabbitmqctl_run("add_vhost", vhost)
-    rabbitmqctl_run("set_permissions", "-p", vhost, broker.username, ".*", ".*", ".*")
-    database = urlsplit(database_url)
-    name = f"{database.path.strip('/')}_chaos"
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(broker._replace(path=f"/{vhost}")), urlunsplit(database._replace(path=f"/{name}"))
 
 
 class Platform:
