@@ -9,12 +9,14 @@ import pytest
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django_celery_results.models import TaskResult
 from kombu import Queue
 
 from messaging.broker import publish_envelope
 from messaging.models import DeadLetter, InboxMessage
 from apps.catalog.messages import StockReserved
 from messaging.outbox import nudge_relay, publish
+from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE, Topology
 from tests.integration.rabbitmq import rabbitmqctl
 from tests.polling import wait_for
@@ -100,6 +102,11 @@ def test_a_message_over_the_delivery_limit_is_dead_lettered_by_rabbitmq_and_coll
     assert letter.attempts == settings.BUS_DELIVERY_LIMIT + 1
     assert letter.body == envelope
     wait_for(lambda: _queue_depth("dead-letters") == 0, timeout=10, message="the relay to ack it")
+    # Celery reports no failure for a task whose worker died holding it: the relay does.
+    failed = wait_for(lambda: TaskResult.objects.filter(task_id=delivery_id(envelope["id"], "poisontest")).first(),
+                      message="the relay to store the delivery's failure")
+    assert failed.status == "FAILURE"
+    assert "DeadLettered" in failed.result and "broker" in failed.result and str(letter.id) in failed.result
 
 
 def _queue_depth(name: str) -> int:
