@@ -7,11 +7,17 @@ same login as every other page (a Prometheus scrape job sends it as
 ``basic_auth``), and Flower refuses to start without a login at all.
 ``/healthcheck`` stays open: it answers "OK" and nothing else.
 
+Flower inspects workers (stats, queues, registered tasks: ``/api/workers``, each
+worker's page) once, when it starts, and again only on a refresh; started before
+the workers, as ``run_platform`` and docker-compose start it, it knew none of them
+(mher/flower#1139). Here a worker is inspected as soon as Flower hears from it.
+
 Flower executes this file after reading its command line and ``FLOWER_*``
 variables, so the login options are known here.
 """
 
 import tornado.web
+from flower.app import Flower
 from flower.views.monitor import Metrics
 from tornado.options import options
 
@@ -19,3 +25,28 @@ if not (options.basic_auth or options.auth):
     raise SystemExit("Flower needs a login: --basic-auth=user:password (or FLOWER_BASIC_AUTH), or OAuth with --auth")
 
 Metrics.get = tornado.web.authenticated(Metrics.get)
+
+_start = Flower.start
+
+
+def _start_inspecting_workers_as_they_come(flower: Flower) -> None:
+    """``Flower.start``, and each worker Flower has not inspected is inspected on its
+    next event (``worker-online`` at its start, then a heartbeat every two seconds):
+    one that did not answer in time is asked again on the next."""
+    receive = flower.events.on_event  # runs in the event receiver's thread
+
+    def on_event(event):
+        receive(event)
+        if event.get("type") in ("worker-online", "worker-heartbeat"):
+            flower.io_loop.add_callback(_inspect_if_unknown, flower, event["hostname"])
+
+    flower.events.on_event = on_event
+    _start(flower)
+
+
+def _inspect_if_unknown(flower: Flower, name: str) -> None:
+    if name not in flower.inspector.workers:
+        flower.update_workers(workername=name)  # at most one inspection per worker at a time
+
+
+Flower.start = _start_inspecting_workers_as_they_come

@@ -115,25 +115,27 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
         )
 
 
-def collect_broker_dead_letters(channel, *, limit: int = 500) -> int:
-    """Move messages RabbitMQ dead-lettered into the table; each is acked after its row commits."""
+def collect_broker_dead_letters(channel, *, limit: int = 500, collected=lambda row: None) -> int:
+    """Move messages RabbitMQ dead-lettered into the table; each is acked after its row commits,
+    then handed to ``collected``."""
     queue = Topology().dead_letter_queue()(channel)
-    for collected in range(limit):
+    for count in range(limit):
         message = queue.get(no_ack=False)
         if message is None:
-            return collected
-        _record_broker_dead_letter(message)
+            return count
+        row = _record_broker_dead_letter(message)
         message.ack()
+        collected(row)
     return limit
 
 
-def _record_broker_dead_letter(message) -> None:
+def _record_broker_dead_letter(message) -> DeadLetter:
     # x-death is newest first; the x-first-death-* headers would name the retry
     # queue a message once expired from, not the queue that gave up on it.
     headers = message.headers if isinstance(message.headers, dict) else {}
     deaths = headers.get("x-death") or [{}]
     queue_name, why = _text(deaths[0].get("queue")), _text(deaths[0].get("reason"))
-    dead_letter_raw_message(
+    return dead_letter_raw_message(
         message,
         reason=DeadLetter.Reason.BROKER,
         context=context_of_queue(queue_name) if queue_name else "",

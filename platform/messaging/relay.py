@@ -11,7 +11,8 @@ the work without waiting on each other; each relay keeps its own batch in
 order, but two relays may interleave, so order across batches is best effort.
 
 Between rounds it also moves what RabbitMQ dead-lettered into the dead-letter
-table (``messaging.dead_letters``): it holds both connections that needs; and
+table (``messaging.dead_letters``), it holds both connections that needs, and
+reports each as its delivery's failed task (``messaging.failed_tasks``); and
 every ``BUS_PURGE_INTERVAL`` it deletes rows past their retention
 (``messaging.retention``), one batch per table per round until none is left, so
 purging a backlog never holds up publishing for more than a batch. Its wait
@@ -21,7 +22,9 @@ between rounds ends by the time the next scheduled row falls due.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import time
 
 import psycopg
@@ -35,6 +38,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing
 from messaging.dead_letters import collect_broker_dead_letters
+from messaging.failed_tasks import report_failed_delivery
 from messaging.health import Heartbeat
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
@@ -62,6 +66,7 @@ class Relay:
         self._routes: dict[tuple[str, str], Route] = {}
         self._connection = None
         self._publisher: ConfirmedPublisher | None = None
+        self._events = None
         #: When the next purge is due (time.monotonic()); the first round purges.
         self._next_purge = 0.0
 
@@ -98,7 +103,7 @@ class Relay:
                 self._connection.collect()
             else:
                 self._connection.release()
-        self._connection = self._publisher = None
+        self._connection = self._publisher = self._events = None
 
     def publish_batch(self) -> int:
         """Publish one batch of unpublished rows; return how many rows it held.
@@ -175,7 +180,33 @@ class Relay:
         """Move what RabbitMQ dead-lettered into the dead-letter table (none on the embedded broker)."""
         if settings.BUS_EMBEDDED_BROKER:
             return 0
-        return collect_broker_dead_letters(self._publisher_ready().channel)
+        return collect_broker_dead_letters(self._publisher_ready().channel, collected=self._report_failed)
+
+    def _report_failed(self, row) -> None:
+        """Report a collected dead letter as its delivery's failed task: Celery sends no
+        failure for a task whose worker died holding it, and the relay is the first to know."""
+        try:
+            dispatcher = self._event_dispatcher()
+        except Exception:
+            logger.exception("relay: cannot send task events; dead letter %s goes to the task results only", row.id)
+            dispatcher = None
+        report_failed_delivery(row, app=current_app, dispatcher=dispatcher)
+
+    def _event_dispatcher(self):
+        """A task-event dispatcher on a channel of its own, or None when task events are off."""
+        if self._events is None and settings.CELERY_WORKER_SEND_TASK_EVENTS:
+            # Not the publisher's channel: it is in confirm mode, and an event published
+            # there would take a delivery tag the publisher counts on.
+            channel = self._connection.channel()
+            dispatcher = current_app.events.Dispatcher(
+                channel=channel, hostname=f"relay.{os.getpid()}@{socket.gethostname()}",
+                buffer_while_offline=False,  # an event that cannot go is logged, never kept
+            )
+            # Declared as Flower declares it: publishing to an exchange that does not exist
+            # closes the channel, and the error would surface in the publisher's next wait.
+            dispatcher.exchange(channel).declare()
+            self._events = dispatcher
+        return self._events
 
     def _collect_dead_letters_safely(self) -> None:
         # Its own failures never slow down publishing: it is tried again next round.

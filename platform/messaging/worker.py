@@ -30,6 +30,7 @@ from vine import promise
 
 from messaging.consumer import DeadLettered
 from messaging.dead_letters import dead_letter_raw_message
+from messaging.failed_tasks import report_failed_delivery
 from messaging.health import Heartbeat
 from messaging.models import DeadLetter
 from messaging.task_message import delivery_id, problem_with
@@ -123,23 +124,8 @@ class Consumer(CeleryConsumer):
             message.reject_log_error(logger, self.connection_errors)
             return
         message.ack()
-        self._report_failure(row)
-
-    def _report_failure(self, row: DeadLetter) -> None:
-        """Show the dead letter as a failed task, as those the task itself makes are:
-        in Flower (task events) and in the task results."""
-        context = settings.BUS_CONTEXT
-        task_id = delivery_id(row.message_id, context) if row.message_id else str(row.id)
-        failure = DeadLettered(f"{row.reason} (dead letter {row.id}): {row.error}")
-        try:
-            if self.event_dispatcher is not None and self.event_dispatcher.enabled:
-                self.event_dispatcher.send("task-received", uuid=task_id, name=row.message_type or "(unreadable)",
-                                           args="()", kwargs="", retries=0)
-                self.event_dispatcher.send("task-failed", uuid=task_id, exception=repr(failure), traceback="")
-            self.app.backend.mark_as_failure(task_id, failure)
-        except Exception:
-            logger.exception("could not report dead letter %s as a failed task", row.id)
-
+        # A failed task in Flower and the task results, as those the task itself makes.
+        report_failed_delivery(row, app=self.app, dispatcher=self.event_dispatcher)
 
 
 class DeliveryRequest(Request):

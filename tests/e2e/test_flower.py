@@ -1,7 +1,9 @@
 """Flower as docker-compose and run_platform start it: every page behind its login,
-``/metrics`` included (Flower itself leaves that one open)."""
+``/metrics`` included (Flower itself leaves that one open), and workers that start
+after it listed in its API without a refresh."""
 
 import base64
+import json
 import os
 import shutil
 import socket
@@ -36,10 +38,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _status(url: str, auth: str | None = None) -> int:
+def _request(url: str, auth: str | None = None) -> urllib.request.Request:
     request = urllib.request.Request(url)
     if auth:
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    return request
+
+
+def _status(url: str, auth: str | None = None) -> int:
+    request = _request(url, auth)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status
@@ -90,3 +97,41 @@ def test_flower_with_the_platform_configuration_refuses_to_start_without_a_login
 
     assert result.returncode != 0
     assert "Flower needs a login" in result.stderr
+
+
+def test_a_worker_started_after_flower_is_in_its_api_without_a_refresh(tmp_path, local_env):
+    # Flower first, as run_platform and docker-compose start it: its one inspection at
+    # start finds no worker, and Flower's own API then listed none until ?refresh=1.
+    port = _free_port()
+    env = {**local_env, "FLOWER_BASIC_AUTH": LOGIN}
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "flower", "--conf=platform/config/flowerconfig.py",
+         f"--port={port}", "--address=127.0.0.1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthcheck") == 200 or flower.poll() is not None,
+                 message="Flower to answer")
+        assert _workers_in_api(port) == {}
+
+        worker = subprocess.Popen([sys.executable, "-m", "workers", "basket", "--concurrency=1"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        listed = wait_for(lambda: {name: info for name, info in _workers_in_api(port).items()
+                                   if name.startswith(f"basket.{worker.pid}@") and "stats" in info},
+                          timeout=60, message="Flower's API to list the worker")
+        [(name, info)] = listed.items()
+        assert info["stats"]["pid"] == worker.pid
+        assert "catalog.ProductPriceChanged" in info["registered"]
+    finally:
+        for process in (worker, flower):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def _workers_in_api(port: int) -> dict:
+    """``/api/workers`` as an operator's script reads it: no ``?refresh=1``."""
+    with urllib.request.urlopen(_request(f"http://127.0.0.1:{port}/api/workers", LOGIN), timeout=10) as response:
+        return json.load(response)

@@ -9,14 +9,15 @@ import pytest
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from kombu import Queue
+from django_celery_results.models import TaskResult
 
 from messaging.broker import publish_envelope
 from messaging.models import DeadLetter, InboxMessage
 from apps.catalog.messages import StockReserved
 from messaging.outbox import nudge_relay, publish
+from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE, Topology
-from tests.integration.rabbitmq import rabbitmqctl
+from tests.integration.rabbitmq import queue_depth, returned_past_the_delivery_limit
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -70,26 +71,8 @@ def test_a_pickled_body_is_dead_lettered_and_never_unpickled(bus):
 
 
 def test_a_message_over_the_delivery_limit_is_dead_lettered_by_rabbitmq_and_collected(bus):
-    # A queue of the same kind as every context's, consumed here by hand so the
-    # test can return the message as often as a dying worker would.
-    template = Topology().context_queues("basket")[0]
-    poisoned = Queue("poisontest.commands", exchange="", routing_key="poisontest.commands", durable=True,
-                     queue_arguments=template.queue_arguments)
     envelope = _envelope()
-    with current_app.connection_for_write() as connection:
-        channel = connection.channel()
-        queue = poisoned(channel)
-        queue.declare()
-        try:
-            with current_app.producer_or_acquire() as producer:
-                publish_envelope(producer, envelope, exchange=DEFAULT_EXCHANGE, routing_key=poisoned.name)
-            for _ in range(settings.BUS_DELIVERY_LIMIT + 1):
-                message = wait_for(lambda: queue.get(no_ack=False), timeout=10, message="the returned message")
-                message.reject(requeue=True)
-            wait_for(lambda: _queue_depth("dead-letters") == 1, timeout=20, message="RabbitMQ to dead-letter it")
-        finally:
-            queue.delete()
-            channel.close()
+    returned_past_the_delivery_limit(envelope, "poisontest")
 
     with transaction.atomic():
         nudge_relay()  # the relay collects dead letters after each round of publishing
@@ -99,11 +82,12 @@ def test_a_message_over_the_delivery_limit_is_dead_lettered_by_rabbitmq_and_coll
     assert "from poisontest.commands (delivery_limit)" in letter.error
     assert letter.attempts == settings.BUS_DELIVERY_LIMIT + 1
     assert letter.body == envelope
-    wait_for(lambda: _queue_depth("dead-letters") == 0, timeout=10, message="the relay to ack it")
-
-
-def _queue_depth(name: str) -> int:
-    return next((row["messages"] for row in rabbitmqctl("list_queues", "name", "messages") if row["name"] == name), -1)
+    wait_for(lambda: queue_depth("dead-letters") == 0, timeout=10, message="the relay to ack it")
+    # Celery reports no failure for a task whose worker died holding it: the relay does.
+    failed = wait_for(lambda: TaskResult.objects.filter(task_id=delivery_id(envelope["id"], "poisontest")).first(),
+                      message="the relay to store the delivery's failure")
+    assert failed.status == "FAILURE"
+    assert "DeadLettered" in failed.result and "broker" in failed.result and str(letter.id) in failed.result
 
 
 def test_a_task_message_without_an_id_is_dead_lettered_and_the_worker_lives(bus):
@@ -162,7 +146,7 @@ def test_a_retry_with_no_queue_to_wait_in_becomes_a_dead_letter_not_a_loss(bus, 
         with transaction.atomic():
             # Ordering has no such order: its handler fails, and the message is retried.
             envelope = publish(StockReserved(order_id=uuid.uuid4()))
-        wait_for(lambda: _queue_depth("dead-letters") == 1, message="the worker to reject the message it could not retry")
+        wait_for(lambda: queue_depth("dead-letters") == 1, message="the worker to reject the message it could not retry")
         with transaction.atomic():
             nudge_relay()  # the relay collects dead letters after each round of publishing
         letter = wait_for(lambda: _dead_letter(envelope.id), message="the relay to collect the rejected message")

@@ -1,0 +1,184 @@
+"""Flower tells the truth, read through its HTTP API on real workers and RabbitMQ:
+every dead letter made while it runs is one failed task there, with its reason, and
+each subscriber's run of an event is a task of its own."""
+
+import base64
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from celery import current_app
+from django.db import transaction
+
+from apps.catalog.messages import StockReserved
+from apps.catalog.services import product_change_price, product_create
+from messaging.broker import publish_envelope
+from messaging.models import DeadLetter, OutboxMessage
+from messaging.outbox import nudge_relay, publish
+from messaging.task_message import delivery_id
+from messaging.topology import DEFAULT_EXCHANGE
+from tests.integration.rabbitmq import returned_past_the_delivery_limit
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGIN = "watcher:correct-horse"
+BASKET_PRICES = "basket.events.catalog.ProductPriceChanged"
+CONTEXTS = ("catalog", "basket", "ordering", "payment")
+
+
+class FlowerAPI:
+    """Flower's HTTP API, behind its login."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, **query):
+        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        request = urllib.request.Request(url)
+        request.add_header("Authorization", "Basic " + base64.b64encode(LOGIN.encode()).decode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/healthcheck", timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def failed_tasks(self) -> dict:
+        return self.get("/api/tasks", state="FAILURE")
+
+    def task(self, task_id: str) -> dict | None:
+        try:
+            return self.get(f"/api/task/info/{task_id}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None  # not heard of yet
+            raise
+
+
+@pytest.fixture
+def flower(bus, tmp_path):
+    """Flower as run_platform starts it, on the test vhost, hearing every running worker."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**bus.env, "FLOWER_BASIC_AUTH": LOGIN, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"}
+    with open(tmp_path / "flower.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "flower", "--conf=platform/config/flowerconfig.py",
+             f"--port={port}", "--address=127.0.0.1"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    api = FlowerAPI(port)
+    try:
+        wait_for(lambda: api.answers() or process.poll() is not None, message="Flower to answer")
+        assert process.poll() is None, (tmp_path / "flower.log").read_text()[-3000:]
+        # A heartbeat from every worker: Flower's event receiver is consuming.
+        workers = [f"{context}.{bus[f'worker-{context}'].pid}@" for context in CONTEXTS]
+        wait_for(lambda: all(any(w["hostname"].startswith(name) for w in api.get("/workers", json=1)["data"])
+                             for name in workers),
+                 timeout=60, message="Flower to hear from every worker")
+        yield api
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _envelope(**changes) -> dict:
+    message_id = str(uuid.uuid4())
+    return {
+        "id": message_id, "type": "catalog.ProductPriceChanged", "kind": "event", "version": 1, "source": "catalog",
+        "time": "2026-01-01T00:00:00Z", "correlationid": message_id, "specversion": "1.0",
+        "datacontenttype": "application/json",
+        "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00", "price_version": 1},
+        **changes,
+    }
+
+
+def _to_basket(envelope: dict) -> None:
+    with current_app.producer_or_acquire() as producer:
+        publish_envelope(producer, envelope, exchange=DEFAULT_EXCHANGE, routing_key=BASKET_PRICES)
+
+
+def _pickled_to_basket() -> str:
+    message_id = str(uuid.uuid4())
+    with current_app.producer_or_acquire() as producer:
+        producer.publish(
+            pickle.dumps(((), {"envelope": _envelope()}, {})), content_type="application/x-python-serialize",
+            content_encoding="binary", exchange=DEFAULT_EXCHANGE, routing_key=BASKET_PRICES,
+            headers={"id": message_id, "task": "catalog.ProductPriceChanged", "lang": "py"},
+        )
+    return message_id
+
+
+def test_every_dead_letter_made_while_flower_runs_is_one_failed_task_with_its_reason(flower):
+    # One dead letter of each kind the platform makes. In the task: a handler that fails
+    # past its retries (ordering has no such order), data that breaks the contract, a
+    # version this worker does not know. At the worker's intake: an unknown message type,
+    # a pickled body. By RabbitMQ: a message over its delivery limit, collected by the relay.
+    with transaction.atomic():
+        failing = publish(StockReserved(order_id=uuid.uuid4()))
+    expected = {
+        (str(failing.id), "ordering"): DeadLetter.Reason.HANDLER_FAILED,
+        (_sent(_envelope(data={"sku": "X"})), "basket"): DeadLetter.Reason.INVALID_DATA,
+        (_sent(_envelope(version=2)), "basket"): DeadLetter.Reason.INVALID_ENVELOPE,
+        (_sent(_envelope(type="catalog.ProductVanished")), "basket"): DeadLetter.Reason.UNREADABLE,
+        (_pickled_to_basket(), "basket"): DeadLetter.Reason.UNREADABLE,
+    }
+    over_the_limit = _envelope()
+    returned_past_the_delivery_limit(over_the_limit, "poisontest")
+    with transaction.atomic():
+        nudge_relay()  # the relay collects dead letters after each round of publishing
+    expected[(over_the_limit["id"], "poisontest")] = DeadLetter.Reason.BROKER
+
+    wait_for(lambda: DeadLetter.objects.count() == len(expected), message="every dead letter")
+    letters = {delivery_id(row.message_id, row.context): row for row in DeadLetter.objects.all()}
+    assert {(str(row.message_id), row.context): row.reason for row in letters.values()} == expected
+
+    failed = wait_for(lambda: (tasks := flower.failed_tasks()) and len(tasks) >= len(letters) and tasks,
+                      message="Flower to show every failure")
+    # One failed task per dead letter, under its delivery's id, and nothing else failed.
+    assert sorted(failed) == sorted(letters)
+    for task_id, task in failed.items():
+        row = letters[task_id]
+        assert task["exception"].startswith("DeadLettered(")
+        assert f"{row.reason} (dead letter {row.id})" in task["exception"]
+        assert task["name"] == (row.message_type or "(unreadable)")
+    assert failed[delivery_id(failing.id, "ordering")]["worker"].startswith("ordering.")
+    assert failed[delivery_id(over_the_limit["id"], "poisontest")]["worker"].startswith("relay.")
+
+
+def _sent(envelope: dict) -> str:
+    _to_basket(envelope)
+    return envelope["id"]
+
+
+def test_an_event_two_contexts_handle_is_two_tasks_each_with_its_worker(flower):
+    sku = f"TWO-{uuid.uuid4().hex[:8]}"
+    product_create(sku=sku, name="Lamp", price=Decimal("20.00"), stock=1)
+    product_change_price(sku=sku, new_price=Decimal("25.00"))
+    message_id = OutboxMessage.objects.get(message_type="catalog.ProductPriceChanged",
+                                           envelope__data__sku=sku).message_id
+
+    tasks = {context: wait_for(lambda c=context: (t := flower.task(delivery_id(message_id, c)))
+                               and t["state"] == "SUCCESS" and t, message=f"{context}'s task in Flower")
+             for context in ("basket", "ordering")}
+
+    assert tasks["basket"]["uuid"] != tasks["ordering"]["uuid"]
+    assert tasks["basket"]["worker"].startswith("basket.") and tasks["ordering"]["worker"].startswith("ordering.")
+    # The message id stays visible in each task's arguments.
+    assert all(str(message_id) in task["kwargs"] for task in tasks.values())
