@@ -76,8 +76,11 @@ class Consumer(CeleryConsumer):
             problem = problem_with(message)
             if problem:
                 return self._dead_letter(message, problem)
-            # Checked above: a dict of headers with a UUID id.
-            message.headers["id"] = delivery_id(message.headers["id"], settings.BUS_CONTEXT)
+            # Checked above: a dict of headers with a UUID id. Celery's request copies the
+            # headers as it is made, inside handle_task; the message keeps its own id after.
+            message_id = message.headers["id"]
+            message.headers["id"] = delivery_id(message_id, settings.BUS_CONTEXT)
+            self._taking = (message, message_id)
             try:
                 return handle_task(message)
             except self.connection_errors + self.channel_errors:
@@ -87,6 +90,9 @@ class Consumer(CeleryConsumer):
                 # redelivery: the shapes above are what is known, this is the rest.
                 logger.exception("the worker could not take a task message")
                 return self._dead_letter(message, f"the worker could not take it: {type(exc).__name__}: {exc}")
+            finally:
+                self._taking = None
+                message.headers["id"] = message_id
 
         return on_task_received
 
@@ -102,9 +108,15 @@ class Consumer(CeleryConsumer):
     def on_invalid_task(self, body, message, exc):
         self._dead_letter(message, f"invalid task message: {exc}")
 
+    #: The message ``handle_task`` is taking and its own id, while its id header is the delivery's.
+    _taking: tuple | None = None
+
     def _dead_letter(self, message, error: str) -> None:
         if message.acknowledged:
             return  # Celery settled it before it failed: acking again would raise in the event loop
+        if self._taking is not None and self._taking[0] is message:
+            # Celery gave up on it inside handle_task: the dead letter names the message.
+            message.headers["id"] = self._taking[1]
         # The payload is never logged: it may hold personal data.
         message_id = message.headers.get("id") if isinstance(message.headers, dict) else None
         logger.error("dead-lettering an unreadable message (id %r): %s", message_id, error)
