@@ -110,6 +110,9 @@ def test_a_dead_letter_retried_from_its_page_is_handled_by_the_worker_and_its_or
     failed = flower_task(live_platform, task_id, "FAILURE")
     assert failed["exception"].startswith("DeadLettered('handler_failed (dead letter "), failed["exception"]
     assert failed["worker"].split(".")[0] == "ordering", failed["worker"]
+    page.goto(f"{live_platform.flower_url}/task/{task_id}")
+    expect(page.get_by_text("DeadLettered").first).to_be_visible()
+    snap(page, "flower-task-failed")
 
     # When the order it was meant for is recorded (see RECORD_THE_ORDER: the one shell step),
     live_platform.shell(RECORD_THE_ORDER.format(order_id=order_id))
@@ -142,12 +145,20 @@ def test_a_dead_letter_retried_from_its_page_is_handled_by_the_worker_and_its_or
     expect(history.locator("td.field-action")).to_have_text("Retried")
     expect(history.locator("td.field-actor")).to_have_text(live_platform.admin_username)
     snap(page, "dead-letter-retried")
-    # the order completes,
+    # the order completes, and its conversation shows the flow going on from the repaired step,
     page.goto(f"/admin/ordering/order/{order_id}/change/")
     reload_until(page, order_is_paid, what="the repaired order to show Paid", snap=snap)
     snap(page, "order-paid")
+    readonly_field(page, "conversation_link").get_by_role("link").click()
+    expect(page.locator(f"#message-{message_id} td").nth(7)).to_contain_text("done")
+    for message_type in ("payment.ProcessPayment", "payment.PaymentSucceeded", "ordering.OrderPaid"):
+        expect(page.locator("#timeline tbody tr").filter(has_text=message_type)).to_have_count(1)
+    snap(page, "conversation-repaired")
     # and Flower lists the same delivery's task as SUCCESS now.
     flower_task(live_platform, task_id, "SUCCESS")
+    page.goto(f"{live_platform.flower_url}/task/{task_id}")
+    expect(page.get_by_text("SUCCESS", exact=True)).to_be_visible()
+    snap(page, "flower-task-succeeded")
 
 
 def test_a_dead_letter_discarded_with_a_note_keeps_it_in_its_repair_history(page, live_platform, snap):

@@ -59,6 +59,7 @@ def test_an_event_two_contexts_subscribe_to_is_a_task_of_each_in_flower(page, li
         return {task_id: tasks[task_id] for task_id in deliveries} if deliveries.keys() <= tasks.keys() else None
 
     tasks = wait_for(both_succeeded, timeout=60, interval=1, message=f"Flower to list the tasks {sorted(deliveries)} as SUCCESS")
+    assert {task["worker"].split(".")[0] for task in tasks.values()} == set(SUBSCRIBERS)
     for task_id, context in deliveries.items():
         assert tasks[task_id]["name"] == PRICE_CHANGED
         assert tasks[task_id]["worker"].split(".")[0] == context, tasks[task_id]["worker"]
