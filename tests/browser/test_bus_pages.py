@@ -17,6 +17,8 @@ def test_the_topology_page_names_every_context_and_who_receives_each_message(pag
     page.goto("/admin/")
     page.get_by_role("link", name="Topology", exact=True).click()
 
+    # Once the page has loaded (the click returns as it starts to), every context has its box.
+    page.wait_for_load_state()
     diagram = page.locator("svg.bus-topology")
     assert set(diagram.locator("g.context text").all_text_contents()) == CONTEXTS
     flows = page.locator("#topology-table tbody tr")
