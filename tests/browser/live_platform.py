@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -119,6 +120,10 @@ class LivePlatform:
         status, body = http_get(f"{self.flower_url}{path}", auth=self.flower_login)
         assert status == 200, f"Flower answered {status} on {path}: {body[:500]}"
         return json.loads(body)
+
+    def flower_tasks(self, **query: str) -> dict[str, dict]:
+        """Flower's tasks by task id (``/api/tasks``; ``state="FAILURE"`` and its other filters)."""
+        return self.flower_api(f"/api/tasks?{urllib.parse.urlencode(query)}")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

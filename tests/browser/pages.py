@@ -1,5 +1,5 @@
 """What a person does on the admin's pages, for the browser tests: log in, fill
-a form, watch a page until the platform has moved on."""
+a form, run an action on chosen rows, watch a page until the platform has moved on."""
 
 from __future__ import annotations
 
@@ -32,6 +32,31 @@ def save_new(page: Page, *, snap: Snap, name: str) -> None:
     expect(page.get_by_text("was added successfully")).to_be_visible()
 
 
+def save_changes(page: Page, *, snap: Snap, name: str) -> None:
+    """Save a change form (its screenshot first) and see the admin confirm it."""
+    snap(page, name)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.get_by_text("was changed successfully")).to_be_visible()
+
+
+def change_list_rows(page: Page) -> Locator:
+    """The rows of a change list."""
+    return page.locator("#result_list tbody tr")
+
+
+def run_action(page: Page, action: str, rows: Locator) -> None:
+    """Tick ``rows`` of a change list and run the action labelled ``action``."""
+    for row in rows.all():
+        row.locator("input.action-select").check()
+    page.locator("select[name=action]").select_option(label=action)
+    page.get_by_role("button", name="Go", exact=True).click()
+
+
+def success_message(page: Page) -> Locator:
+    """The admin's green message after an act."""
+    return page.locator("ul.messagelist li.success")
+
+
 def reload_until(page: Page, ready: Callable[[Page], bool], *, what: str, snap: Snap,
                  timeout: float = PAGE_TIMEOUT) -> None:
     """Reload the page until ``ready(page)``; on timeout, fail with a screenshot of the page as it was."""
@@ -50,3 +75,8 @@ def reload_until(page: Page, ready: Callable[[Page], bool], *, what: str, snap: 
 def readonly_field(page: Page, field: str) -> Locator:
     """A read-only field's value on an admin change page."""
     return page.locator(f".field-{field} .readonly")
+
+
+def order_is_paid(page: Page) -> bool:
+    """On an order's page: its status reads Paid."""
+    return readonly_field(page, "status").inner_text() == "Paid"

@@ -1,0 +1,31 @@
+"""The admin's topology page: every context, the messages each owns, and who receives
+each one, drawn from the registry; an event nobody subscribes to is marked, not left out.
+(The overview is seen with a dead letter open, in test_dead_letter_repair.)
+"""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.live_platform import CONTEXTS
+
+pytestmark = pytest.mark.browser
+
+
+def test_the_topology_page_names_every_context_and_who_receives_each_message(page, snap):
+    page.goto("/admin/")
+    page.get_by_role("link", name="Topology", exact=True).click()
+
+    # Once the page has loaded (the click returns as it starts to), every context has its box.
+    page.wait_for_load_state()
+    diagram = page.locator("svg.bus-topology")
+    assert set(diagram.locator("g.context text").all_text_contents()) == CONTEXTS
+    flows = page.locator("#topology-table tbody tr")
+    price_changed = flows.filter(has=page.get_by_role("rowheader", name=re.compile(r"^catalog\.ProductPriceChanged\b")))
+    for subscriber in ("basket", "ordering"):
+        expect(price_changed).to_contain_text(f"{subscriber} on {subscriber}.events.catalog.ProductPriceChanged")
+    order_paid = flows.filter(has=page.get_by_role("rowheader", name=re.compile(r"^ordering\.OrderPaid\b")))
+    expect(order_paid.locator(".unreceived")).to_have_text("No subscribers")
+    expect(diagram.locator('g.unreceived[data-type="ordering.OrderPaid"]')).to_contain_text("no subscribers")
+    snap(page, "topology")
