@@ -18,7 +18,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 #: key): a new connection per message cost more than handling it. With it, the
 #: fixup reconnects every this-many tasks; broken connections are replaced below.
 app.conf.CELERY_DB_REUSE_MAX = 1000
-app.autodiscover_tasks()
+# No autodiscover_tasks(): no app has a tasks module. The bus's tasks, one per message
+# type, are registered from the message registry (messaging.apps).
 
 
 def _refuse_compressed(body):

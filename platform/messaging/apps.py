@@ -1,3 +1,21 @@
+"""Where the bus is wired to Django and Celery, once every app is loaded.
+
+``MessagingConfig.ready`` makes the joints no import shows:
+
+- every context's ``messages`` then ``handlers`` module is imported
+  (``autodiscover_modules``, as ``admin.autodiscover`` does), so each contract
+  and handler is in ``messaging.registry.registry`` before anything asks it;
+- one Celery task per handled message type is registered, named after the type
+  (``messaging.consumer.register_message_tasks``): the task name on the wire is
+  the message type;
+- Celery's queues are the topology's (``Topology().queues()``), so a worker
+  started with ``--queues`` knows their arguments (quorum, dead-letter exchange);
+- the system checks of ``messaging.checks`` are registered.
+
+The worker's consumer class is named in settings (``CELERY_WORKER_CONSUMER =
+"messaging.worker:Consumer"``), not here: Celery reads it when a worker starts.
+"""
+
 from pathlib import Path
 
 from django.apps import AppConfig

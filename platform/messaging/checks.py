@@ -1,18 +1,108 @@
-"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon."""
+"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon.
 
+Each ``_check_*`` function looks at one kind of mistake and returns Django
+check messages with an id and a hint saying how to fix it, as
+``django/contrib/admin/checks.py`` does. ``registry_problems`` runs them on any
+registry (the tests give it a registry with a mistake in it).
+"""
+
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
-from messaging.registry import registry
+from messaging.registry import MESSAGES_MODULE, Registry, registry
 from messaging.retention import longest_redelivery
 
 
 @checks.register("messaging")
 def check_message_registry(app_configs, **kwargs):
-    return [
-        (checks.Warning if check_id.split(".")[1].startswith("W") else checks.Error)(message, id=check_id)
-        for check_id, message in registry.problems()
-    ]
+    return registry_problems(registry)
+
+
+def registry_problems(checked: Registry) -> list[checks.CheckMessage]:
+    """Every mistake in ``checked``: contracts, handlers, and who receives each command."""
+    return [*_check_contracts(checked), *_check_handlers(checked), *_check_command_receivers(checked)]
+
+
+def _check_contracts(checked: Registry) -> list[checks.CheckMessage]:
+    found, seen_types = [], {}
+    for contract in checked.contracts:
+        owner = contract.context()
+        expected_module = f"{apps.get_app_config(owner).name}.{MESSAGES_MODULE}" if owner else None
+        if contract.__module__ != expected_module:
+            found.append(checks.Error(
+                f"{contract.__module__}.{contract.__name__} is a contract outside a context's "
+                f"'{MESSAGES_MODULE}' module.",
+                hint=f"Define it in <app>/{MESSAGES_MODULE}.py of the context that owns it.",
+                obj=_dotted(contract), id="messaging.E001",
+            ))
+        type_name = contract.type_name()
+        if type_name in seen_types and seen_types[type_name] is not contract:
+            found.append(checks.Error(
+                f"Two contracts are named '{type_name}': {seen_types[type_name].__module__} and {contract.__module__}.",
+                hint="A type name is <context>.<ClassName>: rename one of the classes.",
+                obj=_dotted(contract), id="messaging.E002",
+            ))
+        seen_types[type_name] = contract
+    return found
+
+
+def _check_handlers(checked: Registry) -> list[checks.CheckMessage]:
+    found = []
+    for handler in checked.handlers:
+        contract = checked.contract_for(handler.message_type)
+        if handler.context is None:
+            found.append(checks.Error(
+                f"Handler {handler.name} is not inside an installed app.",
+                hint="Move it into the handlers module of the context that reacts (<app>/handlers.py).",
+                obj=handler.name, id="messaging.E007",
+            ))
+        if contract is None:
+            found.append(checks.Error(
+                f"Handler {handler.name} handles unknown message type '{handler.message_type}'.",
+                hint="Name a contract defined in some context's messages module (<context>.<ClassName>).",
+                obj=handler.name, id="messaging.E004",
+            ))
+            continue
+        if contract.kind != handler.kind:
+            decorator = "command_handler" if contract.kind == "command" else "event_subscriber"
+            found.append(checks.Error(
+                f"Handler {handler.name} treats the {contract.kind} '{handler.message_type}' as a {handler.kind}.",
+                hint=f"Decorate it with @{decorator}.",
+                obj=handler.name, id="messaging.E006",
+            ))
+        elif contract.kind == "command" and handler.context != contract.context():
+            found.append(checks.Error(
+                f"Command '{handler.message_type}' is owned by context '{contract.context()}' "
+                f"but handled in '{handler.context}' ({handler.name}).",
+                hint=f"A command is handled by the context that owns it: move the handler to "
+                     f"'{contract.context()}', or make the message an event '{handler.context}' subscribes to.",
+                obj=handler.name, id="messaging.E005",
+            ))
+    return found
+
+
+def _check_command_receivers(checked: Registry) -> list[checks.CheckMessage]:
+    found = []
+    for contract in checked.contracts:
+        if contract.kind != "command":
+            continue
+        receivers = checked.handlers_for(contract.type_name())
+        if len(receivers) > 1:
+            found.append(checks.Error(
+                f"Command '{contract.type_name()}' has {len(receivers)} handlers "
+                f"({', '.join(h.name for h in receivers)}).",
+                hint="A command has exactly one receiver: keep one handler, or publish an event instead.",
+                obj=_dotted(contract), id="messaging.E003",
+            ))
+        elif not receivers:
+            found.append(checks.Warning(
+                f"Command '{contract.type_name()}' has no handler: sending it would leave it waiting in its queue.",
+                hint=f"Add a @command_handler({contract.__name__}) in the '{contract.context()}' context, "
+                     "or remove the contract.",
+                obj=_dotted(contract), id="messaging.W001",
+            ))
+    return found
 
 
 @checks.register("messaging")
@@ -30,3 +120,8 @@ def check_inbox_outlasts_redelivery(app_configs, **kwargs):
              "(messaging.retention.longest_redelivery adds them up).",
         id="messaging.E010",
     )]
+
+
+def _dotted(contract) -> str:
+    # What `manage.py check` prints before the message: a path, not a class repr.
+    return f"{contract.__module__}.{contract.__name__}"

@@ -5,6 +5,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from apps.catalog.messages import ProductPriceChanged, ReserveStock
+from messaging.checks import registry_problems
 from messaging.registry import Handler, Registry, registry
 
 
@@ -16,7 +17,11 @@ def _registry_with(*handlers: Handler) -> Registry:
 
 
 def _check_ids(reg: Registry) -> set[str]:
-    return {check_id for check_id, _ in reg.problems()}
+    return {problem.id for problem in registry_problems(reg)}
+
+
+def _problems_by_id(reg: Registry) -> dict[str, str]:
+    return {problem.id: problem.msg for problem in registry_problems(reg)}
 
 
 def reserve_again(command):
@@ -24,7 +29,7 @@ def reserve_again(command):
 
 
 def test_the_project_registry_has_no_problems():
-    assert registry.problems() == []
+    assert registry_problems(registry) == []
     call_command("check")
 
 
@@ -36,15 +41,15 @@ def test_every_context_handles_what_the_flows_need():
 
 def test_two_handlers_for_one_command_is_an_error():
     second = Handler(func=reserve_again, kind="command", target=ReserveStock)
-    problems = dict(_registry_with(second).problems())
+    [problem] = [p for p in registry_problems(_registry_with(second)) if p.id == "messaging.E003"]
 
-    assert "messaging.E003" in problems
-    assert "has 2 handlers" in problems["messaging.E003"]
+    assert "has 2 handlers" in problem.msg
+    assert "exactly one receiver" in problem.hint
 
 
 def test_a_subscriber_to_an_unknown_type_is_an_error():
     ghost = Handler(func=reserve_again, kind="event", target="catalog.ProductDeleted")
-    problems = dict(_registry_with(ghost).problems())
+    problems = _problems_by_id(_registry_with(ghost))
 
     assert "unknown message type 'catalog.ProductDeleted'" in problems["messaging.E004"]
 
@@ -60,9 +65,10 @@ def test_a_command_handled_outside_its_owning_context_is_an_error():
     from apps.basket import handlers as basket_handlers
 
     foreign = Handler(func=basket_handlers.reprice_baskets, kind="command", target=ReserveStock)
-    problems = _registry_with(foreign).problems()
+    problems = registry_problems(_registry_with(foreign))
 
-    assert any(check_id == "messaging.E005" and "owned by context 'catalog'" in text for check_id, text in problems)
+    assert any(p.id == "messaging.E005" and "owned by context 'catalog'" in p.msg and "move the handler to 'catalog'"
+               in p.hint for p in problems)
 
 
 def test_a_handler_outside_any_context_is_an_error():
@@ -73,5 +79,5 @@ def test_manage_py_check_fails_with_a_clear_message(monkeypatch):
     second = Handler(func=reserve_again, kind="command", target=ReserveStock)
     monkeypatch.setattr(registry, "handlers", [*registry.handlers, second])
 
-    with pytest.raises(SystemCheckError, match="a command has exactly one receiver"):
+    with pytest.raises(SystemCheckError, match="A command has exactly one receiver"):
         call_command("check")
