@@ -23,7 +23,7 @@ from celery import current_app
 from django.conf import settings
 from kombu import Exchange
 
-from messaging.task_message import ENVELOPE_ARGUMENT
+from messaging.task_message import ENVELOPE_ARGUMENT, kwargs_repr
 
 
 class PublishRefusedError(Exception):
@@ -66,7 +66,7 @@ def publish_envelope(
         ignore_result=settings.CELERY_TASK_IGNORE_RESULT,
         # Logs and Flower show the type and ids, never the payload.
         argsrepr="()",
-        kwargsrepr=f"{{'envelope': <{envelope['type']} id={envelope['id']}>}}",
+        kwargsrepr=kwargs_repr(envelope["type"], envelope["id"]),
     )
     producer.publish(
         task_message.body,

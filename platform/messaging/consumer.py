@@ -56,6 +56,11 @@ class DeadLettered(Exception):
     the broker's dead-letter queue, where it would be collected a second time.
     """
 
+    @classmethod
+    def of(cls, reason: str, dead_letter_id, error: str) -> DeadLettered:
+        """The failure as every report of a dead letter words it: its reason, its row, its error."""
+        return cls(f"{reason} (dead letter {dead_letter_id}): {error[:DEAD_LETTERED_ERROR_LIMIT]}")
+
 
 class HandlerFailedError(Exception):
     """A handler raised; the message may succeed on a later attempt."""
@@ -173,9 +178,7 @@ def message_task(task, *args, **kwargs) -> dict:
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error
     if outcome.get("dead_lettered"):
-        raise DeadLettered(
-            f"{outcome['dead_lettered']} (dead letter {outcome['dead_letter']}): {outcome['error'][:DEAD_LETTERED_ERROR_LIMIT]}"
-        )
+        raise DeadLettered.of(outcome["dead_lettered"], outcome["dead_letter"], outcome["error"])
     return outcome
 
 

@@ -13,9 +13,9 @@ people: it never raises, and a lost one loses nothing but the record.
 
 import logging
 
-from messaging.consumer import DEAD_LETTERED_ERROR_LIMIT, DeadLettered
+from messaging.consumer import DeadLettered
 from messaging.models import DeadLetter
-from messaging.task_message import delivery_id
+from messaging.task_message import delivery_id, kwargs_repr
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +26,12 @@ def report_failed_delivery(row: DeadLetter, *, app, dispatcher=None) -> None:
     events are on), so Flower knows its name even if it never saw it arrive,
     and a FAILURE result."""
     task_id = delivery_id(row.message_id, row.context) if row.message_id else str(row.id)
-    failure = DeadLettered(f"{row.reason} (dead letter {row.id}): {row.error[:DEAD_LETTERED_ERROR_LIMIT]}")
+    failure = DeadLettered.of(row.reason, row.id, row.error)
     if dispatcher is not None and dispatcher.enabled:
         try:
             # The message id in the arguments' repr, as the bus's own task messages carry it.
             dispatcher.send("task-received", uuid=task_id, name=row.message_type or "(unreadable)", args="()",
-                            kwargs=f"{{'envelope': <{row.message_type} id={row.message_id}>}}", retries=0)
+                            kwargs=kwargs_repr(row.message_type, row.message_id), retries=0)
             dispatcher.send("task-failed", uuid=task_id, exception=repr(failure), traceback="")
         except Exception:
             logger.exception("could not send dead letter %s to Flower as a failed task", row.id)

@@ -156,6 +156,11 @@ def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'headers'}: {e['msg']}" for e in exc.errors()[:limit])[:500]
 
 
+def kwargs_repr(message_type: str, message_id) -> str:
+    """The task's arguments as logs and Flower show them: the type and the id, never the payload."""
+    return f"{{'{ENVELOPE_ARGUMENT}': <{message_type} id={message_id}>}}"
+
+
 def delivery_id(message_id: uuid.UUID | str, context: str) -> str:
     """The task id of one message's delivery to one context: the same for every
     retry of that delivery, different for each subscriber of an event.
