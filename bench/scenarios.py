@@ -26,7 +26,7 @@ from django.utils import timezone
 from apps.catalog.messages import ProductPriceChanged, ReleaseStock
 from bench import bare_celery, raw_relay
 from bench.processes import ROOT, ProcessGroup
-from messaging.consumer import consume
+from messaging.delivery import consume
 from messaging.models import InboxMessage, OutboxMessage
 from messaging.outbox import publish, publish_many, send_many
 from messaging.relay import Relay

@@ -13,7 +13,7 @@ import datetime
 
 from django.utils import timezone
 
-from messaging.consumer import consume
+from messaging.delivery import consume
 from messaging.models import OutboxMessage
 from messaging.registry import registry
 

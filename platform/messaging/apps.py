@@ -6,7 +6,7 @@
   (``autodiscover_modules``, as ``admin.autodiscover`` does), so each contract
   and handler is in ``messaging.registry.registry`` before anything asks it;
 - one Celery task per handled message type is registered, named after the type
-  (``messaging.consumer.register_message_tasks``): the task name on the wire is
+  (``messaging.tasks.register_message_tasks``): the task name on the wire is
   the message type;
 - Celery's queues are the topology's (``Topology().queues()``), so a worker
   started with ``--queues`` knows their arguments (quorum, dead-letter exchange);
@@ -33,7 +33,7 @@ class MessagingConfig(AppConfig):
         from celery import current_app
 
         from messaging import checks  # noqa: F401  (registers the system checks)
-        from messaging.consumer import register_message_tasks
+        from messaging.tasks import register_message_tasks
         from messaging.topology import Topology
 
         # Every context's contracts, then its handlers, like admin.autodiscover().

@@ -1,7 +1,7 @@
 """Dead letters made outside a task, shown as that delivery's failed task.
 
 A message that becomes a dead letter while its task runs fails that task
-(``messaging.consumer.DeadLettered``). Two kinds never reach a task: what a
+(``messaging.delivery.DeadLettered``). Two kinds never reach a task: what a
 worker refuses at intake (``messaging.worker``) and what RabbitMQ dead-letters
 itself, a message over its delivery limit because workers died holding it,
 collected by the relay (``messaging.relay``). Each is reported here as the
@@ -13,7 +13,7 @@ people: it never raises, and a lost one loses nothing but the record.
 
 import logging
 
-from messaging.consumer import DeadLettered
+from messaging.delivery import DeadLettered
 from messaging.models import DeadLetter
 from messaging.task_message import delivery_id, kwargs_repr
 

@@ -114,7 +114,7 @@ def problem_with(message) -> str | None:
     """Why a delivery (a kombu ``Message``) is not a task message the bus accepts, or None.
 
     Only the shape is judged here; the envelope inside is validated against
-    its contract when the task runs (``messaging.consumer``).
+    its contract when the task runs (``messaging.delivery``).
     """
     try:
         return _problem_with(message)

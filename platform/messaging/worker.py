@@ -28,7 +28,7 @@ from django.db import close_old_connections
 from kombu.message import Message
 from vine import promise
 
-from messaging.consumer import DeadLettered
+from messaging.delivery import DeadLettered
 from messaging.dead_letters import dead_letter_raw_message
 from messaging.failed_tasks import report_failed_delivery
 from messaging.health import Heartbeat

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.catalog.messages import StockReserved
 from apps.ordering.models import Order
-from messaging.consumer import consume
+from messaging.delivery import consume
 from messaging.models import DeadLetter, OutboxMessage
 from messaging.outbox import publish
 from tests.memory_bus import deliver_all

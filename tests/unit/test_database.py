@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from django.db import IntegrityError, OperationalError
 
-from messaging.consumer import HandlerFailedError
+from messaging.delivery import HandlerFailedError
 from messaging.database import connection_lost
 
 

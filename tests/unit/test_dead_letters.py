@@ -7,7 +7,7 @@ import uuid
 import pytest
 from kombu import Message
 
-from messaging.consumer import consume
+from messaging.delivery import consume
 from messaging.dead_letters import RAW_BODY_LIMIT, dead_letter_raw_message
 from messaging.models import DeadLetter
 

@@ -77,7 +77,7 @@ def test_an_order_without_enough_stock_is_cancelled(catalog_product):
 
 def test_a_late_older_price_change_does_not_overwrite_a_newer_one(catalog_product):
     from apps.catalog.models import Product
-    from messaging.consumer import consume
+    from messaging.delivery import consume
 
     basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
     product_change_price(sku="MUG-1", new_price=Decimal("11.00"))

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.catalog.messages import ProductPriceChanged, StockReserved
 from apps.ordering.models import Order
 from messaging import repair
-from messaging.consumer import consume
+from messaging.delivery import consume
 from messaging.dead_letters import dead_letter_record
 from messaging.models import DeadLetter, DeadLetterAction, InboxMessage, OutboxMessage
 from messaging.outbox import publish

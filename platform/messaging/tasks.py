@@ -1,16 +1,17 @@
-"""The Celery task that delivers a message to one context's handlers.
+"""The Celery task that delivers a message to one context: one task per message type.
 
-Each worker consumes the queues of one context (``BUS_CONTEXT``), and for a
-message runs that context's handlers only, each in its own transaction with
-its inbox row. A handler that raises is retried with exponential backoff and
-jitter, on this context's queue only (never back through an event's fanout
-exchange, which would reach the other subscribers again; see
-``Topology.retry_route``); after
-``BUS_MAX_RETRIES`` the message becomes a dead letter. A message that can
-never succeed (bad envelope, unknown type, data that breaks the contract)
-becomes a dead letter at once. A database that cannot be reached is no
-failure of the message: it waits for the database, uncounted (see
-``_consume_once_the_database_answers``).
+Each worker consumes the queues of one context (``BUS_CONTEXT``) and runs, for
+a message, that context's handlers only (``messaging.delivery.consume``). A
+handler that raises is retried with exponential backoff and jitter, on this
+context's queue only (never back through an event's fanout exchange, which
+would reach the other subscribers again; see ``Topology.retry_route``); after
+``BUS_MAX_RETRIES`` the message becomes a dead letter and the task fails with
+``DeadLettered``. A database that cannot be reached is no failure of the
+message: it waits for the database, uncounted
+(``_consume_once_the_database_answers``).
+
+``register_message_tasks`` (called by ``MessagingConfig.ready``) names each
+task after its message type: the task name on the wire is the message type.
 """
 
 from __future__ import annotations
@@ -28,114 +29,19 @@ from pydantic import ValidationError
 from messaging.broker import Outgoing, publish_confirmed
 from messaging.contracts import Envelope
 from messaging.database import close_if_broken, connection_lost
-from messaging.dead_letters import as_uuid, dead_letter_record
-from messaging.inbox import handle_once
-from messaging.models import DeadLetter
-from messaging.outbox import OPERATOR_SOURCE
+from messaging.delivery import DeadLettered, HandlerFailedError, consume
 from messaging.registry import registry
 from messaging.task_message import ENVELOPE_ARGUMENT
 from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)
 
-#: Characters of a dead letter's error repeated in the task's failure (the row has all of it).
-DEAD_LETTERED_ERROR_LIMIT = 1000
 #: Seconds between attempts while the database cannot be reached: the first, then doubling to the last.
 DATABASE_PROBE_INTERVALS = (0.5, 5.0)
 
 
 class DatabaseUnreachableError(Exception):
     """The database could not be reached for as long as a worker holds a message (``BUS_DATABASE_WAIT``)."""
-
-
-class DeadLettered(Exception):
-    """The message became a dead letter: the task's failure, as Flower and the task results show it.
-
-    Not a worker error: the row is written and the worker acknowledges the
-    message (``messaging.worker.DeliveryRequest``) instead of rejecting it to
-    the broker's dead-letter queue, where it would be collected a second time.
-    """
-
-    @classmethod
-    def of(cls, reason: str, dead_letter_id, error: str) -> DeadLettered:
-        """The failure as every report of a dead letter words it: its reason, its row, its error."""
-        return cls(f"{reason} (dead letter {dead_letter_id}): {error[:DEAD_LETTERED_ERROR_LIMIT]}")
-
-
-class HandlerFailedError(Exception):
-    """A handler raised; the message may succeed on a later attempt."""
-
-    def __init__(self, handler_name: str) -> None:
-        super().__init__(f"handler {handler_name} failed")
-        self.handler_name = handler_name
-
-
-def consume(
-    body: Any, *, context: str, headers: dict | None = None, attempts: int = 0, last_attempt: bool = False
-) -> dict:
-    """Deliver one message body to ``context``'s handlers.
-
-    Returns what happened (``dead_lettered`` and the row's id if it became a
-    dead letter); raises ``HandlerFailedError`` (chained to the handler's
-    exception) when a handler failed and the message may be retried. On the
-    ``last_attempt`` a failing handler makes it a dead letter instead.
-    """
-
-    def park(reason: str, error, **fields) -> dict:
-        row = dead_letter_record(
-            reason=reason, context=context, body=body, error=error,
-            headers=headers, attempts=attempts, **fields,
-        )
-        logger.error("dead-lettered a message for %s: %s", context, reason)
-        return {"context": context, "dead_lettered": reason, "dead_letter": str(row.id), "error": row.error}
-
-    try:
-        envelope = Envelope.model_validate(body)
-    except ValidationError as exc:
-        message_id = body.get("id") if isinstance(body, dict) else None
-        return park(DeadLetter.Reason.INVALID_ENVELOPE, exc, message_id=as_uuid(message_id))
-    fields = {"message_id": envelope.id, "message_type": envelope.type}
-    contract = registry.contract_for(envelope.type)
-    handlers = registry.handlers_for(envelope.type, context)
-    if contract is None or not handlers:
-        return park(DeadLetter.Reason.UNKNOWN_TYPE,
-                    f"no handler for '{envelope.type}' in context '{context}'", **fields)
-    disagreement = _disagreement_with_registry(envelope, contract)
-    if disagreement:
-        return park(DeadLetter.Reason.INVALID_ENVELOPE, disagreement, **fields)
-    try:
-        message = contract.model_validate(envelope.data)
-    except ValidationError as exc:
-        return park(DeadLetter.Reason.INVALID_DATA, exc, **fields)
-
-    handled, duplicates = [], []
-    for handler in handlers:
-        try:
-            ran = handle_once(envelope, message, handler)
-        except Exception as exc:
-            if last_attempt and not connection_lost(exc):
-                return park(DeadLetter.Reason.HANDLER_FAILED, exc, consumer=handler.name, **fields)
-            raise HandlerFailedError(handler.name) from exc
-        (handled if ran else duplicates).append(handler.name)
-    return {"context": context, "handled": handled, "duplicates": duplicates}
-
-
-def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:
-    """Why the envelope's kind, version or source cannot be this contract's, or None.
-
-    A message that lies about its kind would be retried to a queue that does not
-    exist (an event as a command goes to ``<context>.commands``); one that lies
-    about its source would speak in another context's name.
-    """
-    if envelope.kind != contract.kind:
-        return f"kind '{envelope.kind}', but {envelope.type} is {'an' if contract.kind == 'event' else 'a'} {contract.kind}"
-    if envelope.version != contract.version:
-        return f"version {envelope.version} of {envelope.type}; this worker knows version {contract.version}"
-    if contract.kind == "event" and envelope.source != contract.context():
-        return f"source '{envelope.source}', but {envelope.type} is an event of '{contract.context()}'"
-    if contract.kind == "command" and envelope.source not in {*registry.contexts_known(), OPERATOR_SOURCE}:
-        return f"source '{envelope.source}' is not a context of this platform"
-    return None
 
 
 def message_task(task, *args, **kwargs) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from apps.basket.models import BasketLine
 from apps.basket.services import basket_add_item
 from apps.catalog.messages import ProductPriceChanged
-from messaging.consumer import HandlerFailedError, consume
+from messaging.delivery import HandlerFailedError, consume
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.outbox import publish
 from messaging.topology import Topology, retry_levels_ms
@@ -200,7 +200,7 @@ def failing_basket_handler(monkeypatch, settings):
 
     monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail)
     published = []
-    monkeypatch.setattr("messaging.consumer.publish_confirmed", published.extend)
+    monkeypatch.setattr("messaging.tasks.publish_confirmed", published.extend)
     return published
 
 
@@ -210,7 +210,7 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
 ):
     from celery.exceptions import Retry
 
-    from messaging.consumer import message_task
+    from messaging.tasks import message_task
 
     settings.BUS_EMBEDDED_BROKER = embedded
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 0.1, 0.5
@@ -228,7 +228,8 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
 
 
 def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, failing_basket_handler, settings):
-    from messaging.consumer import DeadLettered, message_task
+    from messaging.delivery import DeadLettered
+    from messaging.tasks import message_task
 
     # The task fails (Flower and the task results show it), naming the dead letter.
     with pytest.raises(DeadLettered, match=DeadLetter.Reason.HANDLER_FAILED) as failure:
@@ -246,7 +247,8 @@ def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, f
 
 
 def test_a_task_message_without_an_envelope_is_dead_lettered(settings):
-    from messaging.consumer import DeadLettered, message_task
+    from messaging.delivery import DeadLettered
+    from messaging.tasks import message_task
 
     settings.BUS_CONTEXT = "basket"
     with pytest.raises(DeadLettered, match=DeadLetter.Reason.INVALID_ENVELOPE):
@@ -256,7 +258,8 @@ def test_a_task_message_without_an_envelope_is_dead_lettered(settings):
 
 
 def test_a_task_message_with_no_arguments_at_all_is_dead_lettered(settings):
-    from messaging.consumer import DeadLettered, message_task
+    from messaging.delivery import DeadLettered
+    from messaging.tasks import message_task
 
     settings.BUS_CONTEXT = "basket"
     with pytest.raises(DeadLettered, match=DeadLetter.Reason.INVALID_ENVELOPE):
@@ -282,7 +285,7 @@ def database_away_for(monkeypatch, settings, failing_basket_handler):
     slept = []
     # A clock of its own: each pause passes at once.
     clock = types.SimpleNamespace(monotonic=lambda: sum(slept), sleep=slept.append)
-    monkeypatch.setattr("messaging.consumer.time", clock)
+    monkeypatch.setattr("messaging.tasks.time", clock)
     def away_for(attempts: int):
         from apps.basket.services import basket_reprice
 
@@ -303,7 +306,7 @@ def database_away_for(monkeypatch, settings, failing_basket_handler):
 def test_a_message_waits_for_a_database_that_comes_back_and_costs_no_attempt(
     price_changed, database_away_for, failing_basket_handler, settings
 ):
-    from messaging.consumer import message_task
+    from messaging.tasks import message_task
 
     slept = database_away_for(3)
 
@@ -320,7 +323,7 @@ def test_a_database_still_away_after_the_wait_sends_the_message_back_uncounted(
 ):
     from celery.exceptions import Ignore
 
-    from messaging.consumer import message_task
+    from messaging.tasks import message_task
 
     settings.BUS_EMBEDDED_BROKER = False
     slept = database_away_for(1000)
@@ -343,7 +346,7 @@ def test_a_failing_statement_is_an_ordinary_counted_failure(price_changed, faili
     from celery.exceptions import Retry
     from django.db import OperationalError
 
-    from messaging.consumer import message_task
+    from messaging.tasks import message_task
 
     def deadlock(**kwargs):
         raise OperationalError("deadlock detected") from psycopg.errors.DeadlockDetected("deadlock detected")
@@ -361,14 +364,14 @@ def test_an_unreadable_message_meeting_a_database_still_away_goes_to_the_brokers
 ):
     from celery.exceptions import Reject
 
-    from messaging.consumer import message_task
+    from messaging.tasks import message_task
 
     database_away_for(0)
 
     def record_nothing(**kwargs):
         raise _lost_connection()
 
-    monkeypatch.setattr("messaging.consumer.dead_letter_record", record_nothing)
+    monkeypatch.setattr("messaging.delivery.dead_letter_record", record_nothing)
     # A dead letter whatever happens: RabbitMQ keeps it until the relay can record it.
     with pytest.raises(Reject) as rejected:
         message_task(_Task(retries=0), "positional", "arguments")
