@@ -34,8 +34,9 @@ def main() -> None:
     from bench.processes import ProcessGroup
     from bench.scenarios import SUBSCRIBERS, ms_since, percentiles, price_changes, wait_for_rows
     from messaging.models import InboxMessage
-    from messaging.outbox import publish, publish_many
+    from messaging.outbox import Outbox
 
+    catalog = Outbox.for_context("catalog")
     assert settings.BUS_EMBEDDED_BROKER, "run with the embedded default (no CELERY_BROKER_URL)"
     call_command("migrate", verbosity=0)
     with ProcessGroup(dict(os.environ), options.logs) as group:
@@ -45,7 +46,7 @@ def main() -> None:
         group.wait_ready()
 
         with transaction.atomic():
-            publish_many(price_changes(options.events))
+            catalog.publish_many(price_changes(options.events))
         started = time.monotonic()
         finished = wait_for_rows(2 * options.events)
         figures = {"platform": 2 * options.events / (finished - started)}
@@ -57,7 +58,7 @@ def main() -> None:
         for i, event in enumerate(events):
             time.sleep(max(0.0, began + i / rate - time.monotonic()))
             with transaction.atomic():
-                envelope = publish(event)
+                envelope = catalog.publish(event)
             sent_at[str(envelope.id)] = time.time()
         wait_for_rows(2 * count)
         figures.update(percentiles(

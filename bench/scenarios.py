@@ -28,9 +28,13 @@ from bench import bare_celery, raw_relay
 from bench.processes import ROOT, ProcessGroup
 from messaging.delivery import consume
 from messaging.models import InboxMessage, OutboxMessage
-from messaging.outbox import publish, publish_many, send_many
+from messaging.outbox import Outbox
 from messaging.relay import Relay
 from messaging.topology import Topology
+
+#: The benchmarks publish the catalog's events in its name and send commands as the operator.
+catalog = Outbox.for_context("catalog")
+operator = Outbox.operator()
 
 #: The subscribers of ProductPriceChanged, whose workers the event scenarios run.
 SUBSCRIBERS = ("basket", "ordering")
@@ -200,7 +204,7 @@ def relay(run: Run) -> dict:
         events = price_changes(count)
         for start in range(0, count, 1000):
             with transaction.atomic():
-                publish_many(events[start:start + 1000])
+                catalog.publish_many(events[start:start + 1000])
 
     def platform() -> dict:
         fill()
@@ -253,7 +257,7 @@ def outbox_writes(run: Run) -> dict:
     def one_each_platform() -> None:
         for event in events:
             with transaction.atomic():
-                publish(event)
+                catalog.publish(event)
 
     def one_each_baseline() -> None:
         for row in rows:
@@ -264,11 +268,11 @@ def outbox_writes(run: Run) -> dict:
     def many_publish() -> None:
         with transaction.atomic():
             for event in events:
-                publish(event)
+                catalog.publish(event)
 
     def many_publish_many() -> None:
         with transaction.atomic():
-            publish_many(events)
+            catalog.publish_many(events)
 
     def many_baseline() -> None:
         with transaction.atomic():
@@ -294,7 +298,7 @@ def duplicates(run: Run) -> dict:
     count = run.sizes.duplicates
     empty_bus_tables()
     with transaction.atomic():
-        envelope = publish(price_changes(1, prefix="DUPLICATE")[0]).to_json_dict()
+        envelope = catalog.publish(price_changes(1, prefix="DUPLICATE")[0]).to_json_dict()
     consume(envelope, context="basket")  # the first delivery: handled
 
     def platform() -> dict:
@@ -366,7 +370,7 @@ class EndToEnd:
             empty_bus_tables()
             events = price_changes(count)
             with transaction.atomic():
-                publish_many(events)
+                catalog.publish_many(events)
             cpu_before, started = cpu_seconds(self.group.pids()), time.monotonic()
             pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
             profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
@@ -393,7 +397,7 @@ class EndToEnd:
             empty_bus_tables()
             commands = [ReleaseStock(order_id=uuid.uuid4()) for _ in range(count)]
             with transaction.atomic():
-                send_many(commands)
+                operator.send_many(commands)
             started = time.monotonic()
             finished = wait_for_rows(count, consumer_like="apps.catalog.")
             return {"platform": count / (finished - started)}
@@ -426,7 +430,7 @@ class EndToEnd:
 
             def send_one(i: int) -> tuple[str, float]:
                 with transaction.atomic():
-                    envelope = publish(events[i])
+                    envelope = catalog.publish(events[i])
                 return str(envelope.id), time.time()  # after the commit
 
             sent_at = paced(send_one)

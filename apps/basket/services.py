@@ -9,7 +9,10 @@ from django.utils import timezone
 
 from apps.basket.models import Basket, BasketLine
 from apps.ordering.messages import ExpireOrder, OrderLine, PlaceOrder
-from messaging.outbox import send
+from messaging.outbox import Outbox
+
+#: Every message written here is this context's (its ``source``).
+outbox = Outbox.for_module(__name__)
 
 
 class BasketError(Exception):
@@ -49,13 +52,13 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
         order_id = uuid.uuid4()
         basket.status, basket.pending_order_id = Basket.Status.CHECKING_OUT, order_id
         basket.save(update_fields=["status", "pending_order_id"])
-        send(PlaceOrder(
+        outbox.send(PlaceOrder(
             order_id=order_id,
             customer_id=customer_id,
             lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
         ), correlation_id=order_id)
-        send(ExpireOrder(order_id=order_id, customer_id=customer_id),
-             correlation_id=order_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
+        outbox.send(ExpireOrder(order_id=order_id, customer_id=customer_id),
+                    correlation_id=order_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
     return order_id
 
 

@@ -7,7 +7,10 @@ from django.db import transaction
 
 from apps.catalog.messages import ProductPriceChanged, StockRejected, StockReserved
 from apps.catalog.models import Product, StockReservation
-from messaging.outbox import publish
+from messaging.outbox import Outbox
+
+#: Every message written here is this context's (its ``source``).
+outbox = Outbox.for_module(__name__)
 
 
 def product_create(*, sku: str, name: str, price: Decimal, stock: int = 0) -> Product:
@@ -20,7 +23,7 @@ def product_change_price(*, sku: str, new_price: Decimal) -> Product:
         old_price, product.price = product.price, new_price
         product.price_version += 1
         product.save(update_fields=["price", "price_version"])
-        publish(ProductPriceChanged(
+        outbox.publish(ProductPriceChanged(
             sku=sku, old_price=old_price, new_price=new_price, price_version=product.price_version
         ))
     return product
@@ -31,20 +34,20 @@ def stock_reserve(*, order_id: uuid.UUID, lines: list[dict]) -> bool:
     with transaction.atomic():
         if StockReservation.objects.filter(order_id=order_id).exists():
             # Asked again for the same order (a resent command): same answer.
-            publish(StockReserved(order_id=order_id))
+            outbox.publish(StockReserved(order_id=order_id))
             return True
         wanted = {line["sku"]: line["quantity"] for line in lines}
         products = {p.sku: p for p in Product.objects.select_for_update().filter(sku__in=wanted).order_by("sku")}
         short = sorted(sku for sku, quantity in wanted.items()
                        if sku not in products or products[sku].stock_available < quantity)
         if short:
-            publish(StockRejected(order_id=order_id, reason=f"not enough stock for {', '.join(short)}"))
+            outbox.publish(StockRejected(order_id=order_id, reason=f"not enough stock for {', '.join(short)}"))
             return False
         for sku, quantity in wanted.items():
             products[sku].stock_available -= quantity
             products[sku].save(update_fields=["stock_available"])
         StockReservation.objects.create(order_id=order_id, lines=lines)
-        publish(StockReserved(order_id=order_id))
+        outbox.publish(StockReserved(order_id=order_id))
     return True
 
 

@@ -19,7 +19,10 @@ from apps.catalog.messages import ReleaseStock, ReserveStock, StockLine
 from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted
 from apps.ordering.models import Order, OrderLine, PriceListEntry
 from apps.payment.messages import ProcessPayment, RefundPayment
-from messaging.outbox import publish, send
+from messaging.outbox import Outbox
+
+#: Every message written here is this context's (its ``source``).
+outbox = Outbox.for_module(__name__)
 
 
 #: Why an order was cancelled by its checkout's deadline.
@@ -35,8 +38,8 @@ def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[dict]) -> 
         if not placed:
             return order  # the same checkout asked twice, or its deadline came first
         OrderLine.objects.bulk_create(OrderLine(order=order, **line) for line in lines)
-        publish(OrderStarted(order_id=order_id, customer_id=customer_id, total=total))
-        send(ReserveStock(
+        outbox.publish(OrderStarted(order_id=order_id, customer_id=customer_id, total=total))
+        outbox.send(ReserveStock(
             order_id=order_id,
             lines=[StockLine(sku=line["sku"], quantity=line["quantity"]) for line in lines],
         ))
@@ -47,24 +50,24 @@ def order_stock_reserved(*, order_id: uuid.UUID) -> None:
     with transaction.atomic():
         order = Order.objects.select_for_update().get(id=order_id)
         if order.status == Order.Status.CANCELLED:
-            send(ReleaseStock(order_id=order_id))  # reserved too late: give it back
+            outbox.send(ReleaseStock(order_id=order_id))  # reserved too late: give it back
         if order.status != Order.Status.AWAITING_STOCK:
             return
         order.status = Order.Status.AWAITING_PAYMENT
         order.save(update_fields=["status", "updated_at"])
-        send(ProcessPayment(order_id=order_id, customer_id=order.customer_id, amount=order.total))
+        outbox.send(ProcessPayment(order_id=order_id, customer_id=order.customer_id, amount=order.total))
 
 
 def order_mark_paid(*, order_id: uuid.UUID) -> None:
     with transaction.atomic():
         order = Order.objects.select_for_update().get(id=order_id)
         if order.status == Order.Status.CANCELLED:
-            send(RefundPayment(order_id=order_id))  # paid too late (its deadline passed): give it back
+            outbox.send(RefundPayment(order_id=order_id))  # paid too late (its deadline passed): give it back
         if order.status != Order.Status.AWAITING_PAYMENT:
             return
         order.status = Order.Status.PAID
         order.save(update_fields=["status", "updated_at"])
-        publish(OrderPaid(order_id=order_id))
+        outbox.publish(OrderPaid(order_id=order_id))
 
 
 def order_cancel(*, order_id: uuid.UUID, reason: str) -> None:
@@ -77,8 +80,8 @@ def order_cancel(*, order_id: uuid.UUID, reason: str) -> None:
         order.status, order.cancel_reason = Order.Status.CANCELLED, reason[:255]
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
         if stock_was_reserved:
-            send(ReleaseStock(order_id=order_id))
-        publish(OrderCancelled(order_id=order_id, reason=reason))
+            outbox.send(ReleaseStock(order_id=order_id))
+        outbox.publish(OrderCancelled(order_id=order_id, reason=reason))
 
 
 def order_expire(*, order_id: uuid.UUID, customer_id: str) -> None:
@@ -96,7 +99,7 @@ def order_expire(*, order_id: uuid.UUID, customer_id: str) -> None:
             "cancel_reason": f"{DEADLINE_REASON} before the order was placed",
         })
         if recorded:
-            publish(OrderCancelled(order_id=order_id, reason=DEADLINE_REASON))
+            outbox.publish(OrderCancelled(order_id=order_id, reason=DEADLINE_REASON))
         else:
             order_cancel(order_id=order_id, reason=DEADLINE_REASON)
 

@@ -8,7 +8,10 @@ from django.db import transaction
 
 from apps.payment.messages import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from apps.payment.models import Payment
-from messaging.outbox import publish
+from messaging.outbox import Outbox
+
+#: Every message written here is this context's (its ``source``).
+outbox = Outbox.for_module(__name__)
 
 
 def payment_process(*, order_id: uuid.UUID, customer_id: str, amount: Decimal) -> Payment:
@@ -27,9 +30,9 @@ def payment_process(*, order_id: uuid.UUID, customer_id: str, amount: Decimal) -
             )
         # Asked again for a charged order: the same answer, never a second charge.
         if payment.status == Payment.Status.SUCCEEDED:
-            publish(PaymentSucceeded(order_id=order_id, amount=payment.amount))
+            outbox.publish(PaymentSucceeded(order_id=order_id, amount=payment.amount))
         else:
-            publish(PaymentFailed(order_id=order_id, reason=payment.decline_reason or payment.status))
+            outbox.publish(PaymentFailed(order_id=order_id, reason=payment.decline_reason or payment.status))
     return payment
 
 
@@ -41,4 +44,4 @@ def payment_refund(*, order_id: uuid.UUID) -> None:
             return
         payment.status = Payment.Status.REFUNDED
         payment.save(update_fields=["status"])
-        publish(PaymentRefunded(order_id=order_id, amount=payment.amount))
+        outbox.publish(PaymentRefunded(order_id=order_id, amount=payment.amount))

@@ -3,8 +3,10 @@
 ``MessagingConfig.ready`` makes the joints no import shows:
 
 - every context's ``messages`` then ``handlers`` module is imported
-  (``autodiscover_modules``, as ``admin.autodiscover`` does), so each contract
-  and handler is in ``messaging.registry.registry`` before anything asks it;
+  (``autodiscover_modules``, as ``admin.autodiscover`` does): the handlers'
+  decorators put them in ``messaging.registry.registry``; then the registry
+  collects the contracts (every ``Command`` and ``Event`` subclass defined in
+  an installed app), so both are complete before anything asks;
 - one Celery task per handled message type is registered, named after the type
   (``messaging.tasks.register_message_tasks``): the task name on the wire is
   the message type;
@@ -33,11 +35,13 @@ class MessagingConfig(AppConfig):
         from celery import current_app
 
         from messaging import checks  # noqa: F401  (registers the system checks)
+        from messaging.registry import registry
         from messaging.tasks import register_message_tasks
         from messaging.topology import Topology
 
         # Every context's contracts, then its handlers, like admin.autodiscover().
         autodiscover_modules(MESSAGES_MODULE, HANDLERS_MODULE)
+        registry.collect_contracts()
         register_message_tasks(current_app)
         current_app.conf.task_queues = Topology().queues()
         if settings.BUS_EMBEDDED_BROKER:

@@ -6,6 +6,10 @@ handled. The envelope is a CloudEvent (JSON event format, specversion 1.0):
 its own attributes are extensions with valid CloudEvents names (lower-case
 letters and digits), so a non-Python consumer reading its own queue parses it
 with any CloudEvents SDK.
+
+A contract is only a class: defining one registers nothing. The registry
+collects every ``Command`` and ``Event`` subclass of the installed apps once
+they are loaded (``Registry.collect_contracts``).
 """
 
 import datetime
@@ -13,6 +17,8 @@ import uuid
 from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from messaging.contexts import context_of_module
 
 
 class Message(BaseModel):
@@ -30,22 +36,11 @@ class Message(BaseModel):
     @classmethod
     def context(cls) -> str | None:
         """The context that owns this contract: the app whose module defines it."""
-        from messaging.registry import context_of_module
-
         return context_of_module(cls.__module__)
 
     @classmethod
     def type_name(cls) -> str:
         return cls.message_type or f"{cls.context()}.{cls.__name__}"
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        if cls.__module__ == __name__:
-            return  # Command and Event themselves are not contracts.
-        from messaging.registry import registry
-
-        registry.register_contract(cls)
 
 
 class Command(Message):

@@ -27,7 +27,8 @@ from django_celery_results.models import TaskResult
 from messaging.dead_letters import as_uuid
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.outbox import OPERATOR_SOURCE
-from messaging.registry import context_of_module, registry
+from messaging.contexts import context_of_module
+from messaging.registry import registry
 from messaging.task_message import delivery_id
 
 

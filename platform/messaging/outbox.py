@@ -1,6 +1,7 @@
 """Sending commands and publishing events: a row in the caller's transaction.
 
-``send`` and ``publish`` validate the message against its contract and write
+Every sender has an ``Outbox`` (a context's services make theirs with
+``Outbox.for_module(__name__)``); its ``send`` and ``publish`` validate the message against its contract and write
 an outbox row; they never talk to the broker. If the caller's transaction
 rolls back, the message is gone with it; if it commits, the relay publishes
 it (at least once). Invalid data raises ``MessageRejectedError`` and writes
@@ -20,11 +21,11 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import sys
 import uuid
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 from pydantic import ValidationError
@@ -32,7 +33,8 @@ from pydantic import ValidationError
 from messaging import causation
 from messaging.contracts import Command, Envelope, Event, Message
 from messaging.models import OutboxMessage
-from messaging.registry import context_of_module, registry
+from messaging.contexts import context_of_module
+from messaging.registry import registry
 
 #: PostgreSQL channel the relay listens on; NOTIFY is delivered at commit.
 RELAY_CHANNEL = "messaging_outbox"
@@ -44,36 +46,126 @@ class MessageRejectedError(ValueError):
     """The message cannot be sent: unknown type, invalid data, unstorable, or too large."""
 
 
-def send(
-    command: Command, *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
-) -> Envelope:
-    """Write ``command`` to the outbox, for the one context that owns it (not before ``deliver_at``)."""
-    return send_many([command], correlation_id=correlation_id, deliver_at=deliver_at)[0]
+class Outbox:
+    """Where one sender writes its messages: a bounded context, or the operator.
+
+    A context's services make theirs once, from their module's name, as a
+    logger is made::
+
+        outbox = Outbox.for_module(__name__)   # in apps/basket/services.py: sends as basket
+        outbox.send(PlaceOrder(...), correlation_id=order_id)
+
+    The sender is fixed where the outbox is made, so a message written from a
+    helper, a thread or a test carries the right ``source`` or fails with a
+    clear error: a module outside every context, an event published by a
+    context that does not own it, or a message sent while handling another
+    context's message.
+    """
+
+    def __init__(self, source: str) -> None:
+        #: The envelope's ``source``: a context's app label, or ``OPERATOR_SOURCE``.
+        self.source = source
+
+    @classmethod
+    def for_module(cls, module_name: str) -> Outbox:
+        """The outbox of the context whose app contains ``module_name`` (pass ``__name__``).
+
+        Resolved at the first write, once Django has loaded every app.
+        """
+        return _ModuleOutbox(module_name)
+
+    @classmethod
+    def for_context(cls, context: str) -> Outbox:
+        """The outbox of ``context``, named by its app label: for an operator speaking
+        in its name on purpose (``publish_event --as-context``) and for tests."""
+        return cls(context)
+
+    @classmethod
+    def operator(cls) -> Outbox:
+        """The outbox of a person at a shell, a management command or the admin."""
+        return cls(OPERATOR_SOURCE)
+
+    def send(
+        self, command: Command, *, correlation_id: uuid.UUID | None = None,
+        deliver_at: datetime.datetime | None = None,
+    ) -> Envelope:
+        """Write ``command`` to the outbox, for the one context that owns it (not before ``deliver_at``)."""
+        return self.send_many([command], correlation_id=correlation_id, deliver_at=deliver_at)[0]
+
+    def publish(
+        self, event: Event, *, correlation_id: uuid.UUID | None = None,
+        deliver_at: datetime.datetime | None = None,
+    ) -> Envelope:
+        """Write ``event`` to the outbox, for every context subscribed to it (not before ``deliver_at``)."""
+        return self.publish_many([event], correlation_id=correlation_id, deliver_at=deliver_at)[0]
+
+    def send_many(
+        self, commands: list[Command], *, correlation_id: uuid.UUID | None = None,
+        deliver_at: datetime.datetime | None = None,
+    ) -> list[Envelope]:
+        """Write several commands in one INSERT: each as ``send`` would, all or none."""
+        _expect(Command, commands)
+        source = self._checked_source()
+        return _write([_envelope(c, correlation_id=correlation_id, source=source) for c in commands], deliver_at)
+
+    def publish_many(
+        self, events: list[Event], *, correlation_id: uuid.UUID | None = None,
+        deliver_at: datetime.datetime | None = None,
+    ) -> list[Envelope]:
+        """Write several events in one INSERT: each as ``publish`` would, all or none."""
+        _expect(Event, events)
+        source = self._checked_source()
+        for event in events:
+            # An event is a fact of the context that owns it: no one else states it.
+            if type(event).context() != source:
+                raise MessageRejectedError(
+                    f"{source} cannot publish {type(event).type_name()}: an event is published by the "
+                    f"context that owns it ({type(event).context()})"
+                )
+        return _write([_envelope(e, correlation_id=correlation_id, source=source) for e in events], deliver_at)
+
+    def _checked_source(self) -> str:
+        source = self.source
+        if source != OPERATOR_SOURCE and source not in registry.contexts_known():
+            raise MessageRejectedError(
+                f"'{source}' is not a context of this platform: known are {', '.join(sorted(registry.contexts_known()))}"
+            )
+        handling = causation.current()
+        if handling and handling[1] != source:
+            # A handler's messages are its context's: another context's outbox here is a
+            # service of that context called across the boundary.
+            raise MessageRejectedError(
+                f"written as {source} while {handling[1]} handles {handling[0].type} {handling[0].id}: "
+                f"a handler sends through its own context's outbox"
+            )
+        return source
+
+    def __repr__(self) -> str:
+        return f"<Outbox of {self.source}>"
 
 
-def publish(
-    event: Event, *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
-) -> Envelope:
-    """Write ``event`` to the outbox, for every context subscribed to it (not before ``deliver_at``)."""
-    return publish_many([event], correlation_id=correlation_id, deliver_at=deliver_at)[0]
+class _ModuleOutbox(Outbox):
+    """An outbox whose sender is the context containing a module, looked up at first use:
+    a services module is imported while Django is still loading the apps."""
 
+    def __init__(self, module_name: str) -> None:
+        self.module_name = module_name
+        self._source: str | None = None
 
-def send_many(
-    commands: list[Command], *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
-) -> list[Envelope]:
-    """Write several commands in one INSERT: each as ``send`` would, all or none."""
-    _expect(Command, commands)
-    source = _sending_context()
-    return _write([_envelope(c, correlation_id=correlation_id, source=source) for c in commands], deliver_at)
+    @property
+    def source(self) -> str:
+        if self._source is None:
+            context = context_of_module(self.module_name)
+            if context is None:
+                raise ImproperlyConfigured(
+                    f"Outbox.for_module({self.module_name!r}): that module is in no installed app; "
+                    f"use Outbox.for_context(<app label>) or Outbox.operator()"
+                )
+            self._source = context
+        return self._source
 
-
-def publish_many(
-    events: list[Event], *, correlation_id: uuid.UUID | None = None, deliver_at: datetime.datetime | None = None
-) -> list[Envelope]:
-    """Write several events in one INSERT: each as ``publish`` would, all or none."""
-    _expect(Event, events)
-    # An event is a fact of the context that owns it, whoever calls this.
-    return _write([_envelope(e, correlation_id=correlation_id, source=type(e).context()) for e in events], deliver_at)
+    def __repr__(self) -> str:
+        return f"<Outbox of the context of {self.module_name}>"
 
 
 def build(message_type: str, data: dict[str, Any], *, kind: str) -> Message:
@@ -226,23 +318,3 @@ def nudge_relay() -> None:
 
 def _relay_nudged() -> None:
     """The marker ``nudge_relay`` leaves in a transaction; nothing to do at commit."""
-
-
-def _sending_context() -> str:
-    """The context sending a command: the one handling a message, else the calling context.
-
-    The calling context is the innermost bounded context on the call stack
-    (a context's service calling ``send``); from anywhere else, a shell, a
-    management command or the admin, the source is ``operator``.
-    """
-    handling = causation.current()
-    if handling:
-        return handling[1]
-    contexts = registry.contexts_known()
-    frame = sys._getframe(2)
-    while frame is not None:
-        context = context_of_module(frame.f_globals.get("__name__", ""))
-        if context in contexts:
-            return context
-        frame = frame.f_back
-    return OPERATOR_SOURCE

@@ -1,39 +1,25 @@
 """Which contracts exist, who owns them, and who handles them.
 
-Filled as modules are imported: contracts register themselves when their
-class is defined, handlers through the two decorators below. ``MessagingConfig``
-imports every app's ``messages`` and ``handlers`` module (autodiscovery), so by
-the time Django is ready the registry is complete. Mistakes are reported by
-the system checks in ``messaging.checks``.
+Filled when Django is ready, by ``MessagingConfig.ready``: it imports every
+app's ``messages`` and ``handlers`` modules (autodiscovery), the handlers
+registering themselves through the two decorators below, and then collects
+the contracts, every ``Command`` and ``Event`` subclass defined in an
+installed app (``collect_contracts``). Mistakes are reported by the system
+checks in ``messaging.checks``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
 
-from django.apps import apps
-
-if TYPE_CHECKING:
-    from messaging.contracts import Message
+from messaging.contexts import context_of_module
+from messaging.contracts import Command, Event, Message
 
 #: The module, inside a context app, that defines the contracts it owns.
 MESSAGES_MODULE = "messages"
 #: The module, inside a context app, that holds its handlers.
 HANDLERS_MODULE = "handlers"
-
-
-@functools.cache
-def context_of_module(module_name: str) -> str | None:
-    """The label of the installed app containing ``module_name``, if any.
-
-    Cached: it is asked for every message handled, and installed apps do not
-    change once Django is ready (before that it raises, and nothing is cached).
-    """
-    app_config = apps.get_containing_app_config(module_name)
-    return app_config.label if app_config else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +47,13 @@ class Handler:
 
 
 class Registry:
-    def __init__(self) -> None:
-        self.contracts: list[type[Message]] = []
-        self.handlers: list[Handler] = []
+    def __init__(self, *, contracts: Iterable[type[Message]] = (), handlers: Iterable[Handler] = ()) -> None:
+        self.contracts: list[type[Message]] = list(contracts)
+        self.handlers: list[Handler] = list(handlers)
 
-    def register_contract(self, contract: type[Message]) -> None:
-        self.contracts.append(contract)
+    def collect_contracts(self) -> None:
+        """Take every contract defined in an installed app: once Django has loaded them all."""
+        self.contracts = [contract for contract in _subclasses(Command, Event) if contract.context() is not None]
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -96,6 +83,14 @@ class Registry:
     def contexts_known(self) -> set[str]:
         """Every bounded context: those that own contracts or handle messages."""
         return {c.context() for c in self.contracts} | set(self.contexts())
+
+
+def _subclasses(*bases: type) -> Iterator[type]:
+    """Every subclass of ``bases``, at any depth, in the order they were defined."""
+    for base in bases:
+        for subclass in base.__subclasses__():
+            yield subclass
+            yield from _subclasses(subclass)
 
 
 #: The process-wide registry, filled by autodiscovery.

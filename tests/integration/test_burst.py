@@ -12,7 +12,7 @@ from django.db.models import Count
 from apps.catalog.messages import ProductPriceChanged
 from apps.ordering.models import PriceListEntry
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.outbox import publish_many
+from tests.senders import publish_many
 from tests.integration.rabbitmq import broker_stopped
 from tests.polling import wait_for
 

@@ -14,7 +14,8 @@ from django_celery_results.models import TaskResult
 from messaging.broker import publish_envelope
 from messaging.models import DeadLetter, InboxMessage
 from apps.catalog.messages import StockReserved
-from messaging.outbox import nudge_relay, publish
+from messaging.outbox import nudge_relay
+from tests.senders import publish
 from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE, Topology
 from tests.integration.rabbitmq import queue_depth, returned_past_the_delivery_limit

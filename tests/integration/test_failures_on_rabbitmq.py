@@ -9,7 +9,7 @@ from django.db import transaction
 from apps.catalog.messages import StockReserved
 from apps.ordering.models import Order
 from messaging.models import DeadLetter, InboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from messaging.task_message import delivery_id
 from tests.polling import wait_for
 

@@ -24,7 +24,8 @@ from apps.catalog.messages import StockReserved
 from apps.catalog.services import product_change_price, product_create
 from messaging.broker import publish_envelope
 from messaging.models import DeadLetter, OutboxMessage
-from messaging.outbox import nudge_relay, publish
+from messaging.outbox import nudge_relay
+from tests.senders import publish
 from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE
 from tests.integration.rabbitmq import returned_past_the_delivery_limit

@@ -18,7 +18,8 @@ from apps.catalog.services import product_change_price, product_create
 from apps.ordering.models import Order, PriceListEntry
 from messaging.task_message import delivery_id
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.outbox import nudge_relay, send
+from messaging.outbox import nudge_relay
+from tests.senders import send
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from apps.catalog.messages import ProductPriceChanged
 from messaging.models import OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from messaging.relay import Relay
 from tests.polling import wait_for
 

@@ -14,7 +14,7 @@ from apps.catalog.services import product_change_price, product_create
 from apps.ordering.models import Order
 from messaging import repair
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from messaging.task_message import delivery_id
 from tests.integration.rabbitmq import rabbitmqctl
 from tests.polling import wait_for

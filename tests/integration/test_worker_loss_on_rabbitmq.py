@@ -19,7 +19,7 @@ from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_create
 from messaging.task_message import delivery_id
 from messaging.models import DeadLetter, InboxMessage
-from messaging.outbox import send
+from tests.senders import send
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration

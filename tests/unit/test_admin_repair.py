@@ -13,7 +13,7 @@ from apps.catalog.messages import StockReserved
 from apps.ordering.models import Order
 from messaging.delivery import consume
 from messaging.models import DeadLetter, OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from tests.memory_bus import deliver_all
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from apps.basket.services import basket_add_item
 from apps.catalog.messages import ProductPriceChanged
 from messaging.delivery import HandlerFailedError, consume
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from messaging.topology import Topology, retry_levels_ms
 
 pytestmark = pytest.mark.django_db
@@ -124,7 +124,7 @@ def test_an_envelope_that_disagrees_with_the_registry_is_dead_lettered_at_once(p
 
 def test_a_command_from_a_source_no_context_has_is_dead_lettered():
     from apps.catalog.messages import ReleaseStock
-    from messaging.outbox import send
+    from tests.senders import send
 
     command = {**send(ReleaseStock(order_id=uuid.uuid4())).to_json_dict(), "source": "mallory"}
 

@@ -16,7 +16,7 @@ from messaging import causation
 from messaging.broker import publish_envelope
 from messaging.contracts import Envelope
 from messaging.models import OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def _as_cloudevent(envelope: dict):
 
 def test_an_envelope_caused_by_another_parses_as_a_cloudevent_with_its_extensions():
     cause = publish(_price_changed())
-    with causation.handling(cause, "ordering"):
+    with causation.handling(cause, "catalog"):
         effect = publish(_price_changed())
     stored = OutboxMessage.objects.get(message_id=effect.id).envelope
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from apps.catalog.messages import ProductPriceChanged, ReserveStock
@@ -12,10 +13,13 @@ from apps.catalog.services import product_change_price
 from messaging import causation
 from messaging.contracts import Command, Envelope
 from messaging.models import OutboxMessage
-from messaging.outbox import MessageRejectedError, build, publish, send
-from messaging.registry import registry
+from messaging.outbox import MessageRejectedError, Outbox, build
 
 pytestmark = pytest.mark.django_db
+
+#: The catalog's outbox, as its services have it; the operator's, as a shell has it.
+catalog = Outbox.for_context("catalog")
+operator = Outbox.operator()
 
 
 def test_contract_type_is_derived_from_its_context_and_class():
@@ -25,7 +29,7 @@ def test_contract_type_is_derived_from_its_context_and_class():
 
 
 def test_publish_writes_one_outbox_row_with_a_full_envelope():
-    envelope = publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1))
+    envelope = catalog.publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1))
 
     row = OutboxMessage.objects.get()
     assert row.message_id == envelope.id
@@ -46,7 +50,7 @@ def test_invalid_data_is_refused_and_nothing_is_written():
 
     bypassed = ProductPriceChanged.model_construct(sku="", old_price=Decimal("1"), new_price=Decimal("-1"))
     with pytest.raises(MessageRejectedError):
-        publish(bypassed)
+        catalog.publish(bypassed)
 
     assert not OutboxMessage.objects.exists()
 
@@ -57,13 +61,13 @@ def test_unknown_type_and_wrong_kind_are_refused():
     with pytest.raises(MessageRejectedError, match="Unknown event type 'catalog.ReserveStock'"):
         build("catalog.ReserveStock", {"order_id": str(uuid.uuid4()), "lines": []}, kind="event")
     with pytest.raises(MessageRejectedError, match="send\\(\\) takes a Command"):
-        send(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+        operator.send(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
 
 
 def test_oversized_payload_is_refused(settings):
     settings.BUS_MAX_PAYLOAD_BYTES = 100
     with pytest.raises(MessageRejectedError, match="over the limit of 100"):
-        publish(ProductPriceChanged(sku="X" * 64, old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+        catalog.publish(ProductPriceChanged(sku="X" * 64, old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
     assert not OutboxMessage.objects.exists()
 
 
@@ -75,13 +79,12 @@ def free_form_command():
         __module__ = "apps.catalog.messages"  # owned by a context, like every contract
         body: Any = None
 
-    yield FreeFormNote
-    registry.contracts.remove(FreeFormNote)
+    return FreeFormNote
 
 
 def test_a_nul_character_in_a_string_is_refused_at_publish_as_postgresql_cannot_store_it():
     with pytest.raises(MessageRejectedError, match=r"a NUL character \(\\u0000\) at data\['sku'\]"):
-        publish(ProductPriceChanged(sku="MUG\x00", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+        catalog.publish(ProductPriceChanged(sku="MUG\x00", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
 
     assert not OutboxMessage.objects.exists()
 
@@ -95,7 +98,7 @@ def test_a_nul_character_in_a_string_is_refused_at_publish_as_postgresql_cannot_
 )
 def test_a_nul_character_anywhere_in_free_form_data_is_refused(free_form_command, body, where):
     with pytest.raises(MessageRejectedError, match=r"NUL character .* " + where):
-        send(free_form_command(body=body))
+        operator.send(free_form_command(body=body))
 
     assert not OutboxMessage.objects.exists()
 
@@ -105,9 +108,9 @@ def test_data_nested_deeper_than_the_limit_is_refused(free_form_command, setting
     within = {"a": {"b": {"c": ["d"]}}}  # data > body > a > b > c: five levels
     beyond = {"a": {"b": {"c": [["d"]]}}}
 
-    send(free_form_command(body=within))
+    operator.send(free_form_command(body=within))
     with pytest.raises(MessageRejectedError, match=r"nesting deeper than 5 levels \(BUS_MAX_PAYLOAD_DEPTH\)"):
-        send(free_form_command(body=beyond))
+        operator.send(free_form_command(body=beyond))
 
     assert OutboxMessage.objects.count() == 1
 
@@ -118,27 +121,27 @@ def test_a_thousand_levels_of_nesting_are_refused_with_a_clear_error(free_form_c
         deep = [deep]
 
     with pytest.raises(MessageRejectedError, match="nesting deeper than 32 levels"):
-        send(free_form_command(body=deep))
+        operator.send(free_form_command(body=deep))
 
 
 @pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
 def test_nan_and_infinity_are_refused_rather_than_written_as_null(free_form_command, number):
     with pytest.raises(MessageRejectedError, match=r"is not a JSON number at data\['body'\]\[0\]"):
-        send(free_form_command(body=[number]))
+        operator.send(free_form_command(body=[number]))
 
     assert not OutboxMessage.objects.exists()
 
 
 def test_a_lone_surrogate_is_refused_as_it_is_not_unicode(free_form_command):
     with pytest.raises(MessageRejectedError, match="not valid Unicode"):
-        send(free_form_command(body={"text": "broken \ud800"}))
+        operator.send(free_form_command(body={"text": "broken \ud800"}))
 
     assert not OutboxMessage.objects.exists()
 
 
 def test_an_integer_too_long_to_write_as_json_is_refused(free_form_command):
     with pytest.raises(MessageRejectedError, match="cannot be written as JSON"):
-        send(free_form_command(body=10**5000))
+        operator.send(free_form_command(body=10**5000))
 
     assert not OutboxMessage.objects.exists()
 
@@ -154,10 +157,10 @@ def test_a_rolled_back_transaction_publishes_nothing(catalog_product):
 
 
 def test_messages_sent_while_handling_inherit_correlation_and_causation():
-    cause = publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+    cause = catalog.publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
 
     with causation.handling(cause, "ordering"):
-        effect = send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
+        effect = Outbox.for_context("ordering").send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
 
     assert effect.correlationid == cause.correlationid
     assert effect.causationid == cause.id
@@ -172,3 +175,49 @@ def test_a_command_sent_from_a_context_service_names_that_context_as_source(cata
 
     row = OutboxMessage.objects.get(message_type="ordering.PlaceOrder")
     assert row.envelope["source"] == "basket"
+
+
+def test_a_services_outbox_sends_as_the_context_of_its_module_whoever_calls_it():
+    from apps.basket.services import outbox as basket_outbox
+
+    # Called from this test module, which is in no context: the outbox, not the caller, names the sender.
+    envelope = basket_outbox.send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "MUG-1", "quantity": 1}]))
+
+    assert envelope.source == "basket"
+    assert OutboxMessage.objects.get().source == "basket"
+
+
+def test_an_outbox_for_a_module_outside_every_context_says_so_at_its_first_write():
+    outbox = Outbox.for_module("tests.unit.test_outbox")
+
+    with pytest.raises(ImproperlyConfigured, match=r"\('tests.unit.test_outbox'\): that module is in no installed app"):
+        outbox.send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
+
+    assert not OutboxMessage.objects.exists()
+
+
+def test_an_event_is_refused_unless_its_owner_publishes_it():
+    price_changed = ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1)
+
+    for sender in (Outbox.for_context("basket"), operator):
+        with pytest.raises(MessageRejectedError, match=r"cannot publish catalog.ProductPriceChanged: an event is "
+                                                       r"published by the context that owns it \(catalog\)"):
+            sender.publish(price_changed)
+
+    assert not OutboxMessage.objects.exists()
+
+
+def test_an_unknown_sender_is_refused():
+    with pytest.raises(MessageRejectedError, match="'warehouse' is not a context of this platform"):
+        Outbox.for_context("warehouse").send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
+
+
+def test_a_message_written_as_another_context_than_the_one_handling_is_refused():
+    cause = catalog.publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+
+    with causation.handling(cause, "ordering"), pytest.raises(
+        MessageRejectedError, match=r"written as basket while ordering handles catalog.ProductPriceChanged"
+    ):
+        Outbox.for_context("basket").send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
+
+    assert OutboxMessage.objects.count() == 1

@@ -10,10 +10,7 @@ from messaging.registry import Handler, Registry, registry
 
 
 def _registry_with(*handlers: Handler) -> Registry:
-    fresh = Registry()
-    fresh.contracts = list(registry.contracts)
-    fresh.handlers = [*registry.handlers, *handlers]
-    return fresh
+    return Registry(contracts=registry.contracts, handlers=[*registry.handlers, *handlers])
 
 
 def _check_ids(reg: Registry) -> set[str]:
@@ -81,3 +78,22 @@ def test_manage_py_check_fails_with_a_clear_message(monkeypatch):
 
     with pytest.raises(SystemCheckError, match="A command has exactly one receiver"):
         call_command("check")
+
+
+def test_a_contract_is_only_a_class_until_the_registry_collects_the_installed_apps():
+    from messaging.contracts import Event
+
+    class StockCounted(Event):
+        __module__ = "apps.catalog.messages"  # as if defined in the catalog's messages module
+
+    class Stray(Event):
+        """Defined here, in no installed app: no context owns it."""
+
+    assert StockCounted not in registry.contracts
+
+    collected = Registry()
+    collected.collect_contracts()
+
+    assert StockCounted in collected.contracts
+    assert Stray not in collected.contracts
+    assert set(registry.contracts) < set(collected.contracts)

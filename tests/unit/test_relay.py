@@ -9,7 +9,7 @@ import pytest
 from apps.catalog.messages import ProductPriceChanged
 from messaging.broker import ConfirmTimeoutError, ConfirmedPublisher, PublishRefusedError
 from messaging.models import OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from messaging.relay import Relay
 
 pytestmark = pytest.mark.django_db
@@ -132,7 +132,7 @@ def test_a_refused_row_stays_unpublished_with_its_error_and_the_rest_are_marked(
 
 def test_a_returned_command_stays_unpublished_with_its_error(monkeypatch):
     from apps.catalog.messages import ReleaseStock
-    from messaging.outbox import send
+    from tests.senders import send
 
     send(ReleaseStock(order_id="6f1c2a7e-58a4-4f5e-9a53-3c1b0b2a7d10"))
 

@@ -14,7 +14,7 @@ from messaging import repair
 from messaging.delivery import consume
 from messaging.dead_letters import dead_letter_record
 from messaging.models import DeadLetter, DeadLetterAction, InboxMessage, OutboxMessage
-from messaging.outbox import publish
+from tests.senders import publish
 from tests.memory_bus import deliver_all
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from apps.catalog.messages import ProductPriceChanged, ReleaseStock
 from messaging.models import OutboxMessage
-from messaging.outbox import MessageRejectedError, publish, send
+from messaging.outbox import MessageRejectedError
+from tests.senders import publish, send
 from messaging.relay import Relay
 
 pytestmark = pytest.mark.django_db

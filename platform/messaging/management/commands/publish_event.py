@@ -8,7 +8,7 @@ whose name they speak, and says so again once published.
 
 from django.core.management.base import CommandError
 
-from messaging import outbox
+from messaging.outbox import Outbox
 from messaging.management.commands._message_command import MessageCommand, receivers
 
 
@@ -45,7 +45,8 @@ class Command(MessageCommand):
             )
 
     def write(self, message, *, correlation_id):
-        return outbox.publish(message, correlation_id=correlation_id)
+        # In the owner's name, as --as-context confirmed (confirm_sender).
+        return Outbox.for_context(type(message).context()).publish(message, correlation_id=correlation_id)
 
     def describe(self, envelope):
         return (

@@ -1,6 +1,6 @@
 """``send_command``: ask the owning context to do something, as the operator."""
 
-from messaging import outbox
+from messaging.outbox import Outbox
 from messaging.management.commands._message_command import MessageCommand, receivers
 
 
@@ -13,8 +13,8 @@ class Command(MessageCommand):
     example = "ordering.ExpireOrder"
 
     def write(self, message, *, correlation_id):
-        # From a management command the source is always OPERATOR_SOURCE: no context sends it.
-        return outbox.send(message, correlation_id=correlation_id)
+        # From a management command the source is always the operator: no context sends it.
+        return Outbox.operator().send(message, correlation_id=correlation_id)
 
     def describe(self, envelope):
         return (

@@ -1,0 +1,22 @@
+"""Which bounded context a piece of code belongs to: the installed app containing its module.
+
+A context is a Django app; its label (``catalog``, ``basket``) names it on the
+bus, as the source of what it sends and the owner of the contracts in its
+``messages`` module. Kept apart from the registry so that contracts, which
+need to know their owner, import nothing else of the bus.
+"""
+
+import functools
+
+from django.apps import apps
+
+
+@functools.cache
+def context_of_module(module_name: str) -> str | None:
+    """The label of the installed app containing ``module_name``, if any.
+
+    Cached: it is asked for every message handled, and installed apps do not
+    change once Django is ready (before that it raises, and nothing is cached).
+    """
+    app_config = apps.get_containing_app_config(module_name)
+    return app_config.label if app_config else None
