@@ -1,10 +1,9 @@
-"""Putting envelopes on the broker as Celery task messages, confirmed in batches.
+"""Putting envelopes on the broker, confirmed in batches.
 
-Every message is a Celery task message whose task name is the message type
-and whose only keyword argument is the envelope, so Flower and
-django-celery-results see commands and events alike. The task id on the wire
-is the message id; the worker runs each delivery under a task id of its own
-(``task_message.delivery_id``).
+Every message goes as the Celery task message ``messaging.task_message``
+makes of its envelope; this module only publishes it and waits for the
+broker. The task id on the wire is the message id; the worker runs each
+delivery under a task id of its own (``task_message.delivery_id``).
 
 ``ConfirmedPublisher`` publishes a batch and then waits for the broker to
 confirm it (RabbitMQ publisher confirms, acknowledged with ``multiple``), so
@@ -23,7 +22,7 @@ from celery import current_app
 from django.conf import settings
 from kombu import Exchange
 
-from messaging.task_message import ENVELOPE_ARGUMENT, kwargs_repr
+from messaging import task_message
 
 
 class PublishRefusedError(Exception):
@@ -55,42 +54,19 @@ def publish_envelope(
     Raises whatever the transport raises: the caller decides what a failure means.
     """
     embedded = settings.BUS_EMBEDDED_BROKER
-    task_message = current_app.amqp.as_task_v2(
-        envelope["id"],
-        envelope["type"],
-        kwargs={ENVELOPE_ARGUMENT: envelope},
-        retries=retries,
-        countdown=delay if embedded else None,
-        # The message's header wins over the task's own setting in the worker:
-        # without this, CELERY_TASK_IGNORE_RESULT changes nothing for bus messages.
-        ignore_result=settings.CELERY_TASK_IGNORE_RESULT,
-        # Logs and Flower show the type and ids, never the payload.
-        argsrepr="()",
-        kwargsrepr=kwargs_repr(envelope["type"], envelope["id"]),
-    )
+    message = task_message.for_envelope(envelope, retries=retries, countdown=delay if embedded else None)
     producer.publish(
-        task_message.body,
+        message.body,
         exchange=exchange,
         routing_key=routing_key,
-        headers=_without_empty(task_message.headers),
+        headers=message.headers,
         serializer="json",
         delivery_mode=2,  # persistent
         retry=False,
         mandatory=mandatory,
         expiration=delay if delay and not embedded else None,
-        # The AMQP correlation-id names the business conversation, where Celery puts the
-        # task id. Celery's worker and result backend key on the ``id`` header; only its
-        # rpc:// result backend reads this property, and the bus does not use that backend.
-        # (An envelope written before the attribute's rename has none: no property then.)
-        **{**task_message.properties, "correlation_id": envelope.get("correlationid")},
+        **message.properties,
     )
-
-
-def _without_empty(headers: dict[str, Any]) -> dict[str, Any]:
-    """The task headers that say something: Celery's worker reads every other one
-    with a default, and encoding a dozen empty AMQP table entries per message was
-    the relay's largest cost per row."""
-    return {name: value for name, value in headers.items() if value not in (None, [], {}, [None, None])}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,14 @@
 """The Celery task message the bus sends and accepts, and what makes one unacceptable.
 
+The one owner of that format: how an envelope becomes a task message
+(``for_envelope``), how the envelope is read back (``envelope_from_arguments``
+in the task, ``envelope_in`` from a raw body), and which deliveries a worker
+may be handed (``problem_with``).
+
 The bus speaks Celery's protocol 2 only: headers naming the task (the message
 type) and its id (a UUID), and a JSON body ``[args, kwargs, embed]`` whose one
-keyword argument is the envelope. Celery's worker trusts its headers: a list
+keyword argument is the envelope. Flower and django-celery-results thus see
+commands and events alike, as tasks named after their type. Celery's worker trusts its headers: a list
 where it expects a string, a number where it expects a pair, a missing id
 each raise inside its consumer and stop the whole worker, and an ``expires``
 in the past makes it drop the message as revoked. ``problem_with`` answers
@@ -12,10 +18,12 @@ refuses becomes a dead letter (``messaging.worker``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import uuid
 from typing import Annotated, Any
 
+from celery import current_app
 from django.conf import settings
 from pydantic import (
     AfterValidator,
@@ -66,6 +74,60 @@ def _eta_text(value: str) -> str:
     if not now - ETA_PAST_LIMIT <= eta <= latest:
         raise ValueError("outside the times a retry of the bus waits until")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMessage:
+    """A task message ready for a kombu producer's ``publish``."""
+
+    body: tuple
+    headers: dict[str, Any]
+    #: AMQP properties (content type and encoding, ``correlation_id``).
+    properties: dict[str, Any]
+
+
+def for_envelope(envelope: dict[str, Any], *, retries: int = 0, countdown: float | None = None) -> TaskMessage:
+    """The task message that carries ``envelope``: task name = its type, task id = its id.
+
+    ``countdown`` makes the worker hold it back (a retry on the embedded broker).
+    """
+    message = current_app.amqp.as_task_v2(
+        envelope["id"],
+        envelope["type"],
+        kwargs={ENVELOPE_ARGUMENT: envelope},
+        retries=retries,
+        countdown=countdown,
+        # The message's header wins over the task's own setting in the worker:
+        # without this, CELERY_TASK_IGNORE_RESULT changes nothing for bus messages.
+        ignore_result=settings.CELERY_TASK_IGNORE_RESULT,
+        # Logs and Flower show the type and ids, never the payload.
+        argsrepr="()",
+        kwargsrepr=kwargs_repr(envelope["type"], envelope["id"]),
+    )
+    return TaskMessage(
+        body=message.body,
+        headers=_without_empty(message.headers),
+        # The AMQP correlation-id names the business conversation, where Celery puts the
+        # task id. Celery's worker and result backend key on the ``id`` header; only its
+        # rpc:// result backend reads this property, and the bus does not use that backend.
+        # (An envelope written before the attribute's rename has none: no property then.)
+        properties={**message.properties, "correlation_id": envelope.get("correlationid")},
+    )
+
+
+def _without_empty(headers: dict[str, Any]) -> dict[str, Any]:
+    """The task headers that say something: Celery's worker reads every other one
+    with a default, and encoding a dozen empty AMQP table entries per message was
+    the relay's largest cost per row."""
+    return {name: value for name, value in headers.items() if value not in (None, [], {}, [None, None])}
+
+
+def envelope_from_arguments(args: tuple, kwargs: dict[str, Any]) -> Any:
+    """What the task was given: the envelope, or, if it was given anything else, all of it
+    (kept whole for the dead letter it becomes)."""
+    if not args and list(kwargs) == [ENVELOPE_ARGUMENT]:
+        return kwargs[ENVELOPE_ARGUMENT]
+    return {"args": list(args), "kwargs": kwargs}
 
 
 #: Free-text headers are logged: a few hundred characters say all the bus ever puts there.

@@ -31,7 +31,7 @@ from messaging.contracts import Envelope
 from messaging.database import close_if_broken, connection_lost
 from messaging.delivery import DeadLettered, HandlerFailedError, consume
 from messaging.registry import registry
-from messaging.task_message import ENVELOPE_ARGUMENT
+from messaging.task_message import envelope_from_arguments
 from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ def message_task(task, *args, **kwargs) -> dict:
     context = settings.BUS_CONTEXT
     if not context:
         raise ImproperlyConfigured("BUS_CONTEXT is not set: start workers with `python -m workers <context>`")
-    # Anything but the one envelope argument is kept whole for the dead letter.
-    sent_an_envelope = not args and list(kwargs) == [ENVELOPE_ARGUMENT]
-    body = kwargs[ENVELOPE_ARGUMENT] if sent_an_envelope else {"args": list(args), "kwargs": kwargs}
+    body = envelope_from_arguments(args, kwargs)
     request = task.request
     headers = {"task": task.name, "id": request.id, "retries": request.retries,
                "delivery_info": dict(request.delivery_info or {})}

@@ -8,8 +8,8 @@ whose name they speak, and says so again once published.
 
 from django.core.management.base import CommandError
 
-from messaging.outbox import Outbox
 from messaging.management.commands._message_command import MessageCommand, receivers
+from messaging.outbox import Outbox
 
 
 class Command(MessageCommand):

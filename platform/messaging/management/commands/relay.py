@@ -1,7 +1,6 @@
-import signal
-
 from django.core.management.base import BaseCommand
 
+from messaging.management.commands._stop_signals import stop_requested
 from messaging.relay import Relay
 
 
@@ -12,9 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, help="rows per transaction")
 
     def handle(self, *args, **options):
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+        stopping = stop_requested()
         self.stdout.write("relay: publishing the outbox")
-        Relay(batch_size=options["batch_size"]).run(stop=lambda: bool(stopping))
+        Relay(batch_size=options["batch_size"]).run(stop=stopping)
         self.stdout.write("relay: stopped")

@@ -10,7 +10,6 @@ again, below the processes' own start-up lines.
 import argparse
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, DjangoHelpFormatter
 
 from messaging.health import read_health
+from messaging.management.commands._stop_signals import stop_requested
 from messaging.registry import registry
 
 #: The admin login created on the first run.
@@ -153,12 +153,10 @@ class Command(BaseCommand):
         return password
 
     def _supervise(self, processes: dict[str, subprocess.Popen], *, ready, logins: str) -> None:
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+        stopping = stop_requested()
         exited = None
         announce_by = time.monotonic() + READY_WAIT_SECONDS
-        while not stopping and exited is None:
+        while not stopping() and exited is None:
             time.sleep(0.5)
             exited = next((name for name, p in processes.items() if p.poll() is not None), None)
             if announce_by is not None and exited is None:

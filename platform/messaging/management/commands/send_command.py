@@ -1,7 +1,7 @@
 """``send_command``: ask the owning context to do something, as the operator."""
 
-from messaging.outbox import Outbox
 from messaging.management.commands._message_command import MessageCommand, receivers
+from messaging.outbox import Outbox
 
 
 class Command(MessageCommand):
