@@ -2,13 +2,18 @@
 
 A context is a Django app; its label (``catalog``, ``basket``) names it on the
 bus, as the source of what it sends and the owner of the contracts in its
-``messages`` module. Kept apart from the registry so that contracts, which
-need to know their owner, import nothing else of the bus.
+``messages`` module. A message no context sent (from a shell, a management
+command, the admin) has ``OPERATOR_SOURCE`` as its source. Kept apart from
+the registry so that contracts, which need to know their owner, import
+nothing else of the bus.
 """
 
 import functools
 
 from django.apps import apps
+
+#: Source of a message sent from outside every context (shell, management command, admin).
+OPERATOR_SOURCE = "operator"
 
 
 @functools.cache

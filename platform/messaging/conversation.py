@@ -24,10 +24,9 @@ from django.db.models.fields.json import KT
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from messaging.contexts import OPERATOR_SOURCE, context_of_module
 from messaging.dead_letters import as_uuid
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.outbox import OPERATOR_SOURCE
-from messaging.contexts import context_of_module
 from messaging.registry import registry
 from messaging.task_message import delivery_id
 

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 
 from django.utils.safestring import SafeString, mark_safe
 
+from messaging.contexts import OPERATOR_SOURCE
 from messaging.conversation import Conversation, Delivery, DeliveryState, Step
-from messaging.outbox import OPERATOR_SOURCE
 
 LANE_WIDTH = 190
 ROW_HEIGHT = 30

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from messaging.contexts import OPERATOR_SOURCE
 from messaging.contracts import Envelope
 from messaging.database import connection_lost
 from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
-from messaging.outbox import OPERATOR_SOURCE
 from messaging.registry import registry
 
 logger = logging.getLogger(__name__)

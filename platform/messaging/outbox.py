@@ -31,15 +31,13 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from messaging import causation
+from messaging.contexts import OPERATOR_SOURCE, context_of_module
 from messaging.contracts import Command, Envelope, Event, Message
 from messaging.models import OutboxMessage
-from messaging.contexts import context_of_module
 from messaging.registry import registry
 
 #: PostgreSQL channel the relay listens on; NOTIFY is delivered at commit.
 RELAY_CHANNEL = "messaging_outbox"
-#: Source of a command sent from outside any context (shell, management command).
-OPERATOR_SOURCE = "operator"
 
 
 class MessageRejectedError(ValueError):
