@@ -2,7 +2,9 @@
 
 Configuration comes from Django settings under the ``CELERY_`` namespace; the
 queues and message tasks are derived from the message registry when Django's
-apps are ready (see ``messaging.apps``).
+apps are ready (see ``messaging.apps``). A worker takes its deliveries through
+``messaging.worker.Consumer`` (the setting ``CELERY_WORKER_CONSUMER``), which
+checks each one before Celery runs the message's task (``messaging.tasks``).
 """
 
 from celery import Celery, signals
