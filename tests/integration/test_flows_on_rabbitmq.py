@@ -51,8 +51,8 @@ def test_a_price_change_reaches_basket_and_ordering_once_each(bus):
     assert line.previous_unit_price == Decimal("10.00")
     event_id = OutboxMessage.objects.get(message_type="catalog.ProductPriceChanged").message_id
     assert sorted(InboxMessage.objects.filter(message_id=event_id).values_list("consumer", flat=True)) == [
-        "apps.basket.handlers.reprice_baskets",
-        "apps.ordering.handlers.update_price_list",
+        "apps.basket.handlers.on_product_price_changed",
+        "apps.ordering.handlers.on_product_price_changed",
     ]
 
 
