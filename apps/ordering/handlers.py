@@ -7,7 +7,7 @@ from apps.ordering.services import (
     order_expire,
     order_mark_paid,
     order_place,
-    order_stock_reserved,
+    order_request_payment,
     price_list_update,
 )
 from apps.payment.messages import PaymentFailed, PaymentSucceeded
@@ -30,7 +30,7 @@ def expire_order(command: ExpireOrder) -> None:
 
 @event_subscriber(StockReserved)
 def on_stock_reserved(event: StockReserved) -> None:
-    order_stock_reserved(order_id=event.order_id)
+    order_request_payment(order_id=event.order_id)
 
 
 @event_subscriber(StockRejected)

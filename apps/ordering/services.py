@@ -43,7 +43,8 @@ def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[dict]) -> 
     return order
 
 
-def order_stock_reserved(*, order_id: uuid.UUID) -> None:
+def order_request_payment(*, order_id: uuid.UUID) -> None:
+    """Its stock is reserved: ask payment to charge the order (stock reserved after a cancellation goes back)."""
     with transaction.atomic():
         order = Order.objects.select_for_update().get(id=order_id)
         if order.status == Order.Status.CANCELLED:
