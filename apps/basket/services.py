@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.basket.models import Basket, BasketLine
-from apps.ordering.messages import ExpireOrder, OrderLine, PlaceOrder
+from apps.ordering.messages import ExpireOrder, PlaceOrder, PlaceOrderLine
 from messaging.outbox import send
 
 
@@ -52,7 +52,7 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
         send(PlaceOrder(
             order_id=order_id,
             customer_id=customer_id,
-            lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
+            lines=[PlaceOrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
         ), correlation_id=order_id)
         send(ExpireOrder(order_id=order_id, customer_id=customer_id),
              correlation_id=order_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)

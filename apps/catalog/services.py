@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from apps.catalog.messages import ProductPriceChanged, StockRejected, StockReserved
+from apps.catalog.messages import ProductPriceChanged, ReserveStockLine, StockRejected, StockReserved
 from apps.catalog.models import Product, StockReservation
 from messaging.outbox import publish
 
@@ -26,14 +26,14 @@ def product_change_price(*, sku: str, new_price: Decimal) -> Product:
     return product
 
 
-def stock_reserve(*, order_id: uuid.UUID, lines: list[dict]) -> bool:
+def stock_reserve(*, order_id: uuid.UUID, lines: list[ReserveStockLine]) -> bool:
     """Reserve every line or none; announce which. True if reserved."""
     with transaction.atomic():
         if StockReservation.objects.filter(order_id=order_id).exists():
             # Asked again for the same order (a resent command): same answer.
             publish(StockReserved(order_id=order_id))
             return True
-        wanted = {line["sku"]: line["quantity"] for line in lines}
+        wanted = {line.sku: line.quantity for line in lines}
         products = {p.sku: p for p in Product.objects.select_for_update().filter(sku__in=wanted).order_by("sku")}
         short = sorted(sku for sku, quantity in wanted.items()
                        if sku not in products or products[sku].stock_available < quantity)
@@ -43,7 +43,7 @@ def stock_reserve(*, order_id: uuid.UUID, lines: list[dict]) -> bool:
         for sku, quantity in wanted.items():
             products[sku].stock_available -= quantity
             products[sku].save(update_fields=["stock_available"])
-        StockReservation.objects.create(order_id=order_id, lines=lines)
+        StockReservation.objects.create(order_id=order_id, lines=[line.model_dump() for line in lines])
         publish(StockReserved(order_id=order_id))
     return True
 

@@ -16,11 +16,7 @@ from messaging import command_handler, event_subscriber
 
 @command_handler(PlaceOrder)
 def place_order(command: PlaceOrder) -> None:
-    order_place(
-        order_id=command.order_id,
-        customer_id=command.customer_id,
-        lines=[line.model_dump() for line in command.lines],
-    )
+    order_place(order_id=command.order_id, customer_id=command.customer_id, lines=command.lines)
 
 
 @command_handler(ExpireOrder)

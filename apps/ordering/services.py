@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from apps.catalog.messages import ReleaseStock, ReserveStock, StockLine
-from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted
+from apps.catalog.messages import ReleaseStock, ReserveStock, ReserveStockLine
+from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted, PlaceOrderLine
 from apps.ordering.models import Order, OrderLine, PriceListEntry
 from apps.payment.messages import ProcessPayment, RefundPayment
 from messaging.outbox import publish, send
@@ -26,19 +26,21 @@ from messaging.outbox import publish, send
 DEADLINE_REASON = "checkout deadline passed"
 
 
-def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[dict]) -> Order:
+def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[PlaceOrderLine]) -> Order:
     with transaction.atomic():
-        total = sum((Decimal(line["quantity"]) * line["unit_price"] for line in lines), Decimal("0"))
+        total = sum((line.quantity * line.unit_price for line in lines), Decimal("0"))
         # get_or_create: a deadline inserting the same order concurrently makes
         # this wait for it and then find it, instead of failing.
         order, placed = Order.objects.get_or_create(id=order_id, defaults={"customer_id": customer_id, "total": total})
         if not placed:
             return order  # the same checkout asked twice, or its deadline came first
-        OrderLine.objects.bulk_create(OrderLine(order=order, **line) for line in lines)
+        OrderLine.objects.bulk_create(
+            OrderLine(order=order, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines
+        )
         publish(OrderStarted(order_id=order_id, customer_id=customer_id, total=total))
         send(ReserveStock(
             order_id=order_id,
-            lines=[StockLine(sku=line["sku"], quantity=line["quantity"]) for line in lines],
+            lines=[ReserveStockLine(sku=line.sku, quantity=line.quantity) for line in lines],
         ))
     return order
 

@@ -12,7 +12,7 @@ from django_celery_results.models import TaskResult
 
 from apps.basket.models import Basket, BasketLine
 from apps.basket.services import basket_add_item, basket_checkout
-from apps.catalog.messages import ReserveStock, StockLine
+from apps.catalog.messages import ReserveStock, ReserveStockLine
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_change_price, product_create
 from apps.ordering.models import Order, PriceListEntry
@@ -115,7 +115,7 @@ def test_a_duplicate_delivery_changes_nothing_twice(bus):
     sku = _sku()
     product_create(sku=sku, name="Mug", price=Decimal("10.00"), stock=5)
     with transaction.atomic():
-        envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=2)]))
+        envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[ReserveStockLine(sku=sku, quantity=2)]))
     row = OutboxMessage.objects.get(message_id=envelope.id)
     task_id = delivery_id(envelope.id, "catalog")
     wait_for(lambda: TaskResult.objects.filter(task_id=task_id, status="SUCCESS").exists(), message="first delivery")
