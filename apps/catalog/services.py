@@ -14,6 +14,21 @@ def product_create(*, sku: str, name: str, price: Decimal, stock: int = 0) -> Pr
     return Product.objects.create(sku=sku, name=name, price=price, stock_available=stock)
 
 
+def product_update(*, sku: str, name: str, price: Decimal, stock_available: int) -> Product:
+    """Set a product's details; a new price goes through ``product_change_price``, in the same transaction.
+
+    The price is compared with the locked row, so saving the same price again
+    announces nothing, and a change is announced once.
+    """
+    with transaction.atomic():
+        product = Product.objects.select_for_update().get(sku=sku)
+        product.name, product.stock_available = name, stock_available
+        product.save(update_fields=["name", "stock_available"])
+        if price != product.price:
+            product = product_change_price(sku=sku, new_price=price)
+    return product
+
+
 def product_change_price(*, sku: str, new_price: Decimal) -> Product:
     with transaction.atomic():
         product = Product.objects.select_for_update().get(sku=sku)
