@@ -1,4 +1,5 @@
-"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon.
+"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon,
+and warns about a handler not named after what it handles.
 
 Each ``_check_*`` function looks at one kind of mistake and returns Django
 check messages with an id and a hint saying how to fix it, as
