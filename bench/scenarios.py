@@ -316,7 +316,7 @@ def duplicates(run: Run) -> dict:
                 cursor.execute(
                     f"INSERT INTO {table} (message_id, consumer, message_type, handled_at) "
                     "VALUES (%s, %s, %s, now()) ON CONFLICT (message_id, consumer) DO NOTHING",
-                    [message_id, "apps.basket.handlers.reprice_baskets", "catalog.ProductPriceChanged"])
+                    [message_id, "apps.basket.handlers.on_product_price_changed", "catalog.ProductPriceChanged"])
         return {"baseline": (time.monotonic() - started) * 1000 / count}
 
     figures = interleaved(run, platform, baseline)

@@ -7,15 +7,15 @@ from messaging import event_subscriber
 
 
 @event_subscriber(ProductPriceChanged)
-def reprice_baskets(event: ProductPriceChanged) -> None:
+def on_product_price_changed(event: ProductPriceChanged) -> None:
     basket_reprice(sku=event.sku, new_price=event.new_price, price_version=event.price_version)
 
 
 @event_subscriber(OrderStarted)
-def empty_basket(event: OrderStarted) -> None:
+def on_order_started(event: OrderStarted) -> None:
     basket_empty_for_order(order_id=event.order_id)
 
 
 @event_subscriber(OrderCancelled)
-def reopen_basket(event: OrderCancelled) -> None:
+def on_order_cancelled(event: OrderCancelled) -> None:
     basket_reopen_for_order(order_id=event.order_id)

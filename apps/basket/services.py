@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.basket.models import Basket, BasketLine
-from apps.ordering.messages import ExpireOrder, OrderLine, PlaceOrder
+from apps.ordering.messages import ExpireOrder, PlaceOrder, PlaceOrderLine
 from messaging.outbox import Outbox
 
 #: Every message written here is this context's (its ``source``).
@@ -22,8 +22,7 @@ class BasketError(Exception):
 def basket_add_item(*, customer_id: str, sku: str, quantity: int, unit_price: Decimal) -> BasketLine:
     with transaction.atomic():
         basket, _ = Basket.objects.select_for_update().get_or_create(customer_id=customer_id)
-        if basket.status != Basket.Status.OPEN:
-            raise BasketError("the basket is checking out; wait for the order to start")
+        _check_open(basket)
         line, created = BasketLine.objects.get_or_create(
             basket=basket, sku=sku, defaults={"quantity": quantity, "unit_price": unit_price}
         )
@@ -31,6 +30,29 @@ def basket_add_item(*, customer_id: str, sku: str, quantity: int, unit_price: De
             line.quantity += quantity
             line.save(update_fields=["quantity"])
     return line
+
+
+def basket_change_quantity(*, customer_id: str, sku: str, quantity: int) -> BasketLine:
+    """Set how many of ``sku`` an open basket holds (at least one: removing is ``basket_remove_item``)."""
+    if quantity < 1:
+        raise BasketError(f"a line holds at least one {sku}; remove the line instead")
+    with transaction.atomic():
+        basket = Basket.objects.select_for_update().get(customer_id=customer_id)
+        _check_open(basket)
+        line = basket.lines.filter(sku=sku).first()
+        if line is None:
+            raise BasketError(f"the basket holds no {sku}")
+        line.quantity = quantity
+        line.save(update_fields=["quantity"])
+    return line
+
+
+def basket_remove_item(*, customer_id: str, sku: str) -> None:
+    """Take ``sku`` out of an open basket; a SKU it does not hold is already out."""
+    with transaction.atomic():
+        basket = Basket.objects.select_for_update().get(customer_id=customer_id)
+        _check_open(basket)
+        basket.lines.filter(sku=sku).delete()
 
 
 def basket_checkout(*, customer_id: str) -> uuid.UUID:
@@ -55,7 +77,7 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
         outbox.send(PlaceOrder(
             order_id=order_id,
             customer_id=customer_id,
-            lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
+            lines=[PlaceOrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
         ), correlation_id=order_id)
         outbox.send(ExpireOrder(order_id=order_id, customer_id=customer_id),
                     correlation_id=order_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
@@ -101,3 +123,9 @@ def basket_empty_for_order(*, order_id: uuid.UUID) -> None:
         basket.lines.all().delete()
         basket.status, basket.pending_order_id = Basket.Status.OPEN, None
         basket.save(update_fields=["status", "pending_order_id"])
+
+
+def _check_open(basket: Basket) -> None:
+    # A basket checking out has sent its lines to ordering: they are no longer the basket's to change.
+    if basket.status != Basket.Status.OPEN:
+        raise BasketError("the basket is checking out; wait for the order to start")

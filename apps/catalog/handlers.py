@@ -7,7 +7,7 @@ from messaging import command_handler
 
 @command_handler(ReserveStock)
 def reserve_stock(command: ReserveStock) -> None:
-    stock_reserve(order_id=command.order_id, lines=[line.model_dump() for line in command.lines])
+    stock_reserve(order_id=command.order_id, lines=command.lines)
 
 
 @command_handler(ReleaseStock)

@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 from messaging import Command, Event
 
 
-class StockLine(BaseModel):
+class ReserveStockLine(BaseModel):
+    """One line of a ``ReserveStock``: how many of a SKU to set aside."""
+
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0)
 
@@ -23,7 +25,7 @@ class ProductPriceChanged(Event):
 
 class ReserveStock(Command):
     order_id: uuid.UUID
-    lines: list[StockLine] = Field(min_length=1)
+    lines: list[ReserveStockLine] = Field(min_length=1)
 
 
 class ReleaseStock(Command):

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from apps.catalog.messages import ProductPriceChanged, StockRejected, StockReserved
+from apps.catalog.messages import ProductPriceChanged, ReserveStockLine, StockRejected, StockReserved
 from apps.catalog.models import Product, StockReservation
 from messaging.outbox import Outbox
 
@@ -15,6 +15,21 @@ outbox = Outbox.for_module(__name__)
 
 def product_create(*, sku: str, name: str, price: Decimal, stock: int = 0) -> Product:
     return Product.objects.create(sku=sku, name=name, price=price, stock_available=stock)
+
+
+def product_update(*, sku: str, name: str, price: Decimal, stock_available: int) -> Product:
+    """Set a product's details; a new price goes through ``product_change_price``, in the same transaction.
+
+    The price is compared with the locked row, so saving the same price again
+    announces nothing, and a change is announced once.
+    """
+    with transaction.atomic():
+        product = Product.objects.select_for_update().get(sku=sku)
+        product.name, product.stock_available = name, stock_available
+        product.save(update_fields=["name", "stock_available"])
+        if price != product.price:
+            product = product_change_price(sku=sku, new_price=price)
+    return product
 
 
 def product_change_price(*, sku: str, new_price: Decimal) -> Product:
@@ -29,14 +44,14 @@ def product_change_price(*, sku: str, new_price: Decimal) -> Product:
     return product
 
 
-def stock_reserve(*, order_id: uuid.UUID, lines: list[dict]) -> bool:
+def stock_reserve(*, order_id: uuid.UUID, lines: list[ReserveStockLine]) -> bool:
     """Reserve every line or none; announce which. True if reserved."""
     with transaction.atomic():
         if StockReservation.objects.filter(order_id=order_id).exists():
             # Asked again for the same order (a resent command): same answer.
             outbox.publish(StockReserved(order_id=order_id))
             return True
-        wanted = {line["sku"]: line["quantity"] for line in lines}
+        wanted = {line.sku: line.quantity for line in lines}
         products = {p.sku: p for p in Product.objects.select_for_update().filter(sku__in=wanted).order_by("sku")}
         short = sorted(sku for sku, quantity in wanted.items()
                        if sku not in products or products[sku].stock_available < quantity)
@@ -46,7 +61,7 @@ def stock_reserve(*, order_id: uuid.UUID, lines: list[dict]) -> bool:
         for sku, quantity in wanted.items():
             products[sku].stock_available -= quantity
             products[sku].save(update_fields=["stock_available"])
-        StockReservation.objects.create(order_id=order_id, lines=lines)
+        StockReservation.objects.create(order_id=order_id, lines=[line.model_dump() for line in lines])
         outbox.publish(StockReserved(order_id=order_id))
     return True
 

@@ -7,7 +7,7 @@ from apps.ordering.services import (
     order_expire,
     order_mark_paid,
     order_place,
-    order_stock_reserved,
+    order_request_payment,
     price_list_update,
 )
 from apps.payment.messages import PaymentFailed, PaymentSucceeded
@@ -16,11 +16,7 @@ from messaging import command_handler, event_subscriber
 
 @command_handler(PlaceOrder)
 def place_order(command: PlaceOrder) -> None:
-    order_place(
-        order_id=command.order_id,
-        customer_id=command.customer_id,
-        lines=[line.model_dump() for line in command.lines],
-    )
+    order_place(order_id=command.order_id, customer_id=command.customer_id, lines=command.lines)
 
 
 @command_handler(ExpireOrder)
@@ -29,25 +25,25 @@ def expire_order(command: ExpireOrder) -> None:
 
 
 @event_subscriber(StockReserved)
-def stock_reserved(event: StockReserved) -> None:
-    order_stock_reserved(order_id=event.order_id)
+def on_stock_reserved(event: StockReserved) -> None:
+    order_request_payment(order_id=event.order_id)
 
 
 @event_subscriber(StockRejected)
-def stock_rejected(event: StockRejected) -> None:
+def on_stock_rejected(event: StockRejected) -> None:
     order_cancel(order_id=event.order_id, reason=f"stock: {event.reason}")
 
 
 @event_subscriber(PaymentSucceeded)
-def payment_succeeded(event: PaymentSucceeded) -> None:
+def on_payment_succeeded(event: PaymentSucceeded) -> None:
     order_mark_paid(order_id=event.order_id)
 
 
 @event_subscriber(PaymentFailed)
-def payment_failed(event: PaymentFailed) -> None:
+def on_payment_failed(event: PaymentFailed) -> None:
     order_cancel(order_id=event.order_id, reason=f"payment: {event.reason}")
 
 
 @event_subscriber(ProductPriceChanged)
-def update_price_list(event: ProductPriceChanged) -> None:
+def on_product_price_changed(event: ProductPriceChanged) -> None:
     price_list_update(sku=event.sku, price=event.new_price, price_version=event.price_version)

@@ -8,7 +8,13 @@ from pydantic import BaseModel, Field
 from messaging import Command, Event
 
 
-class OrderLine(BaseModel):
+class PlaceOrderLine(BaseModel):
+    """One line of a ``PlaceOrder``, at the price the customer was shown.
+
+    Named after its command, not ``OrderLine``: that is the order's own line
+    (``ordering.models.OrderLine``), which ordering makes from this one.
+    """
+
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0)
     unit_price: Decimal = Field(ge=0, decimal_places=2)
@@ -17,7 +23,7 @@ class OrderLine(BaseModel):
 class PlaceOrder(Command):
     order_id: uuid.UUID
     customer_id: str = Field(min_length=1, max_length=64)
-    lines: list[OrderLine] = Field(min_length=1)
+    lines: list[PlaceOrderLine] = Field(min_length=1)
 
 
 class ExpireOrder(Command):

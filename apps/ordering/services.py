@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from apps.catalog.messages import ReleaseStock, ReserveStock, StockLine
-from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted
+from apps.catalog.messages import ReleaseStock, ReserveStock, ReserveStockLine
+from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted, PlaceOrderLine
 from apps.ordering.models import Order, OrderLine, PriceListEntry
 from apps.payment.messages import ProcessPayment, RefundPayment
 from messaging.outbox import Outbox
@@ -29,24 +29,27 @@ outbox = Outbox.for_module(__name__)
 DEADLINE_REASON = "checkout deadline passed"
 
 
-def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[dict]) -> Order:
+def order_place(*, order_id: uuid.UUID, customer_id: str, lines: list[PlaceOrderLine]) -> Order:
     with transaction.atomic():
-        total = sum((Decimal(line["quantity"]) * line["unit_price"] for line in lines), Decimal("0"))
+        total = sum((line.quantity * line.unit_price for line in lines), Decimal("0"))
         # get_or_create: a deadline inserting the same order concurrently makes
         # this wait for it and then find it, instead of failing.
         order, placed = Order.objects.get_or_create(id=order_id, defaults={"customer_id": customer_id, "total": total})
         if not placed:
             return order  # the same checkout asked twice, or its deadline came first
-        OrderLine.objects.bulk_create(OrderLine(order=order, **line) for line in lines)
+        OrderLine.objects.bulk_create(
+            OrderLine(order=order, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines
+        )
         outbox.publish(OrderStarted(order_id=order_id, customer_id=customer_id, total=total))
         outbox.send(ReserveStock(
             order_id=order_id,
-            lines=[StockLine(sku=line["sku"], quantity=line["quantity"]) for line in lines],
+            lines=[ReserveStockLine(sku=line.sku, quantity=line.quantity) for line in lines],
         ))
     return order
 
 
-def order_stock_reserved(*, order_id: uuid.UUID) -> None:
+def order_request_payment(*, order_id: uuid.UUID) -> None:
+    """Its stock is reserved: ask payment to charge the order (stock reserved after a cancellation goes back)."""
     with transaction.atomic():
         order = Order.objects.select_for_update().get(id=order_id)
         if order.status == Order.Status.CANCELLED:

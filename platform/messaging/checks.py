@@ -1,4 +1,5 @@
-"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon.
+"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon,
+and warns about a handler not named after what it handles.
 
 Each ``_check_*`` function looks at one kind of mistake and returns Django
 check messages with an id and a hint saying how to fix it, as
@@ -9,6 +10,7 @@ registry (the tests give it a registry with a mistake in it).
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.utils.text import camel_case_to_spaces
 
 from messaging.registry import MESSAGES_MODULE, Registry, registry
 from messaging.retention import longest_redelivery
@@ -21,7 +23,12 @@ def check_message_registry(app_configs, **kwargs):
 
 def registry_problems(checked: Registry) -> list[checks.CheckMessage]:
     """Every mistake in ``checked``: contracts, handlers, and who receives each command."""
-    return [*_check_contracts(checked), *_check_handlers(checked), *_check_command_receivers(checked)]
+    return [
+        *_check_contracts(checked),
+        *_check_handlers(checked),
+        *_check_handler_names(checked),
+        *_check_command_receivers(checked),
+    ]
 
 
 def _check_contracts(checked: Registry) -> list[checks.CheckMessage]:
@@ -80,6 +87,32 @@ def _check_handlers(checked: Registry) -> list[checks.CheckMessage]:
                 obj=handler.name, id="messaging.E005",
             ))
     return found
+
+
+def _check_handler_names(checked: Registry) -> list[checks.CheckMessage]:
+    # A handler's name is its inbox key: one pattern everywhere, so nobody
+    # renames one on a whim, and a reader knows the message from the name.
+    found = []
+    for handler in checked.handlers:
+        contract = checked.contract_for(handler.message_type)
+        if contract is None or contract.kind != handler.kind:
+            continue  # E004 or E006 says so; the expected name depends on what it handles
+        expected = _expected_handler_name(contract)
+        if handler.func.__qualname__ != expected:
+            found.append(checks.Warning(
+                f"Handler {handler.name} of {contract.kind} '{handler.message_type}' is not named '{expected}'.",
+                hint=f"Rename it to '{expected}' (a command handler is named after its command, an event "
+                     "subscriber on_<event>, in snake_case). Its name is its inbox key: add a migration "
+                     "with messaging.migration_operations.RenameHandlers so what it handled stays handled.",
+                obj=handler.name, id="messaging.W002",
+            ))
+    return found
+
+
+def _expected_handler_name(contract) -> str:
+    """``place_order`` handles ``PlaceOrder``; ``on_stock_reserved`` subscribes to ``StockReserved``."""
+    snake_case = camel_case_to_spaces(contract.__name__).replace(" ", "_")
+    return snake_case if contract.kind == "command" else f"on_{snake_case}"
 
 
 def _check_command_receivers(checked: Registry) -> list[checks.CheckMessage]:

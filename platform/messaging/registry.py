@@ -42,7 +42,10 @@ class Handler:
 
     @property
     def name(self) -> str:
-        """The consumer name: the inbox key, stable while the function keeps its name."""
+        """The consumer name: the inbox key, stable while the function keeps its name.
+
+        Renaming the function is a migration too (``messaging.migration_operations.RenameHandlers``).
+        """
         return f"{self.func.__module__}.{self.func.__qualname__}"
 
 

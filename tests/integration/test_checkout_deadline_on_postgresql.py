@@ -8,13 +8,14 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
+from apps.ordering.messages import PlaceOrderLine
 from apps.ordering.models import Order
 from apps.ordering.services import order_expire, order_place
 from messaging.models import OutboxMessage
 
 pytestmark = pytest.mark.integration
 
-LINES = [{"sku": "RACE-1", "quantity": 1, "unit_price": Decimal("10.00")}]
+LINES = [PlaceOrderLine(sku="RACE-1", quantity=1, unit_price=Decimal("10.00"))]
 
 
 class HeldOpen(threading.Thread):

@@ -24,7 +24,7 @@ def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(bus):
     letter = wait_for(lambda: DeadLetter.objects.filter(message_id=envelope.id).first(), message="the dead letter")
 
     assert letter.reason == DeadLetter.Reason.HANDLER_FAILED
-    assert (letter.context, letter.consumer) == ("ordering", "apps.ordering.handlers.stock_reserved")
+    assert (letter.context, letter.consumer) == ("ordering", "apps.ordering.handlers.on_stock_reserved")
     assert letter.attempts == settings.BUS_MAX_RETRIES + 1
     assert "DoesNotExist" in letter.error
     assert letter.body["id"] == str(envelope.id)

@@ -12,7 +12,7 @@ from django_celery_results.models import TaskResult
 
 from apps.basket.models import Basket, BasketLine
 from apps.basket.services import basket_add_item, basket_checkout
-from apps.catalog.messages import ReserveStock, StockLine
+from apps.catalog.messages import ReserveStock, ReserveStockLine
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_change_price, product_create
 from apps.ordering.models import Order, PriceListEntry
@@ -52,8 +52,8 @@ def test_a_price_change_reaches_basket_and_ordering_once_each(bus):
     assert line.previous_unit_price == Decimal("10.00")
     event_id = OutboxMessage.objects.get(message_type="catalog.ProductPriceChanged").message_id
     assert sorted(InboxMessage.objects.filter(message_id=event_id).values_list("consumer", flat=True)) == [
-        "apps.basket.handlers.reprice_baskets",
-        "apps.ordering.handlers.update_price_list",
+        "apps.basket.handlers.on_product_price_changed",
+        "apps.ordering.handlers.on_product_price_changed",
     ]
 
 
@@ -116,7 +116,7 @@ def test_a_duplicate_delivery_changes_nothing_twice(bus):
     sku = _sku()
     product_create(sku=sku, name="Mug", price=Decimal("10.00"), stock=5)
     with transaction.atomic():
-        envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=2)]))
+        envelope = send(ReserveStock(order_id=uuid.uuid4(), lines=[ReserveStockLine(sku=sku, quantity=2)]))
     row = OutboxMessage.objects.get(message_id=envelope.id)
     task_id = delivery_id(envelope.id, "catalog")
     wait_for(lambda: TaskResult.objects.filter(task_id=task_id, status="SUCCESS").exists(), message="first delivery")

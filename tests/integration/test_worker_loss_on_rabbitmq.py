@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django_celery_results.models import TaskResult
 
-from apps.catalog.messages import ReserveStock, StockLine
+from apps.catalog.messages import ReserveStock, ReserveStockLine
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_create
 from messaging.task_message import delivery_id
@@ -63,7 +63,7 @@ def _blocked_backends() -> int:
 
 def _reserve(sku: str, quantity: int):
     with transaction.atomic():
-        return send(ReserveStock(order_id=uuid.uuid4(), lines=[StockLine(sku=sku, quantity=quantity)]))
+        return send(ReserveStock(order_id=uuid.uuid4(), lines=[ReserveStockLine(sku=sku, quantity=quantity)]))
 
 
 def _task_result(message_id) -> TaskResult:

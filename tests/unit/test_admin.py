@@ -120,5 +120,38 @@ def test_a_price_changed_in_the_admin_is_announced_like_any_other(admin_client, 
     assert response.status_code == 302
     catalog_product.refresh_from_db()
     assert (catalog_product.name, catalog_product.price, catalog_product.price_version) == ("Big mug", Decimal("14.00"), 1)
-    event = OutboxMessage.objects.get(message_type="catalog.ProductPriceChanged")
+    [event] = OutboxMessage.objects.all()
+    assert event.message_type == "catalog.ProductPriceChanged"
     assert event.envelope["data"] == {"sku": "MUG-1", "old_price": "10.00", "new_price": "14.00", "price_version": 1}
+
+
+@pytest.mark.django_db
+def test_a_product_saved_in_the_admin_with_its_price_unchanged_announces_nothing(admin_client, catalog_product):
+    from decimal import Decimal
+
+    url = reverse("admin:catalog_product_change", args=[catalog_product.pk])
+
+    response = admin_client.post(url, {"name": "Big mug", "price": "10.0", "stock_available": "7"})
+
+    assert response.status_code == 302
+    catalog_product.refresh_from_db()
+    assert (catalog_product.name, catalog_product.price, catalog_product.stock_available,
+            catalog_product.price_version) == ("Big mug", Decimal("10.00"), 7, 0)
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_products_sku_is_set_when_it_is_added_in_the_admin_and_never_changed_there(admin_client):
+    from apps.catalog.models import Product
+
+    added = admin_client.post(reverse("admin:catalog_product_add"),
+                              {"sku": "LAMP-3", "name": "Lamp", "price": "25.00", "stock_available": "2"})
+    lamp = Product.objects.get()
+    admin_client.post(reverse("admin:catalog_product_change", args=[lamp.pk]),
+                      {"sku": "LAMP-9", "name": "Lamp", "price": "25.00", "stock_available": "2"})
+
+    assert added.status_code == 302 and added["Location"] == reverse("admin:catalog_product_changelist")
+    assert list(Product.objects.values_list("sku", "name", "price_version", "stock_available")) == [
+        ("LAMP-3", "Lamp", 0, 2)
+    ]
+    assert not OutboxMessage.objects.exists()  # listing a product is not a price change

@@ -133,7 +133,7 @@ def test_the_overview_counts_dead_letters_per_consumer_and_links_to_each_group(a
     for _ in range(2):
         DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.place_order",
                                   reason=DeadLetter.Reason.HANDLER_FAILED, error="boom")
-    DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.stock_reserved",
+    DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.on_stock_reserved",
                               reason=DeadLetter.Reason.INVALID_DATA, error="bad data")
     DeadLetter.objects.create(context="basket", reason=DeadLetter.Reason.UNKNOWN_TYPE, error="no handler")
 
@@ -143,7 +143,7 @@ def test_the_overview_counts_dead_letters_per_consumer_and_links_to_each_group(a
     assert [(r["context"], r["consumer"], r["count"]) for r in rows] == [
         ("ordering", "apps.ordering.handlers.place_order", 2),
         ("basket", "", 1),
-        ("ordering", "apps.ordering.handlers.stock_reserved", 1),
+        ("ordering", "apps.ordering.handlers.on_stock_reserved", 1),
     ]
     assert [_changelist_count(admin_client, r["url"]) for r in rows] == [2, 1, 1]
     assert response.context["dead_letters_total"] == 4

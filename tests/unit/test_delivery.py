@@ -29,8 +29,8 @@ def test_redelivered_event_changes_basket_once(price_changed):
     first = consume(price_changed, context="basket")
     second = consume(price_changed, context="basket")
 
-    assert first["handled"] == ["apps.basket.handlers.reprice_baskets"]
-    assert second["handled"] == [] and second["duplicates"] == ["apps.basket.handlers.reprice_baskets"]
+    assert first["handled"] == ["apps.basket.handlers.on_product_price_changed"]
+    assert second["handled"] == [] and second["duplicates"] == ["apps.basket.handlers.on_product_price_changed"]
     line = BasketLine.objects.get()
     assert (line.unit_price, line.previous_unit_price) == (Decimal("12.00"), Decimal("10.00"))
     assert InboxMessage.objects.filter(message_id=price_changed["id"]).count() == 1
@@ -40,10 +40,10 @@ def test_dedup_never_crosses_consumers(price_changed):
     consume(price_changed, context="basket")
     report = consume(price_changed, context="ordering")
 
-    assert report["handled"] == ["apps.ordering.handlers.update_price_list"]
+    assert report["handled"] == ["apps.ordering.handlers.on_product_price_changed"]
     assert set(InboxMessage.objects.values_list("consumer", flat=True)) == {
-        "apps.basket.handlers.reprice_baskets",
-        "apps.ordering.handlers.update_price_list",
+        "apps.basket.handlers.on_product_price_changed",
+        "apps.ordering.handlers.on_product_price_changed",
     }
 
 
@@ -240,7 +240,7 @@ def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, f
     assert str(letter.id) in str(failure.value) and "database briefly away" in str(failure.value)
     assert letter.exception_type == "ConnectionError"
     assert letter.correlation_id is not None and str(letter.correlation_id) == price_changed["correlationid"]
-    assert (letter.context, letter.consumer) == ("basket", "apps.basket.handlers.reprice_baskets")
+    assert (letter.context, letter.consumer) == ("basket", "apps.basket.handlers.on_product_price_changed")
     assert letter.attempts == settings.BUS_MAX_RETRIES + 1
     assert "ConnectionError: database briefly away" in letter.error and "Traceback" in letter.traceback
     assert letter.headers["delivery_info"]["exchange"] == "events.x"
@@ -313,7 +313,7 @@ def test_a_message_waits_for_a_database_that_comes_back_and_costs_no_attempt(
     report = message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
 
     # Handled by this very delivery, even on its last allowed attempt: no retry, no dead letter.
-    assert report["handled"] == ["apps.basket.handlers.reprice_baskets"]
+    assert report["handled"] == ["apps.basket.handlers.on_product_price_changed"]
     assert failing_basket_handler == [] and not DeadLetter.objects.exists()
     assert slept == [0.5, 1.0, 2.0]
 

@@ -48,6 +48,23 @@ def test_checkout_ends_paid_with_stock_taken_and_basket_emptied(catalog_product)
     assert not DeadLetter.objects.exists()
 
 
+def test_a_checkouts_lines_keep_their_wire_format_and_are_kept_by_ordering_and_catalog(catalog_product):
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
+
+    order_id = basket_checkout(customer_id="c1")
+    deliver_all()
+
+    def lines_sent(message_type: str) -> list[dict]:
+        return OutboxMessage.objects.get(message_type=message_type).envelope["data"]["lines"]
+
+    assert lines_sent("ordering.PlaceOrder") == [{"sku": "MUG-1", "quantity": 2, "unit_price": "10.00"}]
+    assert lines_sent("catalog.ReserveStock") == [{"sku": "MUG-1", "quantity": 2}]
+    assert list(Order.objects.get(id=order_id).lines.values_list("sku", "quantity", "unit_price")) == [
+        ("MUG-1", 2, Decimal("10.00"))
+    ]
+    assert StockReservation.objects.get(order_id=order_id).lines == [{"sku": "MUG-1", "quantity": 2}]
+
+
 def test_a_declined_payment_cancels_the_order_and_releases_its_stock(catalog_product, settings):
     settings.PAYMENT_APPROVAL_LIMIT = Decimal("15.00")
     basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))

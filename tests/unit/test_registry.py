@@ -1,6 +1,7 @@
 """The registry and its system checks: mistakes fail `manage.py check`."""
 
 import pytest
+from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -23,6 +24,10 @@ def _problems_by_id(reg: Registry) -> dict[str, str]:
 
 def reserve_again(command):
     """A second handler for a command, defined outside any context."""
+
+
+def on_product_price_changed(event):
+    """A subscriber named by the pattern, defined outside any context."""
 
 
 def test_the_project_registry_has_no_problems():
@@ -61,7 +66,7 @@ def test_subscribing_to_a_command_or_handling_an_event_as_a_command_is_an_error(
 def test_a_command_handled_outside_its_owning_context_is_an_error():
     from apps.basket import handlers as basket_handlers
 
-    foreign = Handler(func=basket_handlers.reprice_baskets, kind="command", target=ReserveStock)
+    foreign = Handler(func=basket_handlers.on_product_price_changed, kind="command", target=ReserveStock)
     problems = registry_problems(_registry_with(foreign))
 
     assert any(p.id == "messaging.E005" and "owned by context 'catalog'" in p.msg and "move the handler to 'catalog'"
@@ -97,3 +102,26 @@ def test_a_contract_is_only_a_class_until_the_registry_collects_the_installed_ap
     assert StockCounted in collected.contracts
     assert Stray not in collected.contracts
     assert set(registry.contracts) < set(collected.contracts)
+
+
+def test_a_subscriber_not_named_on_its_event_is_warned_with_the_name_to_take():
+    misnamed = Handler(func=reserve_again, kind="event", target=ProductPriceChanged)
+    [warning] = [p for p in registry_problems(_registry_with(misnamed)) if p.id == "messaging.W002"]
+
+    assert isinstance(warning, checks.Warning)
+    assert warning.obj == "tests.unit.test_registry.reserve_again"
+    assert "is not named 'on_product_price_changed'" in warning.msg
+    assert "Rename it to 'on_product_price_changed'" in warning.hint and "RenameHandlers" in warning.hint
+
+
+def test_a_command_handler_is_expected_to_be_named_after_its_command():
+    misnamed = Handler(func=on_product_price_changed, kind="command", target="catalog.ReserveStock")
+    [warning] = [p for p in registry_problems(_registry_with(misnamed)) if p.id == "messaging.W002"]
+
+    assert "Rename it to 'reserve_stock'" in warning.hint
+
+
+def test_a_handler_named_by_the_pattern_is_not_warned():
+    well_named = Handler(func=on_product_price_changed, kind="event", target="catalog.ProductPriceChanged")
+
+    assert "messaging.W002" not in _check_ids(_registry_with(well_named))

@@ -74,7 +74,7 @@ def test_a_retried_message_is_handled_once_its_cause_is_fixed_and_the_history_sa
 
     reports = deliver_all()
 
-    assert reports[0] == {"context": "ordering", "handled": ["apps.ordering.handlers.stock_reserved"],
+    assert reports[0] == {"context": "ordering", "handled": ["apps.ordering.handlers.on_stock_reserved"],
                           "duplicates": []}
     assert Order.objects.get(id=order_id).status != Order.Status.AWAITING_STOCK
     assert repair.retry_outcome(action).state == "handled"

@@ -1,0 +1,47 @@
+"""Migration operations the bus offers to contexts: renaming a handler without forgetting what it handled.
+
+A handler's name (``<module>.<function>``) is its consumer name: the inbox key
+that makes a redelivered message change nothing, and the consumer a dead letter
+names. Renaming the function alone would make every message it handled look new
+to it. ``RenameHandlers`` moves the stored names in the same deploy, and back
+when the migration is reversed.
+"""
+
+from django.db import migrations
+
+
+class RenameHandlers(migrations.RunPython):
+    """Rename consumers in the inbox and the dead letters: ``{old name: new name}``.
+
+    Put it in a migration of the context that owns the handlers, depending on
+    the latest ``messaging`` migration. Apply it before the renamed code
+    handles anything: a message the old code handles after the migration is
+    stored under the old name, and a redelivery of it would be handled again.
+    """
+
+    def __init__(self, renames: dict[str, str]) -> None:
+        self.renames = dict(renames)
+        super().__init__(self._forwards, self._backwards)
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [self.renames], {})
+
+    def describe(self) -> str:
+        return f"Rename {len(self.renames)} handler(s) in the inbox and the dead letters"
+
+    def _forwards(self, apps, schema_editor) -> None:
+        _rename_consumers(apps, schema_editor.connection.alias, self.renames)
+
+    def _backwards(self, apps, schema_editor) -> None:
+        _rename_consumers(apps, schema_editor.connection.alias, {new: old for old, new in self.renames.items()})
+
+
+def _rename_consumers(apps, database: str, renames: dict[str, str]) -> None:
+    inbox = apps.get_model("messaging", "InboxMessage").objects.using(database)
+    dead_letters = apps.get_model("messaging", "DeadLetter").objects.using(database)
+    for old, new in renames.items():
+        # A message already handled under the new name (by new code that ran
+        # before the migration) keeps that one row: (message id, consumer) is unique.
+        inbox.filter(consumer=old, message_id__in=inbox.filter(consumer=new).values("message_id")).delete()
+        inbox.filter(consumer=old).update(consumer=new)
+        dead_letters.filter(consumer=old).update(consumer=new)

@@ -1,0 +1,69 @@
+"""Renaming a handler keeps what it handled: the contexts' migrations move the stored consumer names."""
+
+import uuid
+
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+
+from messaging.migration_operations import RenameHandlers
+from messaging.models import DeadLetter, InboxMessage
+from messaging.registry import registry
+
+OLD = "apps.basket.handlers.reprice_baskets"
+NEW = "apps.basket.handlers.on_product_price_changed"
+OTHER = "apps.ordering.handlers.on_product_price_changed"
+
+
+def _handled(consumer: str, message_id: uuid.UUID | None = None) -> InboxMessage:
+    return InboxMessage.objects.create(message_id=message_id or uuid.uuid4(), consumer=consumer,
+                                       message_type="catalog.ProductPriceChanged")
+
+
+def _renames_in_migrations() -> dict[str, str]:
+    renames = {}
+    for migration in MigrationLoader(None, ignore_no_migrations=True).disk_migrations.values():
+        for operation in migration.operations:
+            if isinstance(operation, RenameHandlers):
+                renames.update(operation.renames)
+    return renames
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_renames_the_inbox_and_dead_letters_and_reversing_puts_the_old_names_back():
+    call_command("migrate", "basket", "0001", verbosity=0)
+    handled, untouched = _handled(OLD), _handled(OTHER)
+    letter = DeadLetter.objects.create(context="basket", consumer=OLD, reason=DeadLetter.Reason.HANDLER_FAILED,
+                                       error="KeyError: 'sku'")
+
+    call_command("migrate", "basket", verbosity=0)
+    renamed = {row.pk: row.consumer for row in InboxMessage.objects.all()}
+    letter.refresh_from_db()
+    renamed_letter = letter.consumer
+    call_command("migrate", "basket", "0001", verbosity=0)
+    letter.refresh_from_db()
+
+    assert renamed == {handled.pk: NEW, untouched.pk: OTHER} and renamed_letter == NEW
+    assert set(InboxMessage.objects.values_list("consumer", flat=True)) == {OLD, OTHER}
+    assert letter.consumer == OLD
+    call_command("migrate", "basket", verbosity=0)
+
+
+@pytest.mark.django_db
+def test_a_message_handled_under_both_names_keeps_one_row():
+    message_id = uuid.uuid4()
+    _handled(OLD, message_id), _handled(NEW, message_id)
+
+    RenameHandlers({OLD: NEW}).code(apps, connection.schema_editor())
+
+    assert list(InboxMessage.objects.values_list("message_id", "consumer")) == [(message_id, NEW)]
+
+
+def test_every_renamed_handler_is_a_handler_of_today_under_its_new_name_only():
+    renames = _renames_in_migrations()
+    names = {handler.name for handler in registry.handlers}
+
+    assert renames and set(renames.values()) <= names
+    assert not set(renames) & names
