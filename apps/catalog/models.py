@@ -1,10 +1,12 @@
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
-    price = models.DecimalField(max_digits=12, decimal_places=2)
+    #: Never negative: ProductPriceChanged refuses a negative price, so the form must first.
+    price = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
     #: How many times the price changed; orders the ProductPriceChanged events.
     price_version = models.PositiveIntegerField(default=0)
     #: Units on hand that no order has reserved.

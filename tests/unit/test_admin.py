@@ -141,6 +141,21 @@ def test_a_product_saved_in_the_admin_with_its_price_unchanged_announces_nothing
 
 
 @pytest.mark.django_db
+def test_a_negative_price_is_refused_by_the_admin_form_and_nothing_is_announced(admin_client, catalog_product):
+    from decimal import Decimal
+
+    url = reverse("admin:catalog_product_change", args=[catalog_product.pk])
+
+    response = admin_client.post(url, {"name": "Mug", "price": "-1.00", "stock_available": "5"})
+
+    assert response.status_code == 200  # the form again, with its error
+    assert "Ensure this value is greater than or equal to 0" in response.content.decode()
+    catalog_product.refresh_from_db()
+    assert catalog_product.price == Decimal("10.00")
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_products_sku_is_set_when_it_is_added_in_the_admin_and_never_changed_there(admin_client):
     from apps.catalog.models import Product
 
