@@ -17,10 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from messaging.models import OutboxMessage
 from messaging.topology import Topology
-from tests.integration.rabbitmq import rabbitmqctl
-from tests.polling import wait_for
+from tests.integration.platform_bus import PlatformBus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,17 +151,6 @@ def bus(platform_processes, transactional_db):
     """The running platform; each test's data is committed so other processes see it."""
     yield platform_processes
     # Tables are emptied after each test: let the workers finish first, or
-    # the TRUNCATE deadlocks with a handler still writing.
-    wait_for(lambda: _bus_is_quiet() and _bus_is_quiet(), timeout=60, interval=0.5,
-             message="the due outbox rows and the queues to be empty")
-
-
-def _bus_is_quiet() -> bool:
-    # Rows scheduled for later (a checkout's deadline, say) wait on; the next test's flush removes them.
-    if OutboxMessage.objects.due().exists():
-        return False
-    bus_queues = {queue.name for queue in Topology().queues()}
-    # "messages" counts the ready and the unacknowledged (being handled) alike.
-    return all(row["messages"] == 0 for row in rabbitmqctl("list_queues", "name", "messages")
-               if row["name"] in bus_queues)
-
+    # the TRUNCATE deadlocks with a handler still writing. (Rows scheduled for
+    # later, a checkout's deadline say, wait on; the next test's flush removes them.)
+    PlatformBus(platform_processes).settle()
