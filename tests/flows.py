@@ -30,6 +30,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.basket.models import Basket, BasketLine
@@ -50,8 +51,9 @@ PRICE_OVER_THE_APPROVAL_LIMIT = Decimal("20000.00")
 def _time_passes_beyond_the_checkout_deadline() -> None:
     """Every row scheduled until just after a checkout's deadline falls due now."""
     after_the_deadline = timezone.now() + settings.CHECKOUT_DEADLINE + timedelta(seconds=1)
+    # By the database's clock, as the outbox reads it (Python's may run ahead of it).
     OutboxMessage.objects.filter(published_at__isnull=True, available_at__lte=after_the_deadline).update(
-        available_at=timezone.now()
+        available_at=Now()
     )
 
 
@@ -105,7 +107,7 @@ class FlowContract:
             OutboxMessage.objects.filter(id=first.id).update(available_at=timezone.now() + timedelta(hours=1))
 
         bus.settle()
-        OutboxMessage.objects.filter(id=first.id).update(available_at=timezone.now())
+        OutboxMessage.objects.filter(id=first.id).update(available_at=Now())
         bus.settle()
 
         assert OutboxMessage.objects.filter(message_type="catalog.ProductPriceChanged", published_at=None).count() == 0
