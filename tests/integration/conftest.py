@@ -115,11 +115,9 @@ class PlatformProcesses(dict):
                 process.wait()
 
 
-@pytest.fixture(scope="session")
-def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
-    """One worker per context and the relay, each its own process (torn down before the test DB)."""
-    _purge_bus_queues()
-    env = {
+def _platform_env(**overrides: str) -> dict[str, str]:
+    """The environment the platform's processes run in: the tests' services and database."""
+    return {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
@@ -133,17 +131,48 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
         "BUS_DATABASE_WAIT": "5",
         # A blocked or hung broker shows as a confirm timeout within seconds.
         "BUS_CONFIRM_TIMEOUT": "5",
+        **overrides,
     }
+
+
+def _platform_commands() -> dict[str, list[str]]:
+    """One worker per context and the relay, by process name."""
     commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
                                 "--without-mingle"]
                 for c in ("catalog", "basket", "ordering", "payment")}
     commands["relay"] = [sys.executable, "manage.py", "relay"]
-    processes = PlatformProcesses(commands, env, tmp_path_factory.mktemp("process-logs"))
-    for name in commands:
+    return commands
+
+
+@pytest.fixture(scope="session")
+def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
+    """One worker per context and the relay, each its own process (torn down before the test DB)."""
+    _purge_bus_queues()
+    processes = PlatformProcesses(_platform_commands(), _platform_env(), tmp_path_factory.mktemp("process-logs"))
+    for name in processes.commands:
         processes.start(name)
-    processes.wait_until_ready([name for name in commands if name.startswith("worker-")])
+    processes.wait_until_ready([name for name in processes.commands if name.startswith("worker-")])
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture
+def start_platform(real_services, django_db_setup, tmp_path_factory):
+    """Start some of the platform's processes in an environment of the test's
+    (another broker, say): ``start_platform(["relay"], CELERY_BROKER_URL=...)``.
+    Stopped after the test."""
+    started = []
+
+    def start(names: list[str], **env: str) -> PlatformProcesses:
+        processes = PlatformProcesses(_platform_commands(), _platform_env(**env), tmp_path_factory.mktemp("process-logs"))
+        started.append(processes)
+        for name in names:
+            processes.start(name)
+        return processes
+
+    yield start
+    for processes in started:
+        processes.stop_all()
 
 
 @pytest.fixture
