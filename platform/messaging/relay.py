@@ -26,6 +26,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 
 import psycopg
 from celery import current_app
@@ -34,6 +35,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
+from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing
@@ -59,9 +61,18 @@ class BrokerUnreachableError(ConnectionError):
 
 
 class Relay:
-    def __init__(self, *, batch_size: int | None = None, confirm_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        batch_size: int | None = None,
+        confirm_timeout: float | None = None,
+        connect: Callable[[], Connection] | None = None,
+    ) -> None:
         self.batch_size = batch_size or settings.BUS_RELAY_BATCH_SIZE
         self.confirm_timeout = confirm_timeout or settings.BUS_CONFIRM_TIMEOUT
+        #: Returns a new, not yet connected, broker connection: the relay's first, and
+        #: another after it dropped a broken one. (Tests pass a fake broker's.)
+        self.connect = connect or self._connect_to_the_app_broker
         self.topology = Topology()
         self._routes: dict[tuple[str, str], Route] = {}
         self._connection = None
@@ -70,14 +81,17 @@ class Relay:
         #: When the next purge is due (time.monotonic()); the first round purges.
         self._next_purge = 0.0
 
+    def _connect_to_the_app_broker(self) -> Connection:
+        # Socket timeouts as well as the confirm timeout: a hung broker
+        # must turn into an error, never into a relay stuck holding row locks.
+        return current_app.connection_for_write(transport_options={
+            "read_timeout": self.confirm_timeout,
+            "write_timeout": self.confirm_timeout,
+        })
+
     def _publisher_ready(self) -> ConfirmedPublisher:
         if self._publisher is None:
-            # Socket timeouts as well as the confirm timeout: a hung broker
-            # must turn into an error, never into a relay stuck holding row locks.
-            self._connection = current_app.connection_for_write(transport_options={
-                "read_timeout": self.confirm_timeout,
-                "write_timeout": self.confirm_timeout,
-            })
+            self._connection = self.connect()
             try:
                 self._connection.ensure_connection(max_retries=1)
             except (KombuOperationalError, *self._connection.connection_errors) as exc:

@@ -17,10 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from messaging.models import OutboxMessage
 from messaging.topology import Topology
-from tests.integration.rabbitmq import rabbitmqctl
-from tests.polling import wait_for
+from tests.integration.platform_bus import PlatformBus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,11 +115,9 @@ class PlatformProcesses(dict):
                 process.wait()
 
 
-@pytest.fixture(scope="session")
-def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
-    """One worker per context and the relay, each its own process (torn down before the test DB)."""
-    _purge_bus_queues()
-    env = {
+def _platform_env(**overrides: str) -> dict[str, str]:
+    """The environment the platform's processes run in: the tests' services and database."""
+    return {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
@@ -135,17 +131,48 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
         "BUS_DATABASE_WAIT": "5",
         # A blocked or hung broker shows as a confirm timeout within seconds.
         "BUS_CONFIRM_TIMEOUT": "5",
+        **overrides,
     }
+
+
+def _platform_commands() -> dict[str, list[str]]:
+    """One worker per context and the relay, by process name."""
     commands = {f"worker-{c}": [sys.executable, "-m", "workers", c, "--concurrency=2", "--without-gossip",
                                 "--without-mingle"]
                 for c in ("catalog", "basket", "ordering", "payment")}
     commands["relay"] = [sys.executable, "manage.py", "relay"]
-    processes = PlatformProcesses(commands, env, tmp_path_factory.mktemp("process-logs"))
-    for name in commands:
+    return commands
+
+
+@pytest.fixture(scope="session")
+def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
+    """One worker per context and the relay, each its own process (torn down before the test DB)."""
+    _purge_bus_queues()
+    processes = PlatformProcesses(_platform_commands(), _platform_env(), tmp_path_factory.mktemp("process-logs"))
+    for name in processes.commands:
         processes.start(name)
-    processes.wait_until_ready([name for name in commands if name.startswith("worker-")])
+    processes.wait_until_ready([name for name in processes.commands if name.startswith("worker-")])
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture
+def start_platform(real_services, django_db_setup, tmp_path_factory):
+    """Start some of the platform's processes in an environment of the test's
+    (another broker, say): ``start_platform(["relay"], CELERY_BROKER_URL=...)``.
+    Stopped after the test."""
+    started = []
+
+    def start(names: list[str], **env: str) -> PlatformProcesses:
+        processes = PlatformProcesses(_platform_commands(), _platform_env(**env), tmp_path_factory.mktemp("process-logs"))
+        started.append(processes)
+        for name in names:
+            processes.start(name)
+        return processes
+
+    yield start
+    for processes in started:
+        processes.stop_all()
 
 
 @pytest.fixture
@@ -153,17 +180,6 @@ def bus(platform_processes, transactional_db):
     """The running platform; each test's data is committed so other processes see it."""
     yield platform_processes
     # Tables are emptied after each test: let the workers finish first, or
-    # the TRUNCATE deadlocks with a handler still writing.
-    wait_for(lambda: _bus_is_quiet() and _bus_is_quiet(), timeout=60, interval=0.5,
-             message="the due outbox rows and the queues to be empty")
-
-
-def _bus_is_quiet() -> bool:
-    # Rows scheduled for later (a checkout's deadline, say) wait on; the next test's flush removes them.
-    if OutboxMessage.objects.due().exists():
-        return False
-    bus_queues = {queue.name for queue in Topology().queues()}
-    # "messages" counts the ready and the unacknowledged (being handled) alike.
-    return all(row["messages"] == 0 for row in rabbitmqctl("list_queues", "name", "messages")
-               if row["name"] in bus_queues)
-
+    # the TRUNCATE deadlocks with a handler still writing. (Rows scheduled for
+    # later, a checkout's deadline say, wait on; the next test's flush removes them.)
+    PlatformBus(platform_processes).settle()

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.parse
 
 from celery import current_app
 from django.conf import settings
@@ -20,10 +21,23 @@ from messaging.topology import DEFAULT_EXCHANGE, Topology
 from tests.polling import wait_for
 
 
-def rabbitmqctl(*args: str) -> list[dict]:
-    """Run a ``rabbitmqctl list_*`` command on the test vhost; rows as dicts."""
-    vhost = settings.CELERY_BROKER_URL.rsplit("/", 1)[-1] or "/"
+def rabbitmqctl(*args: str, vhost: str | None = None) -> list[dict]:
+    """Run a ``rabbitmqctl list_*`` command on the test vhost (or ``vhost``); rows as dicts."""
+    vhost = vhost or settings.CELERY_BROKER_URL.rsplit("/", 1)[-1] or "/"
     return json.loads(rabbitmqctl_run(*args, "-p", vhost, "--formatter", "json"))
+
+
+@contextlib.contextmanager
+def empty_vhost(name: str):
+    """A new, empty vhost the tests' broker user may use, deleted afterwards; yields its broker URL."""
+    url = urllib.parse.urlsplit(settings.CELERY_BROKER_URL)
+    rabbitmqctl_run("delete_vhost", name, check=False)  # left over by an interrupted run
+    rabbitmqctl_run("add_vhost", name)
+    try:
+        rabbitmqctl_run("set_permissions", "-p", name, url.username, ".*", ".*", ".*")
+        yield url._replace(path=f"/{name}").geturl()
+    finally:
+        rabbitmqctl_run("delete_vhost", name, check=False)
 
 
 def queue_depth(name: str) -> int:

@@ -1,35 +1,120 @@
-"""The topology in the code is the topology RabbitMQ has."""
+"""What the platform's own processes declare on an empty RabbitMQ is the topology the bus needs.
+
+Each test starts one process on a vhost of its own, empty, and reads what
+RabbitMQ then has (``rabbitmqctl``). The expected topology is written out here
+from the registry (who handles what) and the settings, not taken from
+``messaging.topology``: a declaration dropped there fails these tests.
+"""
+
+import os
 
 import pytest
+from django.conf import settings
 
-from messaging.topology import Topology
-from tests.integration.rabbitmq import rabbitmqctl
+from messaging.health import read_health
+from messaging.registry import registry
+from messaging.topology import retry_levels_ms
+from tests.integration.rabbitmq import empty_vhost, rabbitmqctl
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_every_exchange_queue_and_binding_is_declared_on_rabbitmq(bus):
-    expected = Topology().describe()
-
-    exchanges = {e["name"]: e for e in rabbitmqctl("list_exchanges", "name", "type", "durable")}
-    for exchange in expected["exchanges"]:
-        assert exchanges[exchange["name"]]["type"] == exchange["type"]
-        assert exchanges[exchange["name"]]["durable"] is True
-
-    queues = {q["name"]: q for q in rabbitmqctl("list_queues", "name", "durable")}
-    bindings = {
-        (b["source_name"], b["destination_name"], b["routing_key"])
-        for b in rabbitmqctl("list_bindings", "source_name", "destination_name", "routing_key")
+def _expected_topology(settings) -> dict:
+    """Exchanges by name (type), queues by name (arguments), and bindings
+    (exchange, queue, routing key), as RabbitMQ lists them."""
+    context_queue = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.BUS_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "dead-letters",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
     }
-    for queue in expected["queues"]:
-        assert queues[queue["name"]]["durable"] is True
-        for bound in queue["bindings"]:
-            assert (bound["exchange"], queue["name"], bound["routing_key"]) in bindings
+    exchanges = {"commands": "direct", "dead-letters": "fanout"}
+    queues = {"dead-letters": {"x-queue-type": "quorum"}}
+    bindings = {("dead-letters", "dead-letters", "dead-letters")}
+    for contract in registry.contracts:
+        if contract.kind == "event":  # an exchange even for an event nobody subscribes to yet
+            exchanges[f"events.{contract.type_name()}"] = "fanout"
+    for handler in registry.handlers:
+        if handler.kind == "command":
+            queue, exchange = f"{handler.context}.commands", "commands"
+        else:
+            queue, exchange = f"{handler.context}.events.{handler.message_type}", f"events.{handler.message_type}"
+        queues[queue] = context_queue
+        bindings.add((exchange, queue, handler.message_type))
+    for delay_ms in retry_levels_ms():
+        name = f"retry.{delay_ms}ms"
+        exchanges[name] = "fanout"
+        queues[name] = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": ""}
+        bindings.add((name, name, name))
+    return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
 
 
-def test_a_price_change_fans_out_to_one_queue_per_subscribing_context(bus):
-    bindings = rabbitmqctl("list_bindings", "source_name", "destination_name")
+def _celerys_own(name: str) -> bool:
+    """Celery's remote control and events, which a worker declares beside the bus."""
+    return name in ("celeryev", "celery.pidbox", "reply.celery.pidbox") or name.endswith(".celery.pidbox")
 
-    bound = sorted(b["destination_name"] for b in bindings if b["source_name"] == "events.catalog.ProductPriceChanged")
 
-    assert bound == ["basket.events.catalog.ProductPriceChanged", "ordering.events.catalog.ProductPriceChanged"]
+def _declared_on(vhost: str) -> dict:
+    """The bus's exchanges, queues and bindings RabbitMQ has on ``vhost``, all durable."""
+    exchanges = [e for e in rabbitmqctl("list_exchanges", "name", "type", "durable", vhost=vhost)
+                 if e["name"] and not e["name"].startswith("amq.") and not _celerys_own(e["name"])]
+    queues = [q for q in rabbitmqctl("list_queues", "name", "durable", "arguments", vhost=vhost)
+              if not _celerys_own(q["name"])]
+    bindings = rabbitmqctl("list_bindings", "source_name", "destination_name", "routing_key", vhost=vhost)
+    assert all(e["durable"] for e in exchanges) and all(q["durable"] for q in queues)
+    return {
+        "exchanges": {e["name"]: e["type"] for e in exchanges},
+        # Arguments come as [name, AMQP type, value].
+        "queues": {q["name"]: {name: value for name, _, value in q["arguments"]} for q in queues},
+        # The default exchange's binding to every queue is RabbitMQ's own.
+        "bindings": {(b["source_name"], b["destination_name"], b["routing_key"]) for b in bindings
+                     if b["source_name"] and not _celerys_own(b["source_name"])},
+    }
+
+
+@pytest.fixture
+def scratch_vhost(real_services, transactional_db):
+    """An empty vhost beside the tests' own; the processes started here share the test database."""
+    name = f"{settings.CELERY_BROKER_URL.rsplit('/', 1)[-1]}-topology-{os.getpid()}"
+    with empty_vhost(name) as url:
+        yield name, url
+
+
+@pytest.fixture
+def process_settings(settings):
+    """The retry schedule and delivery limit the processes started here run with: the test's own."""
+    return {name: str(getattr(settings, name))
+            for name in ("BUS_RETRY_BACKOFF", "BUS_RETRY_BACKOFF_MAX", "BUS_MAX_RETRIES", "BUS_DELIVERY_LIMIT")}
+
+
+def test_the_relay_alone_declares_every_exchange_queue_and_binding_on_an_empty_broker(
+    scratch_vhost, start_platform, process_settings, settings, tmp_path
+):
+    vhost, url = scratch_vhost
+    settings.BUS_HEALTH_DIR = tmp_path
+
+    start_platform(["relay"], CELERY_BROKER_URL=url, BUS_HEALTH_DIR=str(tmp_path), **process_settings)
+    # After its first round the relay says idle (or failing, with why).
+    health = wait_for(lambda: read_health("relay"), message="the relay's first round")
+
+    assert health.state == "idle", health.detail
+    assert _declared_on(vhost) == _expected_topology(settings)
+
+
+def test_a_worker_alone_declares_every_exchange_queue_and_binding_on_an_empty_broker(
+    scratch_vhost, start_platform, process_settings, settings
+):
+    vhost, url = scratch_vhost
+
+    worker = start_platform(["worker-payment"], CELERY_BROKER_URL=url, **process_settings)
+    worker.wait_until_ready(["worker-payment"])
+
+    # Every queue, not only payment's: its retries and every publisher need them, relay or no relay.
+    declared = _declared_on(vhost)
+    assert declared == _expected_topology(settings)
+    # One queue per subscribing context: a price change fans out to basket and ordering.
+    assert sorted(queue for exchange, queue, _ in declared["bindings"]
+                  if exchange == "events.catalog.ProductPriceChanged") == [
+        "basket.events.catalog.ProductPriceChanged", "ordering.events.catalog.ProductPriceChanged"]

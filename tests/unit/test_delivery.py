@@ -5,6 +5,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from celery import current_app
 
 from apps.basket.models import BasketLine
 from apps.basket.services import basket_add_item
@@ -177,18 +178,17 @@ def test_a_message_id_is_written_once_except_by_a_dead_letters_retry():
     assert OutboxMessage.objects.filter(message_id=envelope.id).count() == 3
 
 
-class _Request:
-    def __init__(self, retries: int):
-        self.retries, self.id, self.delivery_info = retries, "task-id", {"exchange": "events.x", "routing_key": "x"}
-
-
-class _Task:
-    """Just enough of a bound Celery task for message_task."""
-
-    name = "catalog.ProductPriceChanged"
-
-    def __init__(self, retries: int):
-        self.request = _Request(retries)
+def _run_price_changed_task(*args, retries: int = 0, **kwargs):
+    """Run the Celery task a worker runs for a price change, on attempt ``retries + 1``: the
+    registered task itself, under the request Celery gives it (``Task.push_request``)."""
+    task = current_app.tasks["catalog.ProductPriceChanged"]
+    task.push_request(id="task-id", retries=retries, delivery_info={
+        "exchange": "events.catalog.ProductPriceChanged", "routing_key": "catalog.ProductPriceChanged",
+    })
+    try:
+        return task.run(*args, **kwargs)
+    finally:
+        task.pop_request()
 
 
 @pytest.fixture
@@ -210,12 +210,11 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
 ):
     from celery.exceptions import Retry
 
-    from messaging.tasks import message_task
 
     settings.BUS_EMBEDDED_BROKER = embedded
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 0.1, 0.5
     with pytest.raises(Retry):
-        message_task(_Task(retries=2), envelope=price_changed)
+        _run_price_changed_task(envelope=price_changed, retries=2)
 
     [retry] = failing_basket_handler
     assert retry.envelope == price_changed
@@ -229,11 +228,10 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
 
 def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, failing_basket_handler, settings):
     from messaging.delivery import DeadLettered
-    from messaging.tasks import message_task
 
     # The task fails (Flower and the task results show it), naming the dead letter.
     with pytest.raises(DeadLettered, match=DeadLetter.Reason.HANDLER_FAILED) as failure:
-        message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+        _run_price_changed_task(envelope=price_changed, retries=settings.BUS_MAX_RETRIES)
 
     assert failing_basket_handler == []
     letter = DeadLetter.objects.get()
@@ -243,27 +241,25 @@ def test_after_the_last_retry_the_message_becomes_a_dead_letter(price_changed, f
     assert (letter.context, letter.consumer) == ("basket", "apps.basket.handlers.on_product_price_changed")
     assert letter.attempts == settings.BUS_MAX_RETRIES + 1
     assert "ConnectionError: database briefly away" in letter.error and "Traceback" in letter.traceback
-    assert letter.headers["delivery_info"]["exchange"] == "events.x"
+    assert letter.headers["delivery_info"]["exchange"] == "events.catalog.ProductPriceChanged"
 
 
 def test_a_task_message_without_an_envelope_is_dead_lettered(settings):
     from messaging.delivery import DeadLettered
-    from messaging.tasks import message_task
 
     settings.BUS_CONTEXT = "basket"
     with pytest.raises(DeadLettered, match=DeadLetter.Reason.INVALID_ENVELOPE):
-        message_task(_Task(retries=0), "positional", "arguments")
+        _run_price_changed_task("positional", "arguments")
 
     assert DeadLetter.objects.get().reason == DeadLetter.Reason.INVALID_ENVELOPE
 
 
 def test_a_task_message_with_no_arguments_at_all_is_dead_lettered(settings):
     from messaging.delivery import DeadLettered
-    from messaging.tasks import message_task
 
     settings.BUS_CONTEXT = "basket"
     with pytest.raises(DeadLettered, match=DeadLetter.Reason.INVALID_ENVELOPE):
-        message_task(_Task(retries=0))
+        _run_price_changed_task()
 
     assert DeadLetter.objects.get().body == {"args": [], "kwargs": {}}
 
@@ -306,11 +302,10 @@ def database_away_for(monkeypatch, settings, failing_basket_handler):
 def test_a_message_waits_for_a_database_that_comes_back_and_costs_no_attempt(
     price_changed, database_away_for, failing_basket_handler, settings
 ):
-    from messaging.tasks import message_task
 
     slept = database_away_for(3)
 
-    report = message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+    report = _run_price_changed_task(envelope=price_changed, retries=settings.BUS_MAX_RETRIES)
 
     # Handled by this very delivery, even on its last allowed attempt: no retry, no dead letter.
     assert report["handled"] == ["apps.basket.handlers.on_product_price_changed"]
@@ -323,13 +318,12 @@ def test_a_database_still_away_after_the_wait_sends_the_message_back_uncounted(
 ):
     from celery.exceptions import Ignore
 
-    from messaging.tasks import message_task
 
     settings.BUS_EMBEDDED_BROKER = False
     slept = database_away_for(1000)
 
     with pytest.raises(Ignore):
-        message_task(_Task(retries=settings.BUS_MAX_RETRIES), envelope=price_changed)
+        _run_price_changed_task(envelope=price_changed, retries=settings.BUS_MAX_RETRIES)
 
     # It waited about BUS_DATABASE_WAIT, then went to basket's retry queue with the
     # attempt count it came with: a lost connection never brings it nearer a dead letter.
@@ -346,14 +340,13 @@ def test_a_failing_statement_is_an_ordinary_counted_failure(price_changed, faili
     from celery.exceptions import Retry
     from django.db import OperationalError
 
-    from messaging.tasks import message_task
 
     def deadlock(**kwargs):
         raise OperationalError("deadlock detected") from psycopg.errors.DeadlockDetected("deadlock detected")
 
     monkeypatch.setattr("apps.basket.handlers.basket_reprice", deadlock)
     with pytest.raises(Retry):
-        message_task(_Task(retries=1), envelope=price_changed)
+        _run_price_changed_task(envelope=price_changed, retries=1)
 
     [retry] = failing_basket_handler
     assert retry.retries == 2
@@ -364,7 +357,6 @@ def test_an_unreadable_message_meeting_a_database_still_away_goes_to_the_brokers
 ):
     from celery.exceptions import Reject
 
-    from messaging.tasks import message_task
 
     database_away_for(0)
 
@@ -374,6 +366,6 @@ def test_an_unreadable_message_meeting_a_database_still_away_goes_to_the_brokers
     monkeypatch.setattr("messaging.delivery.dead_letter_record", record_nothing)
     # A dead letter whatever happens: RabbitMQ keeps it until the relay can record it.
     with pytest.raises(Reject) as rejected:
-        message_task(_Task(retries=0), "positional", "arguments")
+        _run_price_changed_task("positional", "arguments")
 
     assert rejected.value.requeue is False

@@ -1,4 +1,9 @@
-"""The relay's bookkeeping: a batch is confirmed together, only confirmed rows are marked."""
+"""The relay's bookkeeping: a batch is confirmed together, only confirmed rows are marked.
+
+The relay runs as it does in production, through its public methods; only the
+broker is fake: the relay's ``connect`` hands it connections whose channel
+answers as RabbitMQ does (``ConfirmingChannel``).
+"""
 
 import json
 from decimal import Decimal
@@ -31,6 +36,25 @@ class ConfirmingChannel:
         self.sent, self.unanswered, self.connection = [], [], self
         self.headers: dict[int, dict] = {}
         self.routes: list[tuple[str, str]] = []  # (exchange, routing key) of each publish
+        #: What was declared, in order: ("exchange", name), ("queue", name), ("binding", exchange, queue, key).
+        self.declared: list[tuple] = []
+        #: Declarations and publishes, in the order the channel got them.
+        self.log: list[str] = []
+
+    def exchange_declare(self, exchange, type, **options):
+        self.declared.append(("exchange", exchange))
+        self.log.append("declare")
+
+    def prepare_queue_arguments(self, arguments, **options):
+        return arguments
+
+    def queue_declare(self, queue, **options):
+        self.declared.append(("queue", queue))
+        self.log.append("declare")
+        return queue, 0, 0  # (name, messages, consumers), as queue.declare-ok
+
+    def queue_bind(self, queue, exchange, routing_key="", **options):
+        self.declared.append(("binding", exchange, queue, routing_key))
 
     def confirm_select(self):
         pass
@@ -44,6 +68,7 @@ class ConfirmingChannel:
         if len(self.sent) + 1 == self.broken_at:
             raise ConnectionResetError("connection reset by peer")
         self.sent.append(json.loads(body)[1]["envelope"]["id"])
+        self.log.append("publish")
         self.routes.append((exchange, routing_key))
         self.unanswered.append(len(self.sent))
         self.headers[len(self.sent)] = headers
@@ -80,28 +105,53 @@ def three_rows():
     ]
 
 
-def _relay_on(channel: ConfirmingChannel, monkeypatch) -> Relay:
-    relay = Relay(batch_size=10, confirm_timeout=0.2)
-    publisher = ConfirmedPublisher(channel, timeout=0.2)
-    monkeypatch.setattr(relay, "_publisher_ready", lambda: publisher)
-    monkeypatch.setattr(relay, "close", lambda broken=False: None)
-    return relay
+class FakeConnection:
+    """A kombu connection to the fake broker, as ``Relay.connect`` returns one: its
+    default channel is a ``ConfirmingChannel``; it says how it was closed."""
+
+    connection_errors = (ConnectionError,)
+
+    def __init__(self, channel: ConfirmingChannel) -> None:
+        self.default_channel = channel
+        channel.connection = self
+        self.closed: str | None = None  # "released" (a clean close) or "collected" (dropped, no handshake)
+
+    def drain_events(self, timeout=None):
+        self.default_channel.drain_events(timeout=timeout)
+
+    def ensure_connection(self, max_retries=None):
+        return self
+
+    def as_uri(self) -> str:
+        return "amqp://guest:**@fake-broker:5672//"
+
+    def release(self) -> None:
+        self.closed = "released"
+
+    def collect(self) -> None:
+        self.closed = "collected"
+
+
+def _relay_on(*channels: ConfirmingChannel) -> Relay:
+    """A relay whose first connection has the first channel, and each reconnection the next."""
+    connections = iter(FakeConnection(channel) for channel in channels)
+    return Relay(batch_size=10, confirm_timeout=0.2, connect=lambda: next(connections))
 
 
 def _published_flags():
     return [row.published_at is not None for row in OutboxMessage.objects.order_by("id")]
 
 
-def test_a_batch_is_published_in_order_and_marked_once_confirmed(three_rows, monkeypatch):
+def test_a_batch_is_published_in_order_and_marked_once_confirmed(three_rows):
     channel = ConfirmingChannel()
 
-    assert _relay_on(channel, monkeypatch).publish_batch() == 3
+    assert _relay_on(channel).publish_batch() == 3
 
     assert channel.sent == three_rows
     assert _published_flags() == [True, True, True]
 
 
-def test_a_dead_letters_retry_goes_to_the_failing_contexts_queue_not_the_fanout_exchange(monkeypatch):
+def test_a_dead_letters_retry_goes_to_the_failing_contexts_queue_not_the_fanout_exchange():
     from messaging.contracts import Envelope
     from messaging.outbox import redeliver
 
@@ -110,77 +160,98 @@ def test_a_dead_letters_retry_goes_to_the_failing_contexts_queue_not_the_fanout_
     redeliver(Envelope.model_validate(envelope.to_json_dict()), context="ordering")
     channel = ConfirmingChannel()
 
-    assert _relay_on(channel, monkeypatch).publish_batch() == 1
+    assert _relay_on(channel).publish_batch() == 1
 
     assert channel.sent == [str(envelope.id)]
     assert channel.routes == [("", "ordering.events.catalog.ProductPriceChanged")]  # the default exchange
     assert OutboxMessage.objects.get(redeliver_to="ordering").published_at is not None
 
 
-def test_a_refused_row_stays_unpublished_with_its_error_and_the_rest_are_marked(three_rows, monkeypatch):
+def test_a_refused_row_stays_unpublished_with_its_error_and_the_rest_are_marked(three_rows):
+    channel = ConfirmingChannel(nack={2})
+    relay = _relay_on(channel)
+
     with pytest.raises(PublishRefusedError):
-        _relay_on(ConfirmingChannel(nack={2}), monkeypatch).publish_batch()
+        relay.publish_batch()
 
     assert _published_flags() == [True, False, True]
     refused = OutboxMessage.objects.order_by("id")[1]
     assert refused.attempts == 1 and refused.last_error.startswith("PublishRefusedError")
+    # The next round sends it again, on the same channel: a refusal leaves the numbering known.
+    assert relay.publish_batch() == 1
+    assert channel.sent == [*three_rows, three_rows[1]]
+    assert _published_flags() == [True, True, True]
 
-    again = ConfirmingChannel()
-    assert _relay_on(again, monkeypatch).publish_batch() == 1
-    assert again.sent == [three_rows[1]]
 
-
-def test_a_returned_command_stays_unpublished_with_its_error(monkeypatch):
+def test_a_returned_command_stays_unpublished_with_its_error():
     from apps.catalog.messages import ReleaseStock
     from tests.senders import send
 
     send(ReleaseStock(order_id="6f1c2a7e-58a4-4f5e-9a53-3c1b0b2a7d10"))
 
     with pytest.raises(PublishRefusedError, match="unroutable"):
-        _relay_on(ConfirmingChannel(unroutable={1}), monkeypatch).publish_batch()
+        _relay_on(ConfirmingChannel(unroutable={1})).publish_batch()
 
     row = OutboxMessage.objects.get()
     assert row.published_at is None and row.attempts == 1 and "no queue bound" in row.last_error
 
 
-def test_a_returned_event_some_context_handles_stays_unpublished(three_rows, monkeypatch):
+def test_a_returned_event_some_context_handles_stays_unpublished(three_rows):
     with pytest.raises(PublishRefusedError):
-        _relay_on(ConfirmingChannel(unroutable={3}), monkeypatch).publish_batch()
+        _relay_on(ConfirmingChannel(unroutable={3})).publish_batch()
 
     assert _published_flags() == [True, True, False]
 
 
-def test_a_returned_event_nobody_subscribes_to_is_published_to_no_one(monkeypatch, caplog):
+def test_a_returned_event_nobody_subscribes_to_is_published_to_no_one(caplog):
     from apps.ordering.messages import OrderPaid
 
     publish(OrderPaid(order_id="6f1c2a7e-58a4-4f5e-9a53-3c1b0b2a7d10"))
 
-    assert _relay_on(ConfirmingChannel(unroutable={1}), monkeypatch).publish_batch() == 1
+    assert _relay_on(ConfirmingChannel(unroutable={1})).publish_batch() == 1
 
     assert _published_flags() == [True]
     assert "no queue is bound to ordering.OrderPaid" in caplog.text
 
 
-def test_rows_without_a_confirm_in_time_are_never_marked(three_rows, monkeypatch):
+def test_rows_without_a_confirm_in_time_are_never_marked(three_rows):
     with pytest.raises(ConfirmTimeoutError):
-        _relay_on(ConfirmingChannel(lose={3}), monkeypatch).publish_batch()
+        _relay_on(ConfirmingChannel(lose={3})).publish_batch()
 
     assert _published_flags() == [True, True, False]
     unconfirmed = OutboxMessage.objects.order_by("id")[2]
     assert unconfirmed.attempts == 1 and "unconfirmed" in unconfirmed.last_error
 
 
-def test_a_connection_lost_mid_batch_keeps_every_unconfirmed_row(three_rows, monkeypatch):
+def test_a_connection_lost_mid_batch_keeps_every_unconfirmed_row(three_rows):
+    broken, retry = ConfirmingChannel(broken_at=2), ConfirmingChannel()
+    relay = _relay_on(broken, retry)
+
     with pytest.raises(ConnectionResetError):
-        _relay_on(ConfirmingChannel(broken_at=2), monkeypatch).publish_batch()
+        relay.publish_batch()
 
     # The first row was sent but never confirmed: it is sent again, not marked.
     assert _published_flags() == [False, False, False]
     assert [row.attempts for row in OutboxMessage.objects.order_by("id")] == [1, 1, 1]
-
-    retry = ConfirmingChannel()
-    assert _relay_on(retry, monkeypatch).publish_batch() == 3
+    # The broken connection is dropped without a close handshake; the next round opens another.
+    assert broken.connection.closed == "collected"
+    assert relay.publish_batch() == 3
     assert retry.sent == three_rows
+    assert _published_flags() == [True, True, True]
+
+
+def test_the_relay_declares_the_whole_topology_before_its_first_publish(three_rows):
+    from messaging.topology import Topology
+
+    channel = ConfirmingChannel()
+
+    _relay_on(channel).publish_batch()
+
+    # Every subscriber's queue exists before the first event goes out, even if its worker never ran.
+    assert "declare" in channel.log and "declare" not in channel.log[channel.log.index("publish"):]
+    assert {name for kind, name, *_ in channel.declared if kind == "queue"} == {q.name for q in Topology().queues()}
+    assert ("binding", "events.catalog.ProductPriceChanged", "basket.events.catalog.ProductPriceChanged",
+            "catalog.ProductPriceChanged") in channel.declared
 
 
 def test_confirms_in_any_order_settle_the_right_messages():
