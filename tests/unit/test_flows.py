@@ -4,9 +4,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
+from apps.basket import app_settings
 from apps.basket.models import Basket, BasketLine
 from apps.basket.services import basket_add_item, basket_checkout
 from apps.catalog.models import Product, StockReservation
@@ -97,7 +97,7 @@ def test_a_late_older_price_change_does_not_overwrite_a_newer_one(catalog_produc
 
 def _after_the_deadline():
     """The clock, once the checkout's deadline has passed."""
-    return timezone.now() + settings.CHECKOUT_DEADLINE + timedelta(seconds=1)
+    return timezone.now() + app_settings.checkout_deadline() + timedelta(seconds=1)
 
 
 def _check_out_two_mugs():
