@@ -1,11 +1,10 @@
-"""The payment context's own settings: knobs of this context, not of the platform.
+"""The payment context's own settings, which the platform's (``config.settings``) never name.
 
-Each is a function read when used, the way Django apps read theirs (django-allauth's
-``app_settings``, DRF's ``api_settings``): ``settings.PAYMENT_APPROVAL_LIMIT`` when a
-settings module or a test sets it (``override_settings``), else the environment
-variable of the same name, read once at import so that a bad value stops the process
-at start, else the default here. Not an ``AppConfig`` attribute: that is fixed when
-the class is made, out of reach of a test's override. ``config.settings`` never names it.
+Each is a function, read when used as Django apps read theirs (django-allauth's
+``app_settings``): the Django setting of its name if a settings module or a test sets it
+(``override_settings``), else its environment variable, read at import so that a bad value
+stops the process at start, else its default. Not an ``AppConfig`` attribute: that is
+fixed when the class is made, out of a test's reach.
 """
 
 from decimal import Decimal, InvalidOperation

@@ -1,10 +1,10 @@
 """Settings every environment shares, grouped by concern (cookiecutter-django's layout).
 
 What differs per environment is not declared here: debug, the secret key, the allowed
-hosts and the URLs of the database and the broker. ``local`` reads them with the
-embedded defaults (SQLite, the filesystem broker, a public key), ``production``
-requires each; both pass the two URLs to ``database()`` and ``broker_transport()``
-below, which add what depends on the kind of database or broker, whatever the
+hosts, the URLs of the database and the broker. ``local`` reads them with the embedded
+defaults (SQLite, the filesystem broker, a public key) and ``production`` requires each;
+both hand the URLs to ``database()``, ``broker_transport()`` and ``relay_poll_interval()``
+below, so what depends on the kind of database or broker follows the URL in every
 environment. ``test`` is ``local`` with whatever the test setup exports.
 """
 

@@ -26,5 +26,6 @@ BUS_RELAY_POLL_INTERVAL = relay_poll_interval(DATABASES["default"])
 #: Folders in BUS_DATA_DIR. The URL names a host its transport ignores: without one kombu
 #: warns "No hostname was supplied" at every connection of every process.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
-#: The embedded broker's own transport and folders, or none for a real broker's URL.
+#: True on the embedded filesystem broker (trying the platform out only), with its own
+#: transport and folders; a real broker's URL names its transport and needs no options.
 BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport(CELERY_BROKER_URL)

@@ -30,11 +30,13 @@ ALLOWED_HOSTS = env.parse_value(required("DJANGO_ALLOWED_HOSTS"), list)
 # DATABASES
 #: Carries the database password: no default.
 DATABASES = {"default": database(required("DATABASE_URL"))}
+#: As the database can be nudged: PostgreSQL tells the relay of new rows, SQLite cannot.
 BUS_RELAY_POLL_INTERVAL = relay_poll_interval(DATABASES["default"])
 
 # CELERY
 #: Carries the broker password: no default.
 CELERY_BROKER_URL = required("CELERY_BROKER_URL")
+#: RabbitMQ names its transport and needs no options (the embedded broker's, should the URL name it).
 BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport(CELERY_BROKER_URL)
 
 # SECURITY
