@@ -28,11 +28,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from apps.basket import app_settings
 from apps.basket.models import Basket, BasketLine
 from apps.basket.services import basket_add_item, basket_checkout
 from apps.catalog.models import Product, StockReservation
@@ -50,7 +50,7 @@ PRICE_OVER_THE_APPROVAL_LIMIT = Decimal("20000.00")
 
 def _time_passes_beyond_the_checkout_deadline() -> None:
     """Every row scheduled until just after a checkout's deadline falls due now."""
-    after_the_deadline = timezone.now() + settings.CHECKOUT_DEADLINE + timedelta(seconds=1)
+    after_the_deadline = timezone.now() + app_settings.checkout_deadline() + timedelta(seconds=1)
     # By the database's clock, as the outbox reads it (Python's may run ahead of it).
     OutboxMessage.objects.filter(published_at__isnull=True, available_at__lte=after_the_deadline).update(
         available_at=Now()

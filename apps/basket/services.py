@@ -3,10 +3,10 @@
 import uuid
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.basket import app_settings
 from apps.basket.models import Basket, BasketLine
 from apps.ordering.messages import ExpireOrder, PlaceOrder, PlaceOrderLine
 from messaging.outbox import Outbox
@@ -56,7 +56,7 @@ def basket_remove_item(*, customer_id: str, sku: str) -> None:
 
 
 def basket_checkout(*, customer_id: str) -> uuid.UUID:
-    """Ask ordering to place an order for the basket, by CHECKOUT_DEADLINE; returns the order id.
+    """Ask ordering to place an order for the basket, by the checkout deadline; returns the order id.
 
     The deadline goes with the order, scheduled: if ordering never answers (its
     PlaceOrder dead-lettered) or the order stalls, ordering cancels it then,
@@ -80,7 +80,7 @@ def basket_checkout(*, customer_id: str) -> uuid.UUID:
             lines=[PlaceOrderLine(sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines],
         ), correlation_id=order_id)
         outbox.send(ExpireOrder(order_id=order_id, customer_id=customer_id),
-                    correlation_id=order_id, deliver_at=timezone.now() + settings.CHECKOUT_DEADLINE)
+                    correlation_id=order_id, deliver_at=timezone.now() + app_settings.checkout_deadline())
     return order_id
 
 

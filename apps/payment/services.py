@@ -3,9 +3,9 @@
 import uuid
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 
+from apps.payment import app_settings
 from apps.payment.messages import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from apps.payment.models import Payment
 from messaging.outbox import Outbox
@@ -15,17 +15,18 @@ outbox = Outbox.for_module(__name__)
 
 
 def payment_process(*, order_id: uuid.UUID, customer_id: str, amount: Decimal) -> Payment:
-    """Charge an order once. Amounts over PAYMENT_APPROVAL_LIMIT are declined."""
+    """Charge an order once. Amounts over the approval limit (``PAYMENT_APPROVAL_LIMIT``) are declined."""
     with transaction.atomic():
         payment = Payment.objects.filter(order_id=order_id).first()
         if payment is None:
-            declined = amount > settings.PAYMENT_APPROVAL_LIMIT
+            limit = app_settings.approval_limit()
+            declined = amount > limit
             payment = Payment.objects.create(
                 order_id=order_id,
                 customer_id=customer_id,
                 amount=amount,
                 status=Payment.Status.DECLINED if declined else Payment.Status.SUCCEEDED,
-                decline_reason=f"amount over the approval limit of {settings.PAYMENT_APPROVAL_LIMIT}"
+                decline_reason=f"amount over the approval limit of {limit}"
                 if declined else "",
             )
         # Asked again for a charged order: the same answer, never a second charge.

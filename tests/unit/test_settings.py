@@ -1,11 +1,22 @@
-"""Security defaults: JSON only, and production settings that refuse to guess secrets."""
+"""The settings modules: each loads with the environment it documents, production refuses to
+guess a secret, what depends on the kind of database or broker follows the URL, and the
+contexts' own settings stay theirs."""
 
+import json
 import secrets
 import subprocess
 import sys
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import pytest
+import yaml
 from django.conf import settings
+from django.test import override_settings
+
+from apps.basket import app_settings as basket_settings
+from apps.payment import app_settings as payment_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = {
@@ -16,6 +27,10 @@ PRODUCTION = {
     "DATABASE_URL": "postgres://shop:secret@db.internal:5432/shop",
     "CELERY_BROKER_URL": "amqp://shop:secret@mq.internal:5672/shop",
 }
+#: What production refuses to start without.
+REQUIRED_IN_PRODUCTION = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL")
+#: A real database and broker, as ``scripts/services`` exports them.
+SERVICES = {"DATABASE_URL": PRODUCTION["DATABASE_URL"], "CELERY_BROKER_URL": PRODUCTION["CELERY_BROKER_URL"]}
 
 
 def _manage(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -35,20 +50,27 @@ def test_production_settings_pass_the_deployment_checklist():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_production_settings_refuse_to_start_without_their_secrets():
-    for missing in ("DJANGO_SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"):
-        env = {key: value for key, value in PRODUCTION.items() if key != missing}
+@pytest.mark.parametrize("missing", REQUIRED_IN_PRODUCTION)
+def test_production_settings_refuse_to_start_without_each_required_variable(missing):
+    env = {key: value for key, value in PRODUCTION.items() if key != missing}
 
-        result = _manage("check", env=env)
+    result = _manage("check", env=env)
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: Set the {missing} environment variable" in result.stderr
+
+
+@pytest.mark.parametrize("empty", REQUIRED_IN_PRODUCTION)
+def test_production_settings_refuse_each_required_variable_empty(empty):
+    for blank in ("", "   "):
+        result = _manage("check", env={**PRODUCTION, empty: blank})
 
         assert result.returncode != 0
-        assert f"Set the {missing} environment variable" in result.stderr
+        assert f"ImproperlyConfigured: Set the {empty} environment variable: it is empty" in result.stderr
 
 
 def test_durations_are_read_as_seconds_days_clock_time_or_iso_8601(monkeypatch):
-    from datetime import timedelta
-
-    from config.settings.base import env_duration
+    from config.environment import env_duration
 
     for text, expected in [("900", timedelta(seconds=900)), ("7 days", timedelta(days=7)),
                            ("01:30:00", timedelta(minutes=90)), ("PT15M", timedelta(minutes=15))]:
@@ -63,14 +85,6 @@ def test_a_duration_setting_that_is_not_a_duration_stops_the_process_with_a_clea
 
     assert result.returncode != 0
     assert "BUS_INBOX_RETENTION='a month' is not a duration" in result.stderr
-
-
-def test_production_settings_refuse_an_empty_secret_key():
-    for empty in ("", "   "):
-        result = _manage("check", env={**PRODUCTION, "DJANGO_SECRET_KEY": empty})
-
-        assert result.returncode != 0
-        assert "ImproperlyConfigured: Set the DJANGO_SECRET_KEY environment variable: it is empty" in result.stderr
 
 
 def _import_the_web_entry_point(env: dict) -> subprocess.CompletedProcess:
@@ -101,3 +115,130 @@ def test_the_web_entry_point_follows_an_explicit_settings_module(tmp_path):
                                           "BUS_DATA_DIR": str(tmp_path)})
 
     assert result.stdout.split() == ["config.settings.local", "True"], result.stderr
+
+
+def _load(settings_module: str, env: dict, *names: str) -> dict:
+    """The named settings of ``settings_module`` loaded in a fresh process with exactly ``env``."""
+    code = ("import json, sys; from django.conf import settings; "
+            "print(json.dumps({name: getattr(settings, name) for name in sys.argv[1:]}, default=str))")
+    result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**env, "PATH": PRODUCTION["PATH"], "DJANGO_SETTINGS_MODULE": settings_module,
+                                 "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+SERVICE_SETTINGS = ("DATABASES", "BUS_RELAY_POLL_INTERVAL", "BUS_EMBEDDED_BROKER", "CELERY_BROKER_URL",
+                    "CELERY_BROKER_TRANSPORT", "CELERY_BROKER_TRANSPORT_OPTIONS")
+
+
+@pytest.mark.parametrize("settings_module", ["config.settings.local", "config.settings.test"])
+def test_without_any_variable_local_and_test_settings_are_the_embedded_default(settings_module):
+    loaded = _load(settings_module, {}, "DEBUG", "SECRET_KEY", "BUS_DATA_DIR", *SERVICE_SETTINGS)
+
+    data = ROOT / "var"
+    assert loaded["BUS_DATA_DIR"] == str(data)
+    database = loaded["DATABASES"]["default"]
+    assert (database["ENGINE"], database["NAME"]) == ("django.db.backends.sqlite3", str(data / "platform.sqlite3"))
+    assert "journal_mode=WAL" in database["OPTIONS"]["init_command"]
+    assert database["TEST"]["NAME"] == str(data / "test-platform.sqlite3")
+    assert loaded["BUS_RELAY_POLL_INTERVAL"] == 0.02
+    assert loaded["BUS_EMBEDDED_BROKER"] is True
+    assert loaded["CELERY_BROKER_URL"].startswith("filesystem://")
+    assert loaded["CELERY_BROKER_TRANSPORT"] == "messaging.embedded_broker:Transport"
+    assert loaded["CELERY_BROKER_TRANSPORT_OPTIONS"]["data_folder_in"] == str(data / "broker" / "queues")
+    assert loaded["DEBUG"] is True and loaded["SECRET_KEY"].startswith("local-only-insecure")
+
+
+@pytest.mark.parametrize("settings_module", ["config.settings.local", "config.settings.test"])
+def test_local_and_test_settings_on_postgresql_and_rabbitmq_get_nothing_of_sqlite_or_the_embedded_broker(
+        settings_module):
+    loaded = _load(settings_module, SERVICES, *SERVICE_SETTINGS)
+
+    database = loaded["DATABASES"]["default"]
+    assert (database["ENGINE"], database["HOST"]) == ("django.db.backends.postgresql", "db.internal")
+    assert "OPTIONS" not in database and "TEST" not in database
+    assert loaded["BUS_RELAY_POLL_INTERVAL"] == 1.0
+    assert loaded["BUS_EMBEDDED_BROKER"] is False
+    assert (loaded["CELERY_BROKER_URL"], loaded["CELERY_BROKER_TRANSPORT"]) == (SERVICES["CELERY_BROKER_URL"], None)
+    assert loaded["CELERY_BROKER_TRANSPORT_OPTIONS"] == {}
+
+
+def test_production_settings_load_with_the_variables_they_document():
+    loaded = _load("config.settings.production", PRODUCTION, "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "MIDDLEWARE",
+                   *SERVICE_SETTINGS)
+
+    assert loaded["DEBUG"] is False
+    assert (loaded["SECRET_KEY"], loaded["ALLOWED_HOSTS"]) == (PRODUCTION["DJANGO_SECRET_KEY"], ["shop.example.com"])
+    database = loaded["DATABASES"]["default"]
+    assert (database["ENGINE"], database["CONN_MAX_AGE"]) == ("django.db.backends.postgresql", 60)
+    assert "OPTIONS" not in database
+    assert loaded["BUS_RELAY_POLL_INTERVAL"] == 1.0
+    assert (loaded["BUS_EMBEDDED_BROKER"], loaded["CELERY_BROKER_TRANSPORT"]) == (False, None)
+    assert loaded["CELERY_BROKER_TRANSPORT_OPTIONS"] == {}
+    assert "whitenoise.middleware.WhiteNoiseMiddleware" in loaded["MIDDLEWARE"]
+
+
+def test_what_depends_on_the_database_follows_its_url_in_production_too(tmp_path):
+    loaded = _load("config.settings.production", {**PRODUCTION, "DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite3'}"},
+                   "DATABASES", "BUS_RELAY_POLL_INTERVAL")
+
+    assert loaded["DATABASES"]["default"]["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert loaded["BUS_RELAY_POLL_INTERVAL"] == 0.02
+
+
+def test_the_docker_compose_environment_is_enough_for_the_production_settings(tmp_path):
+    filled_in = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "POSTGRES_PASSWORD": "p", "RABBITMQ_PASSWORD": "r",
+                 "FLOWER_BASIC_AUTH": "u:p"}
+    compose = subprocess.run(["docker-compose", "config"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             env={"PATH": PRODUCTION["PATH"], "HOME": str(tmp_path), **filled_in})
+    assert compose.returncode == 0, compose.stderr
+
+    services = yaml.safe_load(compose.stdout)["services"]
+    platform = {name: service for name, service in services.items() if service.get("image") == "django-message-platform"}
+    assert {"web", "relay", "worker-ordering"} <= set(platform)
+    for name, service in platform.items():
+        # A variable with no value (a context setting .env leaves out) is unset in the container.
+        environment = {key: value for key, value in service["environment"].items() if value is not None}
+        loaded = _load(environment["DJANGO_SETTINGS_MODULE"], environment, "SECRET_KEY", "BUS_EMBEDDED_BROKER")
+
+        assert loaded == {"SECRET_KEY": filled_in["DJANGO_SECRET_KEY"], "BUS_EMBEDDED_BROKER": False}, name
+
+
+def test_the_platform_settings_name_no_context_setting():
+    for name in ("PAYMENT_APPROVAL_LIMIT", "CHECKOUT_DEADLINE"):
+        assert not hasattr(settings, name)
+
+
+def test_context_settings_have_their_defaults():
+    assert payment_settings.approval_limit() == Decimal("10000.00")
+    assert basket_settings.checkout_deadline() == timedelta(minutes=15)
+
+
+def test_a_setting_or_a_test_override_wins_over_a_context_default():
+    with override_settings(PAYMENT_APPROVAL_LIMIT=Decimal("15.00"), CHECKOUT_DEADLINE=timedelta(hours=1)):
+        assert payment_settings.approval_limit() == Decimal("15.00")
+        assert basket_settings.checkout_deadline() == timedelta(hours=1)
+
+
+def _context_settings(env: dict) -> subprocess.CompletedProcess:
+    code = ("from apps.basket.app_settings import checkout_deadline; "
+            "from apps.payment.app_settings import approval_limit; print(approval_limit(), checkout_deadline())")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "PATH": PRODUCTION["PATH"], "DJANGO_SETTINGS_MODULE": "config.settings.local",
+                               "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"})
+
+
+def test_a_deployment_sets_context_settings_by_their_environment_variables():
+    result = _context_settings({"PAYMENT_APPROVAL_LIMIT": "150.00", "CHECKOUT_DEADLINE": "PT1H"})
+
+    assert result.stdout.split() == ["150.00", "1:00:00"], result.stderr
+
+
+def test_a_context_setting_that_cannot_be_read_stops_the_process_with_a_clear_error():
+    for variable, text, error in [("PAYMENT_APPROVAL_LIMIT", "lots", "PAYMENT_APPROVAL_LIMIT='lots' is not an amount"),
+                                  ("CHECKOUT_DEADLINE", "soon", "CHECKOUT_DEADLINE='soon' is not a duration")]:
+        result = _context_settings({variable: text})
+
+        assert result.returncode != 0
+        assert error in result.stderr

@@ -1,40 +1,23 @@
-"""Settings shared by every environment, read from the environment.
+"""Settings every environment shares, grouped by concern (cookiecutter-django's layout).
 
-Grouped by concern, cookiecutter-django style. ``local`` adds the embedded
-defaults (filesystem broker, SQLite); ``production`` insists on real services
-and secrets; ``test`` is ``local`` with whatever the test setup exports.
+What differs per environment is not declared here: debug, the secret key, the allowed
+hosts, the URLs of the database and the broker. ``local`` reads them with the embedded
+defaults (SQLite, the filesystem broker, a public key) and ``production`` requires each;
+both hand the URLs to ``database()``, ``broker_transport()`` and ``relay_poll_interval()``
+below, so what depends on the kind of database or broker follows the URL in every
+environment. ``test`` is ``local`` with whatever the test setup exports.
 """
 
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 
-import environ
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.dateparse import parse_duration
+from config.environment import env, env_duration
 
 #: The repository root (``platform/config/settings/base.py`` is three levels down).
 BASE_DIR = Path(__file__).resolve().parents[3]
 
-env = environ.Env()
-
-
-def env_duration(name: str, *, default: timedelta) -> timedelta:
-    """A duration from the environment: seconds ("900"), "7 days", "01:30:00" or ISO 8601 ("PT15M")."""
-    if name not in env.ENVIRON:
-        return default
-    duration = parse_duration(env.str(name).strip())
-    if duration is None or duration < timedelta(0):
-        raise ImproperlyConfigured(
-            f"{name}={env.str(name)!r} is not a duration: use seconds (900), '7 days', '01:30:00' or 'PT15M'"
-        )
-    return duration
-
-
 # GENERAL
-# https://docs.djangoproject.com/en/5.2/ref/settings/#debug
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+# https://docs.djangoproject.com/en/5.2/ref/settings/
 TIME_ZONE = "UTC"
 USE_TZ = True
 LANGUAGE_CODE = "en-us"
@@ -45,34 +28,34 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
-#: Where the embedded default keeps its SQLite file and broker folders.
+#: Where the embedded default keeps its SQLite file and broker folders, and every
+#: process its liveness file unless BUS_HEALTH_DIR says otherwise.
 BUS_DATA_DIR = Path(env.str("BUS_DATA_DIR", default=str(BASE_DIR / "var")))
+
 
 # DATABASES
 # https://docs.djangoproject.com/en/5.2/ref/settings/#databases
-DATABASES = {
-    "default": env.db(
-        "DATABASE_URL", default=f"sqlite:///{BUS_DATA_DIR / 'platform.sqlite3'}"
-    )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web, the relay and the workers read while one writes;
-    # IMMEDIATE takes the write lock up front instead of failing on upgrade.
-    DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-    }
-    DATABASES["default"]["TEST"] = {
+def database(url: str) -> dict:
+    """The database at ``url`` as ``DATABASES["default"]``, with what its engine needs."""
+    config = env.db_url_config(url)
+    if config.get("ENGINE") == "django.db.backends.sqlite3":
+        # WAL lets the web, the relay and the workers read while one writes;
+        # IMMEDIATE takes the write lock up front instead of failing on upgrade.
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
         # A file, not memory: worker processes started by tests share it.
-        "NAME": str(BUS_DATA_DIR / "test-platform.sqlite3"),
-    }
-#: Seconds a connection is kept for reuse: a worker keeps one across tasks
-#: (see config.celery_app) instead of opening one per message.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-#: No ping before each task or request: a query that fails marks the connection,
-#: and the next task or request replaces it (Django's close_old_connections).
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+        config["TEST"] = {"NAME": str(BUS_DATA_DIR / "test-platform.sqlite3")}
+    # Seconds a connection is kept for reuse: a worker keeps one across tasks
+    # (see config.celery_app) instead of opening one per message.
+    config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # No ping before each task or request: a query that fails marks the connection,
+    # and the next task or request replaces it (Django's close_old_connections).
+    config["CONN_HEALTH_CHECKS"] = False
+    return config
+
 
 # APPS
 INSTALLED_APPS = [
@@ -135,31 +118,28 @@ LOGGING = {
 
 # CELERY
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
-#: The embedded default names a host its transport ignores: without one kombu warns
-#: "No hostname was supplied" at every connection of every process.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
-#: True when running on the embedded filesystem broker (trying it out only).
-BUS_EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
-if BUS_EMBEDDED_BROKER:
-    _broker_dir = BUS_DATA_DIR / "broker"
-    #: kombu's filesystem transport with a folder per queue and no pause after an ack
-    #: (messaging.embedded_broker); kombu's own lists every queue's messages per take.
-    CELERY_BROKER_TRANSPORT = "messaging.embedded_broker:Transport"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queues"),
-        "data_folder_out": str(_broker_dir / "queues"),
-        "control_folder": str(_broker_dir / "control"),
+def broker_transport(url: str) -> tuple[bool, str | None, dict]:
+    """``(BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS)`` for the broker at ``url``."""
+    if not url.startswith("filesystem://"):
+        # The URL names its transport. No ``confirm_publish``: it makes every publish on
+        # every connection wait for its own confirm, the worker's task events included.
+        # The bus's publishers (relay, retries) ask for confirms themselves, a batch at a
+        # time (messaging.broker.ConfirmedPublisher).
+        return False, None, {}
+    folder = BUS_DATA_DIR / "broker"
+    # kombu's filesystem transport with a folder per queue and no pause after an ack
+    # (messaging.embedded_broker); kombu's own lists every queue's messages per take.
+    return True, "messaging.embedded_broker:Transport", {
+        "data_folder_in": str(folder / "queues"),
+        "data_folder_out": str(folder / "queues"),
+        "control_folder": str(folder / "control"),
         "store_processed": False,
-        #: Seconds a worker waits before looking at its queue folders again when all
-        #: are empty (kombu's default of 1 s put a second into every hop).
+        # Seconds a worker waits before looking at its queue folders again when all
+        # are empty (kombu's default of 1 s put a second into every hop).
         "polling_interval": env.float("BUS_EMBEDDED_POLL_INTERVAL", default=0.02),
     }
-else:
-    # No ``confirm_publish``: it makes every publish on every connection wait for
-    # its own confirm, the worker's task events included. The bus's publishers
-    # (relay, retries) ask for confirms themselves, a batch at a time
-    # (messaging.broker.ConfirmedPublisher).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+
+
 #: Reconnect forever: a broker restart must never stop a worker for good.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
@@ -202,6 +182,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240
 CELERY_TIMEZONE = TIME_ZONE
 
 # MESSAGING (the bus)
+def relay_poll_interval(database: dict) -> float:
+    """``BUS_RELAY_POLL_INTERVAL`` for the relay of ``database`` (a ``DATABASES`` entry)."""
+    # Seconds between outbox polls when no nudge arrives (the safety net). SQLite has no
+    # LISTEN/NOTIFY: there the poll is the only way, and a poll finding nothing is one read.
+    on_sqlite = database["ENGINE"] == "django.db.backends.sqlite3"
+    return env.float("BUS_RELAY_POLL_INTERVAL", default=0.02 if on_sqlite else 1.0)
+
+
 #: The bounded context whose queues this process consumes (set by ``python -m workers``).
 BUS_CONTEXT = env.str("BUS_CONTEXT", default="")
 #: Largest serialized ``data`` accepted at publish, in bytes.
@@ -222,11 +210,6 @@ BUS_DEAD_LETTER_BODY_LIMIT = env.int("BUS_DEAD_LETTER_BODY_LIMIT", default=2 * B
 BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=5)
 #: Rows the relay publishes per transaction.
 BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
-#: Seconds between outbox polls when no nudge arrives (the safety net). SQLite has no
-#: LISTEN/NOTIFY: there the poll is the only way, and a poll finding nothing is one read.
-BUS_RELAY_POLL_INTERVAL = env.float(
-    "BUS_RELAY_POLL_INTERVAL", default=0.02 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 1.0
-)
 #: Seconds a worker holds a message while the database cannot be reached, trying again,
 #: before handing it back to the broker (uncounted); well under CELERY_TASK_SOFT_TIME_LIMIT.
 BUS_DATABASE_WAIT = env.float("BUS_DATABASE_WAIT", default=60.0)
@@ -254,10 +237,3 @@ BUS_DEAD_LETTER_REPLAY_WINDOW = env_duration("BUS_DEAD_LETTER_REPLAY_WINDOW", de
 BUS_PURGE_INTERVAL = env_duration("BUS_PURGE_INTERVAL", default=timedelta(minutes=10))
 #: Rows deleted per statement: short transactions, short locks.
 BUS_PURGE_BATCH_SIZE = env.int("BUS_PURGE_BATCH_SIZE", default=1000)
-
-# DOMAIN
-#: Payments above this amount are declined by the reference payment context.
-PAYMENT_APPROVAL_LIMIT = Decimal(env.str("PAYMENT_APPROVAL_LIMIT", default="10000.00"))
-#: How long a checkout may take: an order not paid or cancelled by then is cancelled,
-#: and a basket still waiting for it reopens (``ordering.ExpireOrder``).
-CHECKOUT_DEADLINE = env_duration("CHECKOUT_DEADLINE", default=timedelta(minutes=15))

@@ -1,25 +1,43 @@
 """Production: real RabbitMQ and PostgreSQL, every secret from the environment.
 
-There are no defaults for credentials here: a missing variable stops the
-process at start-up instead of running with a guessable secret.
+There are no defaults for credentials here: a missing or empty variable stops the
+process at start-up, naming it, instead of running with a guessable secret.
 """
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import MIDDLEWARE, broker_transport, database, env, relay_poll_interval
 
+
+def required(name: str) -> str:
+    """The variable's value; missing ("Set the … environment variable", django-environ's words) or blank stops here."""
+    value = env.str(name)
+    if not value.strip():
+        # Set but empty (an unfilled .env line) must stop the process like a missing one.
+        raise ImproperlyConfigured(f"Set the {name} environment variable: it is empty")
+    return value
+
+
+# GENERAL
+#: Never: a traceback page shows settings and code to whoever caused the error.
 DEBUG = False
-SECRET_KEY = env.str("DJANGO_SECRET_KEY")
-if not SECRET_KEY.strip():
-    # Set but empty (an unfilled .env line) must stop the process like a missing one.
-    raise ImproperlyConfigured("Set the DJANGO_SECRET_KEY environment variable: it is empty")
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
-DATABASES = {"default": env.db("DATABASE_URL")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
-BUS_EMBEDDED_BROKER = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
+#: Signs sessions and CSRF tokens: a guessable one lets anyone forge an admin session.
+SECRET_KEY = required("DJANGO_SECRET_KEY")
+#: The host names this site answers to; requests for others are refused.
+ALLOWED_HOSTS = env.parse_value(required("DJANGO_ALLOWED_HOSTS"), list)
+
+# DATABASES
+#: Carries the database password: no default.
+DATABASES = {"default": database(required("DATABASE_URL"))}
+#: As the database can be nudged: PostgreSQL tells the relay of new rows, SQLite cannot.
+BUS_RELAY_POLL_INTERVAL = relay_poll_interval(DATABASES["default"])
+
+# CELERY
+#: Carries the broker password: no default.
+CELERY_BROKER_URL = required("CELERY_BROKER_URL")
+#: RabbitMQ names its transport and needs no options (the embedded broker's, should the URL name it).
+BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport(CELERY_BROKER_URL)
 
 # SECURITY
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
@@ -36,7 +54,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # https://whitenoise.readthedocs.io/en/stable/django.html
 #: gunicorn serves no files: WhiteNoise serves STATIC_ROOT (collected at image build) from
 #: the WSGI app, right after the security middleware, as its documentation says.
-MIDDLEWARE = list(MIDDLEWARE)  # noqa: F405  (a copy: base's list stays as it is)
+MIDDLEWARE = list(MIDDLEWARE)  # a copy: base's list stays as it is
 MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
                   "whitenoise.middleware.WhiteNoiseMiddleware")
 #: Hashed names (cached for a year by browsers) and compressed copies of each file.
