@@ -89,6 +89,9 @@ class PlatformBus:
                    if name.startswith("worker-") and process.poll() is None]
         if not running:
             return False
-        inspect = current_app.control.inspect(timeout=INSPECT_TIMEOUT, limit=len(running))
-        return any(tasks for query in (inspect.active, inspect.reserved, inspect.scheduled)
-                   for tasks in (query() or {}).values())
+        # A connection of its own, as for the depths: the app's pooled one may be broken
+        # by a broker restart the test made (Celery would not notice until it wrote).
+        with current_app.connection_for_write() as connection:
+            inspect = current_app.control.inspect(timeout=INSPECT_TIMEOUT, limit=len(running), connection=connection)
+            return any(tasks for query in (inspect.active, inspect.reserved, inspect.scheduled)
+                       for tasks in (query() or {}).values())
