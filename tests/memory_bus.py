@@ -40,6 +40,11 @@ def _take_due_rows(at: datetime.datetime | None = None) -> list:
     return rows
 
 
+def _destinations(row: OutboxMessage) -> list[str]:
+    """A dead letter's retry goes to its one consumer, anything else where the topology routes it."""
+    return [row.redeliver_to] if row.redeliver_to else receiving_contexts(row.message_type)
+
+
 def deliver_all(
     max_rounds: int = 100, *, at: datetime.datetime | None = None, withholding: tuple[str, ...] = ()
 ) -> list[dict]:
@@ -52,10 +57,7 @@ def deliver_all(
         for row in rows:
             if row.message_type in withholding:
                 continue
-            if row.redeliver_to:  # a dead letter's retry: its one consumer only
-                reports.append(consume(row.envelope, context=row.redeliver_to))
-            else:
-                reports += deliver(row.envelope)
+            reports += [consume(row.envelope, context=context) for context in _destinations(row)]
     raise AssertionError(f"the outbox still had due rows after {max_rounds} rounds: a message loop?")
 
 
@@ -71,8 +73,7 @@ class MemoryBus:
         """Deliver until nothing is due in the outbox and every running context's queue is empty."""
         for _ in range(self.max_rounds):
             for row in _take_due_rows():
-                # A dead letter's retry goes to its one consumer, anything else where the topology routes it.
-                for context in [row.redeliver_to] if row.redeliver_to else receiving_contexts(row.message_type):
+                for context in _destinations(row):
                     self.queues[context].append(row.envelope)
             running = [context for context, queue in self.queues.items() if queue and context not in self.stopped_contexts]
             if not running:
