@@ -15,6 +15,18 @@ from kombu import compression
 # default of the web entry point. Every entry point names its settings.
 app = Celery("platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+@app.on_after_configure.connect
+def _use_the_brokers_adapter(sender, **kwargs) -> None:
+    """The broker's kombu transport and options are its adapter's (``messaging.brokers``),
+    chosen by the URL: Redis's adds fan-out, a delivery limit and dead letters to kombu's."""
+    from messaging import brokers
+
+    broker = brokers.current()
+    sender.conf.broker_transport = broker.transport
+    sender.conf.broker_transport_options = broker.transport_options()
+
 #: Celery's Django fixup closes every database connection before and after each
 #: task unless this is set (it ignores CONN_MAX_AGE, and reads only this old-style
 #: key): a new connection per message cost more than handling it. With it, the

@@ -12,16 +12,14 @@
   the message type;
 - Celery's queues are the topology's (``Topology().queues()``), so a worker
   started with ``--queues`` knows their arguments (quorum, dead-letter exchange);
+- the broker's adapter gets ready (the embedded broker makes its folders);
 - the system checks of ``messaging.checks`` are registered.
 
 The worker's consumer class is named in settings (``CELERY_WORKER_CONSUMER =
 "messaging.worker:Consumer"``), not here: Celery reads it when a worker starts.
 """
 
-from pathlib import Path
-
 from django.apps import AppConfig
-from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 from messaging.registry import HANDLERS_MODULE, MESSAGES_MODULE
@@ -35,6 +33,7 @@ class MessagingConfig(AppConfig):
         from celery import current_app
 
         from messaging import checks  # noqa: F401  (registers the system checks)
+        from messaging import brokers
         from messaging.registry import registry
         from messaging.tasks import register_message_tasks
         from messaging.topology import Topology
@@ -44,13 +43,5 @@ class MessagingConfig(AppConfig):
         registry.collect_contracts()
         register_message_tasks(current_app)
         current_app.conf.task_queues = Topology().queues()
-        if settings.BUS_EMBEDDED_BROKER:
-            _create_embedded_folders()
+        brokers.current().prepare()
 
-
-def _create_embedded_folders() -> None:
-    """The filesystem broker and SQLite fail on a missing folder instead of making it."""
-    Path(settings.BUS_DATA_DIR).mkdir(parents=True, exist_ok=True)
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    for folder in ("data_folder_in", "data_folder_out", "control_folder"):
-        Path(options[folder]).mkdir(parents=True, exist_ok=True)

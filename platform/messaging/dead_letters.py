@@ -3,9 +3,10 @@
 Three ways in: the consumer gives up on a message it could read (bad data,
 unknown type, a handler failing after every retry); the worker cannot even
 read it as a task (undecodable, a disallowed content type like pickle, an
-unknown task name); or RabbitMQ dead-letters it (over the delivery limit
-because a worker died each time), and the relay moves it from the
-``dead-letters`` queue into this table. None of them is dropped silently.
+unknown task name); or the broker dead-letters it (over the delivery limit
+because a worker died each time, or rejected when this table could not be
+written), and the relay moves it from the broker's ``dead-letters`` queue
+into this table (RabbitMQ and Redis; the embedded broker has none). None of them is dropped silently.
 
 A row never holds more of a body than ``BUS_DEAD_LETTER_BODY_LIMIT`` bytes of
 JSON: a larger body is kept as the start of its JSON, flagged, with its size.
@@ -23,7 +24,8 @@ from messaging.database import connection_lost
 from messaging.models import DeadLetter
 from messaging.storable import storable
 from messaging.task_message import envelope_in
-from messaging.topology import Topology, context_of_queue
+from messaging import brokers
+from messaging.topology import context_of_queue
 
 #: Most bytes kept of a body that is not JSON.
 RAW_BODY_LIMIT = 10_000
@@ -116,9 +118,9 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
 
 
 def collect_broker_dead_letters(channel, *, limit: int = 500, collected=lambda row: None) -> int:
-    """Move messages RabbitMQ dead-lettered into the table; each is acked after its row commits,
+    """Move messages the broker dead-lettered into the table; each is acked after its row commits,
     then handed to ``collected``."""
-    queue = Topology().dead_letter_queue()(channel)
+    queue = brokers.current().dead_letter_queue()(channel)
     for count in range(limit):
         message = queue.get(no_ack=False)
         if message is None:
@@ -139,7 +141,7 @@ def _record_broker_dead_letter(message) -> DeadLetter:
         message,
         reason=DeadLetter.Reason.BROKER,
         context=context_of_queue(queue_name) if queue_name else "",
-        error=f"RabbitMQ dead-lettered it from {queue_name or 'an unknown queue'} ({why or 'no reason given'})",
+        error=f"{brokers.current().label} dead-lettered it from {queue_name or 'an unknown queue'} ({why or 'no reason given'})",
         attempts=settings.BUS_DELIVERY_LIMIT + 1 if why == "delivery_limit" else 0,
     )
 

@@ -10,7 +10,7 @@ PostgreSQL the rows are locked with ``SKIP LOCKED``, so several relays share
 the work without waiting on each other; each relay keeps its own batch in
 order, but two relays may interleave, so order across batches is best effort.
 
-Between rounds it also moves what RabbitMQ dead-lettered into the dead-letter
+Between rounds it also moves what the broker dead-lettered into the dead-letter
 table (``messaging.dead_letters``), it holds both connections that needs, and
 reports each as its delivery's failed task (``messaging.failed_tasks``); and
 every ``BUS_PURGE_INTERVAL`` it deletes rows past their retention
@@ -38,14 +38,15 @@ from django.utils import timezone
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from messaging.broker import BatchOutcome, ConfirmedPublisher, Outgoing
+from messaging import brokers
+from messaging.brokers.base import BatchOutcome, Outgoing, Publisher, Route
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.failed_tasks import report_failed_delivery
 from messaging.health import Heartbeat
 from messaging.models import OutboxMessage
 from messaging.outbox import RELAY_CHANNEL
 from messaging.retention import purge_batch, purgeable
-from messaging.topology import Route, Topology
+from messaging.topology import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,11 @@ class Relay:
         #: Returns a new, not yet connected, broker connection: the relay's first, and
         #: another after it dropped a broken one. (Tests pass a fake broker's.)
         self.connect = connect or self._connect_to_the_app_broker
-        self.topology = Topology()
+        self.broker = brokers.current()
+        self.topology = Topology(broker=self.broker)
         self._routes: dict[tuple[str, str], Route] = {}
         self._connection = None
-        self._publisher: ConfirmedPublisher | None = None
+        self._publisher: Publisher | None = None
         self._events = None
         #: When the next purge is due (time.monotonic()); the first round purges.
         self._next_purge = 0.0
@@ -89,7 +91,7 @@ class Relay:
             "write_timeout": self.confirm_timeout,
         })
 
-    def _publisher_ready(self) -> ConfirmedPublisher:
+    def _publisher_ready(self) -> Publisher:
         if self._publisher is None:
             self._connection = self.connect()
             try:
@@ -104,7 +106,7 @@ class Relay:
                 # Declared before the first publish: a subscriber's queue exists
                 # even if its worker never ran, so no event falls on the floor.
                 self.topology.declare(channel)
-                self._publisher = ConfirmedPublisher(channel, timeout=self.confirm_timeout)
+                self._publisher = self.broker.publisher(channel, timeout=self.confirm_timeout)
             except Exception:
                 self.close(broken=True)  # or the next round would open a second connection
                 raise
@@ -191,8 +193,8 @@ class Relay:
         )
 
     def collect_dead_letters(self) -> int:
-        """Move what RabbitMQ dead-lettered into the dead-letter table (none on the embedded broker)."""
-        if settings.BUS_EMBEDDED_BROKER:
+        """Move what the broker dead-lettered into the dead-letter table (the embedded broker has none)."""
+        if not self.broker.has_dead_letter_queue:
             return 0
         return collect_broker_dead_letters(self._publisher_ready().channel, collected=self._report_failed)
 

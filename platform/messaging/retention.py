@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from messaging.models import InboxMessage, OutboxMessage
-from messaging.topology import retry_ceiling
+from messaging.brokers.base import retry_ceiling
 
 
 def purgeable(*, now: datetime.datetime | None = None) -> dict[str, QuerySet]:

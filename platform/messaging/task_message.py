@@ -36,6 +36,7 @@ from pydantic import (
     ValidationError,
 )
 
+from messaging import brokers
 from messaging.registry import registry
 
 #: The keyword argument that carries the envelope in the task message.
@@ -59,9 +60,9 @@ def _uuid_text(value: str) -> str:
 
 
 def _eta_text(value: str) -> str:
-    # Only the embedded broker's retries wait in the worker (a Celery countdown);
-    # on RabbitMQ they wait in retry queues, and the bus sends no eta at all.
-    if not settings.BUS_EMBEDDED_BROKER:
+    # Where retries wait in the worker (a Celery countdown) they carry an eta; on
+    # RabbitMQ they wait in retry queues, and the bus sends no eta at all.
+    if not brokers.current().retries_wait_in_worker:
         raise ValueError("the bus sends no eta on this broker")
     try:
         eta = datetime.datetime.fromisoformat(value)
@@ -142,8 +143,9 @@ def _text_without_surrogates(value: str) -> str:
 class _TaskHeaders(BaseModel):
     """The protocol-2 headers Celery's worker reads, as the bus sends them.
 
-    Nothing else passes but the broker's own ``x-`` headers (``x-death``,
-    ``x-delivery-count``): Celery copies every header onto the request, and
+    Nothing else passes but the broker's own headers: RabbitMQ's ``x-`` headers
+    (``x-death``, ``x-delivery-count``) and kombu-Redis's ``redelivered`` on a
+    message it gave back (its worker died). Celery copies every header onto the request, and
     one named ``chain`` or ``callbacks`` would make the worker send tasks a
     stranger chose.
     """
@@ -170,6 +172,7 @@ class _TaskHeaders(BaseModel):
     replaced_task_nesting: StrictInt = Field(default=0, ge=0, le=0)
     stamped_headers: None = None
     stamps: None = None
+    redelivered: StrictBool = False
 
 
 def problem_with(message) -> str | None:

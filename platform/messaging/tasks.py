@@ -26,7 +26,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from pydantic import ValidationError
 
-from messaging.broker import Outgoing, publish_confirmed
+from messaging.brokers import publish_confirmed
+from messaging.brokers.base import Outgoing
 from messaging.contracts import Envelope
 from messaging.database import close_if_broken, connection_lost
 from messaging.delivery import DeadLettered, HandlerFailedError, consume
@@ -132,10 +133,10 @@ def _send_to_retry_queue(envelope: dict, *, context: str, retries: int, backoff_
     delay from the retry schedule. Returns the delay.
     """
     queue = consumer_queue_name(context, envelope["kind"], envelope["type"])
-    route, delay = Topology().retry_route(queue, backoff_step)
-    publish_confirmed([Outgoing(envelope, exchange=route.exchange, routing_key=route.routing_key,
-                                retries=retries, delay=delay)])
-    return delay
+    retry = Topology().retry_route(queue, backoff_step)
+    publish_confirmed([Outgoing(envelope, exchange=retry.route.exchange, routing_key=retry.route.routing_key,
+                                retries=retries, expiration=retry.expiration, countdown=retry.countdown)])
+    return retry.expiration or retry.countdown
 
 
 def register_message_tasks(app) -> None:

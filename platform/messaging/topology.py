@@ -23,16 +23,13 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from django.conf import settings
 from kombu import Exchange, Queue, binding
 
+from messaging import brokers
+from messaging.brokers.base import DEFAULT_EXCHANGE, Broker, RetryRoute, Route, retry_ceiling
 from messaging.registry import Registry, registry as default_registry
 
 COMMANDS_EXCHANGE = "commands"
-DEAD_LETTER_EXCHANGE = "dead-letters"
-DEAD_LETTER_QUEUE = "dead-letters"
-#: RabbitMQ's default exchange: routes a message to the queue named by its routing key.
-DEFAULT_EXCHANGE = ""
 
 
 def event_exchange_name(event_type: str) -> str:
@@ -59,47 +56,10 @@ def context_of_queue(queue_name: str) -> str:
     return queue_name.split(".", 1)[0]
 
 
-def retry_name(delay_ms: int) -> str:
-    """The exchange and queue where retries with this delay wait."""
-    return f"retry.{delay_ms}ms"
-
-
-def retry_ceiling(retries: int) -> float:
-    """Longest wait, in seconds, before attempt ``retries + 2``: doubling, capped."""
-    return min(settings.BUS_RETRY_BACKOFF_MAX, settings.BUS_RETRY_BACKOFF * 2**retries)
-
-
-def retry_levels_ms() -> list[int]:
-    """One holding queue per distinct ceiling of the retry schedule."""
-    return sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)})
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """Where a message is published: an exchange and a routing key."""
-
-    exchange: Exchange | str
-    routing_key: str
-
-
-def _queue_arguments() -> dict | None:
-    if settings.BUS_EMBEDDED_BROKER:
-        return None  # the filesystem transport has neither delivery limits nor dead-lettering
-    return {
-        "x-queue-type": "quorum",
-        # Redelivered this often (the worker died or was killed each time): dead-letter it.
-        "x-delivery-limit": settings.BUS_DELIVERY_LIMIT,
-        # Rejected messages (unknown task, over the delivery limit) go to the dead-letter
-        # exchange, at least once: the broker keeps them until that queue has them.
-        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
-    }
-
-
 class Topology:
-    def __init__(self, registry: Registry = default_registry) -> None:
+    def __init__(self, registry: Registry = default_registry, broker: Broker | None = None) -> None:
         self.registry = registry
+        self.broker = broker or brokers.current()
 
     def route(self, kind: str, message_type: str) -> Route:
         """Where a sender publishes a message; the sender never names a queue."""
@@ -113,41 +73,18 @@ class Topology:
         that context's queue, through the default exchange, never an event's fanout."""
         return Route(DEFAULT_EXCHANGE, routing_key=consumer_queue_name(context, kind, message_type))
 
-    def retry_route(self, queue_name: str, retries: int) -> tuple[Route, float]:
-        """Where a message failed on ``queue_name`` waits before attempt ``retries + 2``.
-
-        Returns the route and the delay in seconds (jittered between half the
-        ceiling and the ceiling). On the embedded broker the route is the queue
-        itself and the worker holds the message until then (a Celery countdown).
-        """
+    def retry_route(self, queue_name: str, retries: int) -> RetryRoute:
+        """Where a message failed on ``queue_name`` waits before attempt ``retries + 2``,
+        and how long (jittered between half the schedule's ceiling and the ceiling);
+        then it returns to that queue alone, never to an event's other subscribers."""
         ceiling = retry_ceiling(retries)
-        delay = random.uniform(ceiling / 2, ceiling)
-        if settings.BUS_EMBEDDED_BROKER:
-            return Route(DEFAULT_EXCHANGE, routing_key=queue_name), delay
-        return Route(self.retry_exchange(round(ceiling * 1000)), routing_key=queue_name), delay
-
-    def retry_exchange(self, delay_ms: int) -> Exchange:
-        return Exchange(retry_name(delay_ms), type="fanout", durable=True)
-
-    def retry_queues(self) -> list[Queue]:
-        return [
-            Queue(
-                retry_name(delay_ms),
-                exchange=self.retry_exchange(delay_ms),
-                routing_key=retry_name(delay_ms),
-                durable=True,
-                # Expired messages go back through the default exchange, whose routing
-                # key (kept from the retry publish) is the queue they failed on.
-                queue_arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": DEFAULT_EXCHANGE},
-            )
-            for delay_ms in retry_levels_ms()
-        ]
+        return self.broker.retry_route(queue_name, ceiling, delay=random.uniform(ceiling / 2, ceiling))
 
     def commands_exchange(self) -> Exchange:
         return Exchange(COMMANDS_EXCHANGE, type="direct", durable=True)
 
     def event_exchange(self, event_type: str) -> Exchange:
-        return Exchange(event_exchange_name(event_type), type="fanout", durable=True)
+        return Exchange(event_exchange_name(event_type), type=self.broker.event_exchange_type, durable=True)
 
     def exchanges(self) -> list[Exchange]:
         """Every exchange, including those of events nobody subscribes to yet."""
@@ -157,10 +94,7 @@ class Topology:
             for contract in self.registry.contracts
             if contract.kind == "event"
         ]
-        if not settings.BUS_EMBEDDED_BROKER:
-            exchanges.append(Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True))
-            exchanges += [self.retry_exchange(delay_ms) for delay_ms in retry_levels_ms()]
-        return exchanges
+        return exchanges + self.broker.own_exchanges()
 
     def context_queues(self, context: str) -> list[Queue]:
         """The queues one context's worker consumes."""
@@ -171,7 +105,7 @@ class Topology:
                 command_queue_name(context),
                 bindings=[binding(self.commands_exchange(), routing_key=t) for t in command_types],
                 durable=True,
-                queue_arguments=_queue_arguments(),
+                queue_arguments=self.broker.queue_arguments(),
             ))
         for event_type in self.registry.handled_types(context, "event"):
             queues.append(Queue(
@@ -179,26 +113,13 @@ class Topology:
                 exchange=self.event_exchange(event_type),
                 routing_key=event_type,
                 durable=True,
-                queue_arguments=_queue_arguments(),
+                queue_arguments=self.broker.queue_arguments(),
             ))
         return queues
 
     def queues(self) -> list[Queue]:
-        """Every consumer queue, then (on RabbitMQ) the dead-letter and retry queues."""
-        queues = [q for context in self.registry.contexts() for q in self.context_queues(context)]
-        if not settings.BUS_EMBEDDED_BROKER:
-            queues.append(self.dead_letter_queue())
-            queues += self.retry_queues()
-        return queues
-
-    def dead_letter_queue(self) -> Queue:
-        return Queue(
-            DEAD_LETTER_QUEUE,
-            exchange=Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True),
-            routing_key=DEAD_LETTER_QUEUE,
-            durable=True,
-            queue_arguments={"x-queue-type": "quorum"},
-        )
+        """Every consumer queue, then those the broker needs (dead letters, retries)."""
+        return [q for context in self.registry.contexts() for q in self.context_queues(context)] + self.broker.own_queues()
 
     def declare(self, channel) -> None:
         """Declare every exchange, queue and binding (idempotent)."""
@@ -217,7 +138,7 @@ class Topology:
                     "durable": q.durable,
                     "bindings": [
                         {"exchange": b.exchange.name, "routing_key": b.routing_key}
-                        for b in (q.bindings or [binding(q.exchange, routing_key=q.routing_key)])
+                        for b in (q.bindings or ([binding(q.exchange, routing_key=q.routing_key)] if q.exchange.name else []))
                     ],
                 }
                 for q in self.queues()

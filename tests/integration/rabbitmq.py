@@ -16,7 +16,7 @@ from celery import current_app
 from django.conf import settings
 from kombu import Queue
 
-from messaging.broker import publish_envelope
+from messaging.brokers.base import publish_envelope
 from messaging.topology import DEFAULT_EXCHANGE, Topology
 from tests.polling import wait_for
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django_celery_results.models import TaskResult
 
-from messaging.broker import publish_envelope
+from messaging.brokers.base import publish_envelope
 from messaging.models import DeadLetter, InboxMessage
 from apps.catalog.messages import StockReserved
 from messaging.outbox import nudge_relay

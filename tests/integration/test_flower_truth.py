@@ -22,7 +22,7 @@ from django.db import transaction
 
 from apps.catalog.messages import StockReserved
 from apps.catalog.services import product_change_price, product_create
-from messaging.broker import publish_envelope
+from messaging.brokers.base import publish_envelope
 from messaging.models import DeadLetter, OutboxMessage
 from messaging.outbox import nudge_relay
 from tests.senders import publish

@@ -13,7 +13,7 @@ from kombu import Connection, Exchange, Queue
 
 from apps.catalog.messages import ProductPriceChanged
 from messaging import causation
-from messaging.broker import publish_envelope
+from messaging.brokers.base import publish_envelope
 from messaging.contracts import Envelope
 from messaging.models import OutboxMessage
 from tests.senders import publish

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from apps.catalog.messages import ProductPriceChanged
-from messaging.broker import ConfirmTimeoutError, ConfirmedPublisher, PublishRefusedError
+from messaging.brokers.base import ConfirmTimeoutError, PublishRefusedError
+from messaging.brokers.rabbitmq import ConfirmedPublisher
 from messaging.models import OutboxMessage
 from tests.senders import publish
 from messaging.relay import Relay
@@ -255,7 +256,7 @@ def test_the_relay_declares_the_whole_topology_before_its_first_publish(three_ro
 
 
 def test_confirms_in_any_order_settle_the_right_messages():
-    from messaging.broker import Outgoing
+    from messaging.brokers.base import Outgoing
 
     channel = ConfirmingChannel(nack={1})
     publisher = ConfirmedPublisher(channel, timeout=0.2)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu.message import Message
 
-from messaging.broker import publish_envelope
+from messaging.brokers.base import publish_envelope
 from messaging.task_message import problem_with
 from tests.intake_strategies import deliveries, header_values, task_headers
 

@@ -9,7 +9,7 @@ from celery import current_app
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
 
-from messaging.broker import publish_envelope
+from messaging.brokers.base import publish_envelope
 from messaging.models import DeadLetter
 from messaging.task_message import delivery_id
 from messaging.worker import Consumer

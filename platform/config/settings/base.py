@@ -3,7 +3,7 @@
 What differs per environment is not declared here: debug, the secret key, the allowed
 hosts, the URLs of the database and the broker. ``local`` reads them with the embedded
 defaults (SQLite, the filesystem broker, a public key) and ``production`` requires each;
-both hand the URLs to ``database()``, ``broker_transport()`` and ``relay_poll_interval()``
+both hand the URLs to ``database()`` and ``relay_poll_interval()``
 below, so what depends on the kind of database or broker follows the URL in every
 environment. ``test`` is ``local`` with whatever the test setup exports.
 """
@@ -118,28 +118,11 @@ LOGGING = {
 
 # CELERY
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
-def broker_transport(url: str) -> tuple[bool, str | None, dict]:
-    """``(BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS)`` for the broker at ``url``."""
-    if not url.startswith("filesystem://"):
-        # The URL names its transport. No ``confirm_publish``: it makes every publish on
-        # every connection wait for its own confirm, the worker's task events included.
-        # The bus's publishers (relay, retries) ask for confirms themselves, a batch at a
-        # time (messaging.broker.ConfirmedPublisher).
-        return False, None, {}
-    folder = BUS_DATA_DIR / "broker"
-    # kombu's filesystem transport with a folder per queue and no pause after an ack
-    # (messaging.embedded_broker); kombu's own lists every queue's messages per take.
-    return True, "messaging.embedded_broker:Transport", {
-        "data_folder_in": str(folder / "queues"),
-        "data_folder_out": str(folder / "queues"),
-        "control_folder": str(folder / "control"),
-        "store_processed": False,
-        # Seconds a worker waits before looking at its queue folders again when all
-        # are empty (kombu's default of 1 s put a second into every hop).
-        "polling_interval": env.float("BUS_EMBEDDED_POLL_INTERVAL", default=0.02),
-    }
-
-
+# The broker's kombu transport and its options come from its adapter
+# (messaging.brokers, chosen by CELERY_BROKER_URL's scheme), applied in config.celery_app.
+# No ``confirm_publish``: it makes every publish on every connection wait for its own
+# confirm, the worker's task events included. The bus's publishers (relay, retries)
+# have the broker confirm a batch at a time (messaging.brokers).
 #: Reconnect forever: a broker restart must never stop a worker for good.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
@@ -206,7 +189,7 @@ BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
 #: Most bytes of a dead letter's body (as JSON) kept whole; a larger one keeps this much
 #: of its start as text, and its size. Room for the largest envelope the platform sends.
 BUS_DEAD_LETTER_BODY_LIMIT = env.int("BUS_DEAD_LETTER_BODY_LIMIT", default=2 * BUS_MAX_PAYLOAD_BYTES)
-#: Deliveries after which RabbitMQ dead-letters a message (a worker died each time).
+#: Redeliveries after which the broker dead-letters a message (a worker died each time).
 BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=5)
 #: Rows the relay publishes per transaction.
 BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
@@ -215,6 +198,13 @@ BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
 BUS_DATABASE_WAIT = env.float("BUS_DATABASE_WAIT", default=60.0)
 #: Seconds a publisher (the relay, a worker sending a retry) waits for the broker's confirm.
 BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
+#: Redis: seconds a taken message may stay unacknowledged before Redis gives it to another
+#: worker (its own died). Longer than a worker can hold one: the task time limit plus the
+#: longest retry wait (``manage.py check`` compares them); a dead worker's messages wait this long.
+BUS_REDIS_VISIBILITY_TIMEOUT = env.int("BUS_REDIS_VISIBILITY_TIMEOUT", default=900)
+#: Embedded broker: seconds a worker waits before looking at its queue folders again when all
+#: are empty (kombu's default of 1 s put a second into every hop).
+BUS_EMBEDDED_POLL_INTERVAL = env.float("BUS_EMBEDDED_POLL_INTERVAL", default=0.02)
 
 # HEALTH (liveness files of workers and the relay; messaging.health, ``manage.py bus_health``)
 #: Where each process keeps its liveness file (one folder per machine or container).

@@ -2,11 +2,11 @@
 
 SQLite and the filesystem broker in ``BUS_DATA_DIR`` unless ``DATABASE_URL`` /
 ``CELERY_BROKER_URL`` name others, with what each kind needs (``base.database()``,
-``base.broker_transport()``). Never use these settings in production: the secret is public.
+and the broker's adapter, ``messaging.brokers``). Never use these settings in production: the secret is public.
 """
 
 from .base import *  # noqa: F403
-from .base import BUS_DATA_DIR, broker_transport, database, env, relay_poll_interval
+from .base import BUS_DATA_DIR, database, env, relay_poll_interval
 
 # GENERAL
 #: Tracebacks in the browser while trying things out (the benchmarks turn them off).
@@ -26,6 +26,3 @@ BUS_RELAY_POLL_INTERVAL = relay_poll_interval(DATABASES["default"])
 #: Folders in BUS_DATA_DIR. The URL names a host its transport ignores: without one kombu
 #: warns "No hostname was supplied" at every connection of every process.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
-#: True on the embedded filesystem broker (trying the platform out only), with its own
-#: transport and folders; a real broker's URL names its transport and needs no options.
-BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport(CELERY_BROKER_URL)

@@ -7,7 +7,7 @@ process at start-up, naming it, instead of running with a guessable secret.
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import MIDDLEWARE, broker_transport, database, env, relay_poll_interval
+from .base import MIDDLEWARE, database, env, relay_poll_interval
 
 
 def required(name: str) -> str:
@@ -36,8 +36,6 @@ BUS_RELAY_POLL_INTERVAL = relay_poll_interval(DATABASES["default"])
 # CELERY
 #: Carries the broker password: no default.
 CELERY_BROKER_URL = required("CELERY_BROKER_URL")
-#: RabbitMQ names its transport and needs no options (the embedded broker's, should the URL name it).
-BUS_EMBEDDED_BROKER, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport(CELERY_BROKER_URL)
 
 # SECURITY
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/

@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, DjangoHelpFormatter
 
+from messaging import brokers
 from messaging.health import read_health
 from messaging.management.commands._stop_signals import stop_requested
 from messaging.registry import registry
@@ -73,8 +74,7 @@ class Command(BaseCommand):
         self._announce_mode()
         call_command("migrate", interactive=False, verbosity=0)
         admin_password = self._ensure_admin_user()
-        if settings.BUS_EMBEDDED_BROKER:
-            _forget_monitor_queues()
+        brokers.current().forget_leftovers()
 
         python, manage = sys.executable, str(Path(settings.BASE_DIR) / "manage.py")
         commands = {f"worker:{c}": [python, "-m", "workers", c, "--concurrency=2"] for c in registry.contexts()}
@@ -130,16 +130,16 @@ class Command(BaseCommand):
 
     def _announce_mode(self):
         database = settings.DATABASES["default"]
-        if settings.BUS_EMBEDDED_BROKER:
+        broker = brokers.current()
+        if broker.for_trying_only:
             self.stdout.write(self.style.WARNING(
-                "EMBEDDED MODE: filesystem broker in "
-                f"{Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS['data_folder_in']).parent}, "
+                f"EMBEDDED MODE: {broker.describe()}, "
                 f"{database['ENGINE'].rsplit('.', 1)[-1]} database {database['NAME']}.\n"
                 "For trying the platform only: a worker killed outright loses the message it held. "
-                "Set CELERY_BROKER_URL (RabbitMQ) and DATABASE_URL (PostgreSQL) for real use."
+                "Set CELERY_BROKER_URL (RabbitMQ or Redis) and DATABASE_URL (PostgreSQL) for real use."
             ))
         else:
-            self.stdout.write(f"broker {settings.CELERY_BROKER_URL.split('@')[-1]}, database {database['NAME']}")
+            self.stdout.write(f"broker {broker.label} at {broker.describe()}, database {database['NAME']}")
 
     def _ensure_admin_user(self) -> str | None:
         """Create the admin login on the first run, with a password nobody could guess; returns it then."""
@@ -219,17 +219,3 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _forget_monitor_queues() -> None:
-    """Drop the event-monitor queues a previous Flower left on the filesystem broker.
-
-    On RabbitMQ they are auto-deleted when their consumer goes; the filesystem
-    transport cannot do that, so every event would pile up in a dead queue.
-    """
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    (Path(options["control_folder"]) / "celeryev.exchange").unlink(missing_ok=True)
-    queues = Path(options["data_folder_in"])
-    # One folder per queue (messaging.embedded_broker); loose files from kombu's flat layout too.
-    for message in [*queues.glob("celeryev.*/*"), *queues.glob("*.celeryev.*.msg")]:
-        message.unlink(missing_ok=True)

@@ -1,4 +1,10 @@
-"""The embedded broker: kombu's filesystem transport with one folder per queue.
+"""The embedded broker, for trying the platform: kombu's filesystem transport
+with one folder per queue, in ``BUS_DATA_DIR``.
+
+What it cannot promise (the adapter ``Embedded`` says so, and the README's
+broker table): it has no delivery limit and no dead-letter queue, and a
+message taken by a worker whose whole process is killed is gone. A retry
+waits in the worker (a Celery countdown) and goes back to its own queue.
 
 kombu's own filesystem transport keeps every queue's messages in one folder
 and, for every message it takes, lists and sorts that whole folder, once per
@@ -28,12 +34,16 @@ import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from queue import Empty
 
+from django.conf import settings
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
+
+from messaging.brokers.base import Broker
 
 #: Suffix of a message file; anything else in a queue folder is ignored.
 SUFFIX = ".msg"
@@ -225,3 +235,52 @@ class Transport(filesystem.Transport):
                     self.slot_freed.clear()
             else:
                 break
+
+
+class Embedded(Broker):
+    label = "embedded filesystem broker"
+    transport = "messaging.brokers.embedded:Transport"
+    has_dead_letter_queue = False
+    has_delivery_limit = False
+    keeps_a_killed_workers_message = False
+    for_trying_only = True
+
+    def prepare(self) -> None:
+        """The filesystem transport (and SQLite, in the same folder) fail on a missing folder."""
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        for folder in ("data_folder_in", "data_folder_out", "control_folder"):
+            Path(self.transport_options()[folder]).mkdir(parents=True, exist_ok=True)
+
+    def forget_leftovers(self) -> None:
+        """Drop the event-monitor queues a previous Flower left.
+
+        On RabbitMQ they are auto-deleted when their consumer goes; the filesystem
+        transport cannot do that, so every event would pile up in a dead queue.
+        """
+        options = self.transport_options()
+        (Path(options["control_folder"]) / "celeryev.exchange").unlink(missing_ok=True)
+        queues = Path(options["data_folder_in"])
+        # One folder per queue; loose files from kombu's flat layout too.
+        for message in [*queues.glob("celeryev.*/*"), *queues.glob("*.celeryev.*.msg")]:
+            message.unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        return f"filesystem broker in {self.data_dir / 'broker'}"
+
+    def transport_options(self) -> dict:
+        folder = self.data_dir / "broker"
+        return {
+            "data_folder_in": str(folder / "queues"),
+            "data_folder_out": str(folder / "queues"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            # Seconds a worker waits before looking at its queue folders again when all
+            # are empty (kombu's default of 1 s put a second into every hop).
+            "polling_interval": settings.BUS_EMBEDDED_POLL_INTERVAL,
+        }
+
+    def _queue_depth(self, channel, name: str) -> int:
+        try:
+            return super()._queue_depth(channel, name)
+        except ChannelError:
+            return 0

@@ -1,0 +1,193 @@
+"""RabbitMQ: durable exchanges, quorum queues, publisher confirms, dead-letter policies.
+
+- an event's exchange is a fanout: RabbitMQ copies it into every bound queue;
+- a context's queues are quorum queues with a delivery limit (a message that
+  kills its worker every time is dead-lettered instead of looping) and a
+  dead-letter exchange, ``dead-letters``, whose queue the relay empties into
+  the dead-letter table;
+- a retry waits in a holding queue per delay, ``retry.<ms>ms`` (message TTL),
+  and then expires back through the default exchange into the one queue it
+  came from, so a retry never reaches another subscriber again;
+- ``ConfirmedPublisher`` publishes a batch mandatory and then waits for its
+  confirms (acknowledged with ``multiple``): one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import time
+
+from amqp.exceptions import NotFound
+from django.conf import settings
+from kombu import Exchange, Queue
+
+from messaging.brokers.base import (
+    DEAD_LETTER_QUEUE,
+    DEFAULT_EXCHANGE,
+    BatchOutcome,
+    Broker,
+    ConfirmTimeoutError,
+    Outgoing,
+    Publisher,
+    RetryRoute,
+    Route,
+    publish_outgoing,
+    retry_ceiling,
+)
+
+DEAD_LETTER_EXCHANGE = "dead-letters"
+
+
+def retry_name(delay_ms: int) -> str:
+    """The exchange and queue where retries with this delay wait."""
+    return f"retry.{delay_ms}ms"
+
+
+class RabbitMQ(Broker):
+    label = "RabbitMQ"
+    retries_wait_in_worker = False
+
+    def queue_arguments(self) -> dict:
+        return {
+            "x-queue-type": "quorum",
+            # Redelivered this often (the worker died or was killed each time): dead-letter it.
+            "x-delivery-limit": settings.BUS_DELIVERY_LIMIT,
+            # Rejected messages (unknown task, over the delivery limit) go to the dead-letter
+            # exchange, at least once: the broker keeps them until that queue has them.
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def own_exchanges(self) -> list[Exchange]:
+        return [self._dead_letter_exchange(), *(self._retry_exchange(ms) for ms in self._retry_levels_ms())]
+
+    def own_queues(self) -> list[Queue]:
+        return [self.dead_letter_queue(), *self._retry_queues()]
+
+    def dead_letter_queue(self) -> Queue:
+        return Queue(DEAD_LETTER_QUEUE, exchange=self._dead_letter_exchange(), routing_key=DEAD_LETTER_QUEUE,
+                     durable=True, queue_arguments={"x-queue-type": "quorum"})
+
+    def retry_route(self, queue_name: str, ceiling: float, delay: float) -> RetryRoute:
+        # The routing key is kept as the message expires: the default exchange then
+        # routes it back to the queue it failed on.
+        return RetryRoute(Route(self._retry_exchange(round(ceiling * 1000)), routing_key=queue_name),
+                          expiration=delay)
+
+    def publisher(self, channel, *, timeout: float) -> ConfirmedPublisher:
+        return ConfirmedPublisher(channel, timeout=timeout)
+
+    def _queue_depth(self, channel, name: str) -> int:
+        try:
+            return super()._queue_depth(channel, name)
+        except NotFound:
+            return 0
+
+    def _dead_letter_exchange(self) -> Exchange:
+        return Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
+
+    def _retry_exchange(self, delay_ms: int) -> Exchange:
+        return Exchange(retry_name(delay_ms), type="fanout", durable=True)
+
+    def _retry_levels_ms(self) -> list[int]:
+        """One holding queue per distinct ceiling of the retry schedule."""
+        return sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)})
+
+    def _retry_queues(self) -> list[Queue]:
+        return [
+            Queue(
+                retry_name(delay_ms),
+                exchange=self._retry_exchange(delay_ms),
+                routing_key=retry_name(delay_ms),
+                durable=True,
+                # Expired messages go back through the default exchange, whose routing
+                # key (kept from the retry publish) is the queue they failed on.
+                queue_arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": DEFAULT_EXCHANGE},
+            )
+            for delay_ms in self._retry_levels_ms()
+        ]
+
+
+class ConfirmedPublisher(Publisher):
+    """Publishes batches on one channel and waits for the broker's confirms.
+
+    Every message is published ``mandatory``: one no queue is bound to comes
+    back (``basic.return``, before its confirm) and is reported unroutable,
+    never counted as delivered.
+
+    The channel must be this publisher's alone: confirms are numbered per
+    channel, so another publisher on it would shift the numbering.
+    After an error the channel's numbering is unknown: drop its connection.
+    """
+
+    def __init__(self, channel, *, timeout: float) -> None:
+        super().__init__(channel, timeout=timeout)
+        self._published = 0  # the broker numbers confirms 1, 2, ... per channel
+        self._unsettled: set[int] = set()
+        self._nacked: set[int] = set()
+        self._returned: set[int] = set()
+        self._tag_of_id: dict[str, int] = {}
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
+
+    def publish(self, messages: list[Outgoing]) -> BatchOutcome:
+        """Publish ``messages`` in order, then wait until all are confirmed or refused."""
+        outcome = BatchOutcome()
+        tags = []
+        try:
+            for message in messages:
+                publish_outgoing(self.producer, message, mandatory=True)
+                self._published += 1
+                tags.append(self._published)
+                self._unsettled.add(self._published)
+                self._tag_of_id[str(message.envelope["id"])] = self._published
+            self._wait_for_confirms()
+        except Exception as exc:
+            outcome.error = exc
+        for position, tag in enumerate(tags):
+            if tag in self._nacked:
+                outcome.refused.append(position)
+            elif tag in self._returned:
+                outcome.unroutable.append(position)
+            elif tag not in self._unsettled:
+                outcome.confirmed.append(position)
+        self._unsettled.clear()
+        self._nacked.clear()
+        self._returned.clear()
+        self._tag_of_id.clear()
+        return outcome
+
+    def _wait_for_confirms(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while self._unsettled:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConfirmTimeoutError(
+                    f"the broker left {len(self._unsettled)} messages of a batch unconfirmed "
+                    f"after {self.timeout}s (BUS_CONFIRM_TIMEOUT)"
+                )
+            try:
+                self.channel.connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                pass  # the deadline check above turns it into a ConfirmTimeoutError
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        # Confirms may come in any order; ``multiple`` settles every tag up to this one.
+        if multiple:
+            self._unsettled = {tag for tag in self._unsettled if tag > delivery_tag}
+        else:
+            self._unsettled.discard(delivery_tag)
+
+    def _on_return(self, exc, exchange, routing_key, message) -> None:
+        # A return carries no delivery tag: the task id header (the message id) names it.
+        # RabbitMQ sends it before the message's confirm, so the batch is still open.
+        headers = message.properties.get("application_headers") or {}
+        tag = self._tag_of_id.get(str(headers.get("id")))
+        if tag is not None:
+            self._returned.add(tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked.update(tag for tag in self._unsettled if tag == delivery_tag or (multiple and tag < delivery_tag))
+        self._on_ack(delivery_tag, multiple)
