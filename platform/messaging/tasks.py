@@ -136,7 +136,7 @@ def _send_to_retry_queue(envelope: dict, *, context: str, retries: int, backoff_
     retry = Topology().retry_route(queue, backoff_step)
     publish_confirmed([Outgoing(envelope, exchange=retry.route.exchange, routing_key=retry.route.routing_key,
                                 retries=retries, expiration=retry.expiration, countdown=retry.countdown)])
-    return retry.expiration or retry.countdown
+    return retry.delay
 
 
 def register_message_tasks(app) -> None:

@@ -13,7 +13,8 @@ from apps.catalog.messages import ProductPriceChanged
 from messaging.delivery import HandlerFailedError, consume
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from tests.senders import publish
-from messaging.topology import Topology, retry_levels_ms
+from messaging.topology import Topology
+from tests.brokers import on_broker
 
 pytestmark = pytest.mark.django_db
 
@@ -137,7 +138,7 @@ def test_a_command_from_a_source_no_context_has_is_dead_lettered():
 def test_retry_delays_grow_exponentially_up_to_the_maximum(settings):
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 2.0, 60.0
 
-    delays = [Topology().retry_route("basket.commands", retries)[1] for retries in range(8)]
+    delays = [Topology().retry_route("basket.commands", retries).delay for retries in range(8)]
 
     assert 1.0 <= delays[0] <= 2.0
     assert 8.0 <= delays[3] <= 16.0
@@ -145,14 +146,16 @@ def test_retry_delays_grow_exponentially_up_to_the_maximum(settings):
 
 
 def test_on_rabbitmq_a_retry_waits_in_the_holding_queue_of_its_delay(settings):
-    settings.BUS_EMBEDDED_BROKER = False
+    on_broker(settings, "rabbitmq")
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX, settings.BUS_MAX_RETRIES = 2.0, 60.0, 8
 
-    route, delay = Topology().retry_route("basket.events.catalog.ProductPriceChanged", 3)
+    retry = Topology().retry_route("basket.events.catalog.ProductPriceChanged", 3)
 
-    assert route.exchange.name == "retry.16000ms" and route.routing_key == "basket.events.catalog.ProductPriceChanged"
-    assert 8.0 <= delay <= 16.0
-    assert retry_levels_ms() == [2000, 4000, 8000, 16000, 32000, 60000]
+    assert retry.route.exchange.name == "retry.16000ms"
+    assert retry.route.routing_key == "basket.events.catalog.ProductPriceChanged"
+    assert 8.0 <= retry.expiration <= 16.0 and retry.countdown is None
+    holding_queues = [q.name for q in Topology().queues() if q.name.startswith("retry.")]
+    assert holding_queues == [f"retry.{ms}ms" for ms in (2000, 4000, 8000, 16000, 32000, 60000)]
     holding = {q.name: q for q in Topology().queues()}["retry.16000ms"]
     assert holding.queue_arguments == {"x-message-ttl": 16000, "x-dead-letter-exchange": ""}
 
@@ -204,14 +207,14 @@ def failing_basket_handler(monkeypatch, settings):
     return published
 
 
-@pytest.mark.parametrize(("embedded", "via"), [(True, ""), (False, "retry.400ms")])
+@pytest.mark.parametrize(("broker", "via"), [("embedded", ""), ("redis", ""), ("rabbitmq", "retry.400ms")])
 def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
-    price_changed, failing_basket_handler, settings, embedded, via
+    price_changed, failing_basket_handler, settings, broker, via
 ):
     from celery.exceptions import Retry
 
 
-    settings.BUS_EMBEDDED_BROKER = embedded
+    on_broker(settings, broker)
     settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 0.1, 0.5
     with pytest.raises(Retry):
         _run_price_changed_task(envelope=price_changed, retries=2)
@@ -222,7 +225,9 @@ def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
     # never through the fanout exchange: ordering does not get it again.
     assert getattr(retry.exchange, "name", retry.exchange) == via
     assert retry.routing_key == "basket.events.catalog.ProductPriceChanged"
-    assert retry.retries == 3 and retry.delay > 0
+    assert retry.retries == 3 and (retry.expiration or retry.countdown) > 0
+    # It waits on the broker (RabbitMQ) or in the worker (a countdown), never both.
+    assert (retry.expiration is None) == (via == "") and (retry.countdown is None) == (via != "")
     assert not DeadLetter.objects.exists()
 
 
@@ -319,7 +324,7 @@ def test_a_database_still_away_after_the_wait_sends_the_message_back_uncounted(
     from celery.exceptions import Ignore
 
 
-    settings.BUS_EMBEDDED_BROKER = False
+    on_broker(settings, "rabbitmq")
     slept = database_away_for(1000)
 
     with pytest.raises(Ignore):

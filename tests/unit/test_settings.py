@@ -118,9 +118,11 @@ def test_the_web_entry_point_follows_an_explicit_settings_module(tmp_path):
 
 
 def _load(settings_module: str, env: dict, *names: str) -> dict:
-    """The named settings of ``settings_module`` loaded in a fresh process with exactly ``env``."""
-    code = ("import json, sys; from django.conf import settings; "
-            "print(json.dumps({name: getattr(settings, name) for name in sys.argv[1:]}, default=str))")
+    """The named settings of ``settings_module`` loaded in a fresh process with exactly ``env``;
+    a name ``celery:<key>`` is the Celery app's configuration (the broker's transport is its adapter's)."""
+    code = ("import json, sys; from django.conf import settings; from config.celery_app import app; "
+            "print(json.dumps({name: app.conf[name[7:]] if name.startswith('celery:') else getattr(settings, name) "
+            "for name in sys.argv[1:]}, default=str))")
     result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={**env, "PATH": PRODUCTION["PATH"], "DJANGO_SETTINGS_MODULE": settings_module,
                                  "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"})
@@ -128,8 +130,8 @@ def _load(settings_module: str, env: dict, *names: str) -> dict:
     return json.loads(result.stdout)
 
 
-SERVICE_SETTINGS = ("DATABASES", "BUS_RELAY_POLL_INTERVAL", "BUS_EMBEDDED_BROKER", "CELERY_BROKER_URL",
-                    "CELERY_BROKER_TRANSPORT", "CELERY_BROKER_TRANSPORT_OPTIONS")
+SERVICE_SETTINGS = ("DATABASES", "BUS_RELAY_POLL_INTERVAL", "CELERY_BROKER_URL",
+                    "celery:broker_transport", "celery:broker_transport_options")
 
 
 @pytest.mark.parametrize("settings_module", ["config.settings.local", "config.settings.test"])
@@ -143,10 +145,9 @@ def test_without_any_variable_local_and_test_settings_are_the_embedded_default(s
     assert "journal_mode=WAL" in database["OPTIONS"]["init_command"]
     assert database["TEST"]["NAME"] == str(data / "test-platform.sqlite3")
     assert loaded["BUS_RELAY_POLL_INTERVAL"] == 0.02
-    assert loaded["BUS_EMBEDDED_BROKER"] is True
     assert loaded["CELERY_BROKER_URL"].startswith("filesystem://")
-    assert loaded["CELERY_BROKER_TRANSPORT"] == "messaging.embedded_broker:Transport"
-    assert loaded["CELERY_BROKER_TRANSPORT_OPTIONS"]["data_folder_in"] == str(data / "broker" / "queues")
+    assert loaded["celery:broker_transport"] == "messaging.brokers.embedded:Transport"
+    assert loaded["celery:broker_transport_options"]["data_folder_in"] == str(data / "broker" / "queues")
     assert loaded["DEBUG"] is True and loaded["SECRET_KEY"].startswith("local-only-insecure")
 
 
@@ -159,9 +160,16 @@ def test_local_and_test_settings_on_postgresql_and_rabbitmq_get_nothing_of_sqlit
     assert (database["ENGINE"], database["HOST"]) == ("django.db.backends.postgresql", "db.internal")
     assert "OPTIONS" not in database and "TEST" not in database
     assert loaded["BUS_RELAY_POLL_INTERVAL"] == 1.0
-    assert loaded["BUS_EMBEDDED_BROKER"] is False
-    assert (loaded["CELERY_BROKER_URL"], loaded["CELERY_BROKER_TRANSPORT"]) == (SERVICES["CELERY_BROKER_URL"], None)
-    assert loaded["CELERY_BROKER_TRANSPORT_OPTIONS"] == {}
+    assert (loaded["CELERY_BROKER_URL"], loaded["celery:broker_transport"]) == (SERVICES["CELERY_BROKER_URL"], None)
+    assert loaded["celery:broker_transport_options"] == {}
+
+
+def test_on_redis_the_transport_is_the_buses_own_with_its_visibility_timeout():
+    loaded = _load("config.settings.production", {**PRODUCTION, "CELERY_BROKER_URL": "redis://:pw@redis.internal:6379/0",
+                                                   "BUS_REDIS_VISIBILITY_TIMEOUT": "1200"}, *SERVICE_SETTINGS)
+
+    assert loaded["celery:broker_transport"] == "messaging.brokers.redis:Transport"
+    assert loaded["celery:broker_transport_options"]["visibility_timeout"] == 1200
 
 
 def test_production_settings_load_with_the_variables_they_document():
@@ -174,8 +182,7 @@ def test_production_settings_load_with_the_variables_they_document():
     assert (database["ENGINE"], database["CONN_MAX_AGE"]) == ("django.db.backends.postgresql", 60)
     assert "OPTIONS" not in database
     assert loaded["BUS_RELAY_POLL_INTERVAL"] == 1.0
-    assert (loaded["BUS_EMBEDDED_BROKER"], loaded["CELERY_BROKER_TRANSPORT"]) == (False, None)
-    assert loaded["CELERY_BROKER_TRANSPORT_OPTIONS"] == {}
+    assert (loaded["celery:broker_transport"], loaded["celery:broker_transport_options"]) == (None, {})
     assert "whitenoise.middleware.WhiteNoiseMiddleware" in loaded["MIDDLEWARE"]
 
 
@@ -200,9 +207,9 @@ def test_the_docker_compose_environment_is_enough_for_the_production_settings(tm
     for name, service in platform.items():
         # A variable with no value (a context setting .env leaves out) is unset in the container.
         environment = {key: value for key, value in service["environment"].items() if value is not None}
-        loaded = _load(environment["DJANGO_SETTINGS_MODULE"], environment, "SECRET_KEY", "BUS_EMBEDDED_BROKER")
+        loaded = _load(environment["DJANGO_SETTINGS_MODULE"], environment, "SECRET_KEY", "celery:broker_transport")
 
-        assert loaded == {"SECRET_KEY": filled_in["DJANGO_SECRET_KEY"], "BUS_EMBEDDED_BROKER": False}, name
+        assert loaded == {"SECRET_KEY": filled_in["DJANGO_SECRET_KEY"], "celery:broker_transport": None}, name
 
 
 def test_the_platform_settings_name_no_context_setting():

@@ -55,6 +55,11 @@ class RetryRoute:
     expiration: float | None = None
     countdown: float | None = None
 
+    @property
+    def delay(self) -> float:
+        """Seconds the retry waits, wherever it waits."""
+        return self.expiration if self.expiration is not None else self.countdown
+
 
 @dataclasses.dataclass(frozen=True)
 class Outgoing:
