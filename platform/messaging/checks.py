@@ -1,5 +1,5 @@
-"""System checks: ``manage.py check`` fails on a registry mistake or a retention that forgets too soon,
-and warns about a handler not named after what it handles.
+"""System checks: ``manage.py check`` fails on a registry mistake, a retention that forgets too
+soon or broker settings the broker cannot work with, and warns about a handler not named after what it handles.
 
 Each ``_check_*`` function looks at one kind of mistake and returns Django
 check messages with an id and a hint saying how to fix it, as
@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.text import camel_case_to_spaces
 
+from messaging import brokers
 from messaging.registry import MESSAGES_MODULE, Registry, registry
 from messaging.retention import longest_redelivery
 
@@ -153,6 +154,12 @@ def check_inbox_outlasts_redelivery(app_configs, **kwargs):
              "(messaging.retention.longest_redelivery adds them up).",
         id="messaging.E010",
     )]
+
+
+@checks.register("messaging")
+def check_broker(app_configs, **kwargs):
+    """What the broker's adapter cannot work with (on Redis, a visibility timeout too short)."""
+    return brokers.current().configuration_problems()
 
 
 def _dotted(contract) -> str:

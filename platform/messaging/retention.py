@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from messaging.models import InboxMessage, OutboxMessage
+from messaging import brokers
 from messaging.brokers.base import retry_ceiling
 
 
@@ -60,7 +61,8 @@ def longest_redelivery() -> datetime.timedelta:
 
     Each attempt (the first and ``BUS_MAX_RETRIES`` retries) may be delivered up
     to ``BUS_DELIVERY_LIMIT`` + 1 times, a worker dying on it each time, and each
-    delivery may run for ``CELERY_TASK_TIME_LIMIT``; the attempts are apart by the
+    delivery may run for ``CELERY_TASK_TIME_LIMIT`` or, if longer, wait that long
+    for the broker to give it back (Redis's visibility timeout); the attempts are apart by the
     retry schedule; and after the last one a person may retry the dead letter,
     with the message's own id, for ``BUS_DEAD_LETTER_REPLAY_WINDOW``. An outage
     that keeps workers away adds to this; the retention should leave room for it.
@@ -69,6 +71,7 @@ def longest_redelivery() -> datetime.timedelta:
     deliveries = attempts * (settings.BUS_DELIVERY_LIMIT + 1)
     retry_waits = sum(retry_ceiling(retries) for retries in range(settings.BUS_MAX_RETRIES))
     return (
-        datetime.timedelta(seconds=deliveries * settings.CELERY_TASK_TIME_LIMIT + retry_waits)
+        datetime.timedelta(seconds=deliveries * max(settings.CELERY_TASK_TIME_LIMIT, brokers.current().redelivery_wait())
+                           + retry_waits)
         + settings.BUS_DEAD_LETTER_REPLAY_WINDOW
     )

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from messaging.health import read_health
 from messaging.registry import registry
-from messaging.topology import retry_levels_ms
+from messaging.brokers.base import retry_ceiling
 from tests.integration.rabbitmq import empty_vhost, rabbitmqctl
 from tests.polling import wait_for
 
@@ -43,7 +43,8 @@ def _expected_topology(settings) -> dict:
             queue, exchange = f"{handler.context}.events.{handler.message_type}", f"events.{handler.message_type}"
         queues[queue] = context_queue
         bindings.add((exchange, queue, handler.message_type))
-    for delay_ms in retry_levels_ms():
+    # One holding queue per step of the retry schedule.
+    for delay_ms in sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)}):
         name = f"retry.{delay_ms}ms"
         exchanges[name] = "fanout"
         queues[name] = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": ""}

@@ -18,6 +18,7 @@ from messaging.checks import check_inbox_outlasts_redelivery
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.relay import Relay
 from messaging.retention import longest_redelivery, purge_bus_tables
+from tests.brokers import on_broker
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +171,13 @@ def test_the_longest_redelivery_adds_retries_deliveries_and_the_replay_window(se
 
     # 3 attempts x 2 deliveries x 10 s, retry waits of at most 1 s and 1.5 s, then the window.
     assert longest_redelivery() == datetime.timedelta(seconds=60 + 2.5) + DAY
+
+
+def test_on_redis_each_redelivery_may_wait_a_visibility_timeout(settings):
+    on_broker(settings, "redis")
+    settings.BUS_MAX_RETRIES, settings.BUS_DELIVERY_LIMIT, settings.CELERY_TASK_TIME_LIMIT = 2, 1, 10
+    settings.BUS_RETRY_BACKOFF, settings.BUS_RETRY_BACKOFF_MAX = 1.0, 1.5
+    settings.BUS_DEAD_LETTER_REPLAY_WINDOW, settings.BUS_REDIS_VISIBILITY_TIMEOUT = DAY, 100
+
+    # 3 attempts x 2 deliveries, each given back a visibility timeout after it was taken.
+    assert longest_redelivery() == datetime.timedelta(seconds=600 + 2.5) + DAY

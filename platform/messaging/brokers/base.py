@@ -220,6 +220,15 @@ class Broker:
         """Where the broker is, for people (no password)."""
         return self.url.split("@")[-1]
 
+    def redelivery_wait(self) -> float:
+        """Seconds a message taken by a worker that died may wait before it comes back
+        (0: as soon as the broker sees the worker gone)."""
+        return 0.0
+
+    def configuration_problems(self) -> list:
+        """Django check messages for settings this broker cannot work with (``manage.py check``)."""
+        return []
+
     def transport_options(self) -> dict:
         """kombu transport options (``CELERY_BROKER_TRANSPORT_OPTIONS``)."""
         return {}

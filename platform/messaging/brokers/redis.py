@@ -48,6 +48,7 @@ import time
 import uuid
 
 from django.conf import settings
+from django.core import checks
 from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -188,6 +189,26 @@ class Redis(Broker):
     #: A direct exchange with every subscriber bound by the event's type: one copy per
     #: queue, durably (never kombu's fanout, which is pub/sub on Redis).
     event_exchange_type = "direct"
+
+    def redelivery_wait(self) -> float:
+        return float(settings.BUS_REDIS_VISIBILITY_TIMEOUT)
+
+    def configuration_problems(self) -> list:
+        # A worker may hold a message for a retry's wait and then its run. Held longer
+        # than the visibility timeout, Redis gives it to another worker meanwhile.
+        longest_hold = settings.CELERY_TASK_TIME_LIMIT + settings.BUS_RETRY_BACKOFF_MAX
+        floor = max(2 * settings.CELERY_TASK_TIME_LIMIT, longest_hold)
+        if settings.BUS_REDIS_VISIBILITY_TIMEOUT >= floor:
+            return []
+        return [checks.Error(
+            f"BUS_REDIS_VISIBILITY_TIMEOUT ({settings.BUS_REDIS_VISIBILITY_TIMEOUT} s) is shorter than "
+            f"a worker may hold a message on Redis ({floor:g} s: twice CELERY_TASK_TIME_LIMIT, and at least "
+            "CELERY_TASK_TIME_LIMIT plus BUS_RETRY_BACKOFF_MAX): Redis would hand a message still being "
+            "handled, or waiting for its retry, to a second worker.",
+            hint=f"Set BUS_REDIS_VISIBILITY_TIMEOUT to {floor:g} or more, or lower CELERY_TASK_TIME_LIMIT "
+                 "or BUS_RETRY_BACKOFF_MAX.",
+            id="messaging.E011",
+        )]
 
     def transport_options(self) -> dict:
         visibility_timeout = settings.BUS_REDIS_VISIBILITY_TIMEOUT
