@@ -140,7 +140,7 @@ class Channel(kombu_redis.Channel):
             # (task events, remote control), which is pub/sub by design.
             super().basic_publish(message, exchange, routing_key, **kwargs)
             return [routing_key] if not exchange else None
-        queues = self.typeof(exchange).lookup(self.get_table(exchange), exchange, routing_key, None)
+        queues = sorted(self.typeof(exchange).lookup(self.get_table(exchange), exchange, routing_key, None))
         for queue in queues:
             # Routed to its queue alone, with a delivery tag of its own (basic_publish gives one).
             super().basic_publish(copy.deepcopy(message), "", queue, **kwargs)

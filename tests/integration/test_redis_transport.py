@@ -1,0 +1,180 @@
+"""The bus's Redis transport on a real redis-server: what it adds to kombu's.
+
+Each event copy is its own message in its own queue (kombu's shared one delivery
+tag between copies: one subscriber's ack dropped another's unacked copy, and
+restoring a copy sent it to every subscriber again); a message handed out past
+the delivery limit, or rejected, moves to the dead-letter queue with RabbitMQ's
+``x-death`` header; a route with no queue is reported; and nothing is left
+behind once a message is acked.
+"""
+
+import uuid
+
+import pytest
+from kombu import Exchange, Queue
+
+from messaging import brokers
+from messaging.brokers.base import DEAD_LETTER_QUEUE, Outgoing
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+
+EVENT = "catalog.ProductPriceChanged"
+EXCHANGE = Exchange(f"events.{EVENT}", type="direct", durable=True)
+SUBSCRIBERS = ("basket", "ordering")
+
+
+def _queue(context: str) -> Queue:
+    return Queue(f"{context}.events.{EVENT}", exchange=EXCHANGE, routing_key=EVENT, durable=True)
+
+
+def _envelope() -> dict:
+    message_id = str(uuid.uuid4())
+    return {"id": message_id, "type": EVENT, "kind": "event", "version": 1, "source": "catalog",
+            "time": "2026-01-01T00:00:00Z", "correlationid": message_id, "data": {}}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    from tests.integration.redis import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_broker(redis_server, settings):
+    """The adapter of a Redis with the event's two subscriber queues declared, and a raw client."""
+    settings.BUS_REDIS_VISIBILITY_TIMEOUT = 1
+    broker = brokers.for_url(redis_server.url)
+    with broker.connection() as connection:
+        channel = connection.default_channel
+        client = channel.client
+        client.flushdb()
+        for context in SUBSCRIBERS:
+            _queue(context)(channel).declare()
+        yield broker, connection, client
+
+
+def _publish(connection, broker, envelopes, exchange=EXCHANGE, routing_key=EVENT):
+    publisher = broker.publisher(connection.channel(), timeout=5)
+    return publisher.publish([Outgoing(e, exchange=exchange, routing_key=routing_key) for e in envelopes])
+
+
+def _take(connection, context: str):
+    return wait_for(lambda: _queue(context)(connection.channel()).get(no_ack=False), timeout=5,
+                    message=f"{context}'s copy")
+
+
+def test_an_event_is_one_copy_per_subscriber_queue_each_its_own_message(redis_broker):
+    broker, connection, client = redis_broker
+
+    outcome = _publish(connection, broker, [_envelope()])
+
+    assert outcome.confirmed == [0] and outcome.error is None
+    copies = {context: _take(connection, context) for context in SUBSCRIBERS}
+    assert copies["basket"].delivery_tag != copies["ordering"].delivery_tag
+    for context, message in copies.items():
+        # Routed to its queue alone: given back, it returns there and nowhere else.
+        assert message.delivery_info["exchange"] == ""
+        assert message.delivery_info["routing_key"] == f"{context}.events.{EVENT}"
+
+
+def test_one_subscribers_ack_leaves_the_others_copy_waiting_to_come_back(redis_broker):
+    broker, connection, client = redis_broker
+    _publish(connection, broker, [_envelope()])
+    basket_copy = _take(connection, "basket")
+    ordering_copy = _take(connection, "ordering")
+
+    ordering_copy.ack()
+
+    # basket's worker died holding its copy: it is still unacked, and comes back to basket only.
+    assert client.hlen("unacked") == 1
+    wait_for(lambda: (connection.channel().qos.restore_visible(interval=1), client.hlen("unacked"))[1] == 0,
+             timeout=10, message="the visibility timeout to give basket's copy back")
+    assert client.llen(f"basket.events.{EVENT}") == 1
+    assert client.llen(f"ordering.events.{EVENT}") == 0
+    assert _take(connection, "basket").headers["id"] == basket_copy.headers["id"]
+
+
+def test_a_message_handed_out_past_the_delivery_limit_becomes_a_dead_letter(redis_broker, settings):
+    broker, connection, client = redis_broker
+    settings.BUS_DELIVERY_LIMIT = 2
+    envelope = _envelope()
+    _publish(connection, broker, [envelope])
+
+    for _ in range(settings.BUS_DELIVERY_LIMIT + 1):  # a worker dying with it each time
+        _take(connection, "basket").reject(requeue=True)
+
+    assert _queue("basket")(connection.channel()).get(no_ack=False) is None
+    [dead] = [broker.dead_letter_queue()(connection.channel()).get(no_ack=True)]
+    assert dead.headers["id"] == envelope["id"]
+    assert dead.headers["x-death"][0]["queue"] == f"basket.events.{EVENT}"
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    # ordering's copy is untouched, and nothing is left of the count.
+    assert client.llen(f"ordering.events.{EVENT}") == 1
+    assert client.hlen("unacked") == 0 and client.keys("bus.deliveries.*") == []
+
+
+def test_a_rejected_message_becomes_a_dead_letter_not_a_deletion(redis_broker):
+    broker, connection, client = redis_broker
+    envelope = _envelope()
+    _publish(connection, broker, [envelope])
+
+    _take(connection, "basket").reject(requeue=False)
+
+    dead = broker.dead_letter_queue()(connection.channel()).get(no_ack=True)
+    assert dead.headers["id"] == envelope["id"]
+    assert dead.headers["x-death"][0] == {**dead.headers["x-death"][0], "queue": f"basket.events.{EVENT}",
+                                           "reason": "rejected"}
+    assert client.hlen("unacked") == 0
+
+
+def test_an_acked_message_leaves_nothing_behind(redis_broker):
+    broker, connection, client = redis_broker
+    _publish(connection, broker, [_envelope()])
+
+    _take(connection, "basket").reject(requeue=True)
+    _take(connection, "basket").ack()
+
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+    assert client.keys("bus.deliveries.*") == []
+
+
+def test_a_route_no_queue_is_bound_to_is_reported_unroutable_and_stored_nowhere(redis_broker):
+    broker, connection, client = redis_broker
+    nobody = Exchange("events.catalog.NobodyListens", type="direct", durable=True)
+    nobody(connection.default_channel).declare()
+    before = set(client.keys("*"))
+
+    outcome = _publish(connection, broker, [_envelope(), _envelope()], exchange=nobody,
+                       routing_key="catalog.NobodyListens")
+
+    assert outcome.unroutable == [0, 1] and outcome.confirmed == []
+    assert set(client.keys("*")) == before
+
+
+def test_a_batch_is_confirmed_once_redis_has_every_copy(redis_broker):
+    broker, connection, client = redis_broker
+
+    outcome = _publish(connection, broker, [_envelope() for _ in range(50)])
+
+    assert outcome.confirmed == list(range(50))
+    assert client.llen(f"basket.events.{EVENT}") == 50 == client.llen(f"ordering.events.{EVENT}")
+    assert client.llen(DEAD_LETTER_QUEUE) == 0
+
+
+def test_a_batch_cut_off_by_a_lost_connection_counts_nothing_as_confirmed(redis_broker):
+    broker, connection, client = redis_broker
+    publisher = broker.publisher(connection.channel(), timeout=5)
+    client.client_kill_filter(_type="normal", skipme=True)  # every other connection, the publisher's too
+    client.config_set("requirepass", "now-refused")
+    try:
+        outcome = publisher.publish([Outgoing(_envelope(), exchange=EXCHANGE, routing_key=EVENT) for _ in range(3)])
+    finally:
+        client.execute_command("AUTH", "now-refused")
+        client.config_set("requirepass", "")
+
+    assert outcome.error is not None and outcome.confirmed == []
