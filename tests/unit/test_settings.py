@@ -194,10 +194,15 @@ def test_what_depends_on_the_database_follows_its_url_in_production_too(tmp_path
     assert loaded["BUS_RELAY_POLL_INTERVAL"] == 0.02
 
 
-def test_the_docker_compose_environment_is_enough_for_the_production_settings(tmp_path):
+@pytest.mark.parametrize(("compose_files", "transport"), [
+    (["docker-compose.yml"], None),
+    (["docker-compose.yml", "docker-compose.redis.yml"], "messaging.brokers.redis:Transport"),
+])
+def test_the_docker_compose_environment_is_enough_for_the_production_settings(tmp_path, compose_files, transport):
     filled_in = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "POSTGRES_PASSWORD": "p", "RABBITMQ_PASSWORD": "r",
-                 "FLOWER_BASIC_AUTH": "u:p"}
-    compose = subprocess.run(["docker-compose", "config"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                 "REDIS_PASSWORD": "s", "FLOWER_BASIC_AUTH": "u:p"}
+    compose = subprocess.run(["docker-compose", *(f"--file={name}" for name in compose_files), "config"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60,
                              env={"PATH": PRODUCTION["PATH"], "HOME": str(tmp_path), **filled_in})
     assert compose.returncode == 0, compose.stderr
 
@@ -209,7 +214,7 @@ def test_the_docker_compose_environment_is_enough_for_the_production_settings(tm
         environment = {key: value for key, value in service["environment"].items() if value is not None}
         loaded = _load(environment["DJANGO_SETTINGS_MODULE"], environment, "SECRET_KEY", "celery:broker_transport")
 
-        assert loaded == {"SECRET_KEY": filled_in["DJANGO_SECRET_KEY"], "celery:broker_transport": None}, name
+        assert loaded == {"SECRET_KEY": filled_in["DJANGO_SECRET_KEY"], "celery:broker_transport": transport}, name
 
 
 def test_the_platform_settings_name_no_context_setting():
