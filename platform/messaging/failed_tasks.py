@@ -2,7 +2,7 @@
 
 A message that becomes a dead letter while its task runs fails that task
 (``messaging.delivery.DeadLettered``). Two kinds never reach a task: what a
-worker refuses at intake (``messaging.worker``) and what RabbitMQ dead-letters
+worker refuses at intake (``messaging.worker``) and what the broker dead-letters
 itself, a message over its delivery limit because workers died holding it,
 collected by the relay (``messaging.relay``). Each is reported here as the
 failure of its delivery's task (``delivery_id(message id, context)``), with

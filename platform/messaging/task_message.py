@@ -90,7 +90,7 @@ class TaskMessage:
 def for_envelope(envelope: dict[str, Any], *, retries: int = 0, countdown: float | None = None) -> TaskMessage:
     """The task message that carries ``envelope``: task name = its type, task id = its id.
 
-    ``countdown`` makes the worker hold it back (a retry on the embedded broker).
+    ``countdown`` makes the worker hold it back (a retry where retries wait in the worker).
     """
     message = current_app.amqp.as_task_v2(
         envelope["id"],

@@ -66,7 +66,7 @@ def message_task(task, *args, **kwargs) -> dict:
     except DatabaseUnreachableError as unreachable:
         envelope = _valid_envelope(body)
         if envelope is None:
-            # Unreadable, so a dead letter whatever happens: RabbitMQ keeps it in its
+            # Unreadable, so a dead letter whatever happens: the broker keeps it in its
             # dead-letter queue, which the relay empties into the table later.
             raise Reject(unreachable, requeue=False) from unreachable
         # Back to the broker at the same attempt, to wait in a retry queue: requeueing

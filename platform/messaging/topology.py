@@ -1,18 +1,17 @@
 """Broker objects derived from the registry: nothing here is typed by hand.
 
-- one durable fanout exchange per event type, ``events.<type>``;
+- one durable exchange per event type, ``events.<type>``;
 - one durable queue per (subscribing context, event type),
   ``<context>.events.<type>``, bound to that exchange: each context gets its
   own copy of every event it subscribes to, and the publisher knows none of them;
 - one direct exchange ``commands``; one durable queue per context that owns
   commands, ``<context>.commands``, bound with each command type as routing key;
-- on RabbitMQ, a ``dead-letters`` exchange and queue, where the broker puts
-  what it rejects, and one holding queue per retry delay, ``retry.<ms>ms``: a retried
-  message waits there (message TTL) and then expires back into the one queue
-  it came from, so a retry never reaches another subscriber again.
-
-On RabbitMQ the context queues are quorum queues with a delivery limit: a
-message that kills its worker every time is dead-lettered instead of looping.
+- whatever the broker needs beside them (RabbitMQ's dead-letter and retry
+  queues, Redis's dead-letter queue), and the arguments of every context queue
+  (RabbitMQ's quorum type and delivery limit): the broker's adapter says
+  (``messaging.brokers``), as it says the event exchange's type (a fanout on
+  RabbitMQ; on Redis a direct exchange every subscriber is bound to by the
+  type, since a Redis fanout is pub/sub).
 
 Every process declares the whole topology before it publishes or consumes, so
 an event published before its subscribers ever ran still reaches their queues.
@@ -20,7 +19,6 @@ an event published before its subscribers ever ran still reaches their queues.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 from kombu import Exchange, Queue, binding

@@ -129,7 +129,7 @@ class Consumer(CeleryConsumer):
             )
         except Exception:
             # The database down, say. Not a requeue: the message is a dead letter either
-            # way, RabbitMQ keeps it in its dead-letter queue (at least once) and the relay
+            # way, the broker keeps it in its dead-letter queue (RabbitMQ, Redis) and the relay
             # moves it into the table once the database is back; requeued, it would only
             # fail here again, each time counted toward the queue's delivery limit.
             logger.exception("could not record the dead letter; rejecting it to the broker's dead-letter queue")
@@ -163,7 +163,7 @@ class LivenessStep(bootsteps.StartStopStep):
 
     Celery starts this step after the consumer's task step, once connected, and
     stops it when the connection is lost (before reconnecting). The beats come
-    from the consumer's timer, which on RabbitMQ runs in the worker's event
+    from the consumer's timer, which on RabbitMQ and Redis runs in the worker's event
     loop: a loop that hangs stops beating, and its file goes stale.
     """
 

@@ -1,5 +1,6 @@
 """publish_event, send_command and bus_topology, as users and scripts call them."""
 
+import datetime
 import json
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from messaging.models import OutboxMessage
 
@@ -237,3 +239,47 @@ def test_bus_topology_text_lists_exchanges_queues_and_handlers():
     assert "events.catalog.ProductPriceChanged  (fanout)" in text
     assert "<- commands  key=ordering.PlaceOrder" in text
     assert "apps.payment.handlers.process_payment" in text
+
+
+def _published_rows(*seconds_ago: int) -> list[OutboxMessage]:
+    """Outbox rows, each published that many seconds ago."""
+    rows = []
+    for ago in seconds_ago:
+        _call("publish_event", "catalog.ProductPriceChanged", "--as-context", "catalog", "--data", PRICE_CHANGE)
+        row = OutboxMessage.objects.latest("id")
+        row.published_at = timezone.now() - datetime.timedelta(seconds=ago)
+        row.save(update_fields=["published_at"])
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.django_db
+def test_republish_outbox_sends_again_only_the_rows_published_in_the_last_stretch():
+    old, recent = _published_rows(600, 5)
+
+    output = _call("republish_outbox", "--last", "60")
+
+    assert output.startswith("marked 1 rows published since")
+    assert OutboxMessage.objects.get(id=recent.id).published_at is None
+    assert OutboxMessage.objects.get(id=old.id).published_at == old.published_at
+
+
+@pytest.mark.django_db
+def test_republish_outbox_since_a_time_and_as_a_dry_run():
+    old, recent = _published_rows(600, 5)
+    since = (recent.published_at - datetime.timedelta(seconds=1)).isoformat()
+
+    assert _call("republish_outbox", "--since", since, "--dry-run").startswith("would send again 1 rows")
+    assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 0
+    _call("republish_outbox", "--since", since)
+    assert list(OutboxMessage.objects.filter(published_at__isnull=True)) == [recent]
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--last", "soon"], "--last 'soon' is not a duration"),
+    (["--last", "0"], "--last '0' is not a duration"),
+    (["--since", "yesterday"], "--since 'yesterday' is not a time"),
+])
+def test_republish_outbox_refuses_what_is_not_a_time(args, error):
+    with pytest.raises(CommandError, match=error):
+        _call("republish_outbox", *args)
