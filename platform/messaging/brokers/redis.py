@@ -43,6 +43,7 @@ worker holds a message: the task time limit plus the longest retry wait
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import uuid
@@ -55,7 +56,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from messaging.brokers.base import DEAD_LETTER_QUEUE, Broker
+from messaging.brokers.base import DEAD_LETTER_QUEUE, BatchOutcome, Broker, Outgoing, ReplyConfirmedPublisher
 
 #: Redis keys of the delivery counts, one per delivery tag.
 DELIVERIES_KEY = "bus.deliveries.{tag}"
@@ -127,6 +128,26 @@ class QoS(kombu_redis.QoS):
 class Channel(kombu_redis.Channel):
     QoS = QoS
 
+    #: Each exchange's bindings as read during one publish batch (``bindings_read_once``).
+    _tables: dict | None = None
+
+    @contextlib.contextmanager
+    def bindings_read_once(self):
+        """Read each exchange's bindings once for the messages published in this block
+        (one round trip per exchange, not per message), as they were when first read."""
+        self._tables = {}
+        try:
+            yield
+        finally:
+            self._tables = None
+
+    def get_table(self, exchange):
+        if self._tables is None:
+            return super().get_table(exchange)
+        if exchange not in self._tables:
+            self._tables[exchange] = super().get_table(exchange)
+        return self._tables[exchange]
+
     @property
     def deliveries_ttl(self) -> int:
         """Seconds a delivery count is kept: longer than the message can keep coming back
@@ -176,6 +197,14 @@ class Channel(kombu_redis.Channel):
         return payload
 
 
+class RedisPublisher(ReplyConfirmedPublisher):
+    """A batch as one pipeline, the bindings of its events' exchanges read once."""
+
+    def publish(self, messages: list[Outgoing]) -> BatchOutcome:
+        with self.channel.bindings_read_once():
+            return super().publish(messages)
+
+
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the bus's fan-out, delivery limit and dead letters
     (``CELERY_BROKER_TRANSPORT``)."""
@@ -189,6 +218,9 @@ class Redis(Broker):
     #: A direct exchange with every subscriber bound by the event's type: one copy per
     #: queue, durably (never kombu's fanout, which is pub/sub on Redis).
     event_exchange_type = "direct"
+
+    def publisher(self, channel, *, timeout: float) -> RedisPublisher:
+        return RedisPublisher(channel, timeout=timeout)
 
     def redelivery_wait(self) -> float:
         return float(settings.BUS_REDIS_VISIBILITY_TIMEOUT)
