@@ -44,7 +44,6 @@ worker holds a message: the task time limit plus the longest retry wait
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 import uuid
 
@@ -125,6 +124,13 @@ class QoS(kombu_redis.QoS):
         virtual.QoS.ack(self, delivery_tag)  # the channel's own bookkeeping (prefetch)
 
 
+def _copy_to_route(message: dict) -> dict:
+    """A copy of a prepared message that routing may change without touching the original:
+    kombu sets its body's encoding, its delivery tag and its delivery info in place."""
+    properties = message["properties"]
+    return {**message, "properties": {**properties, "delivery_info": dict(properties["delivery_info"])}}
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
 
@@ -164,7 +170,7 @@ class Channel(kombu_redis.Channel):
         queues = sorted(self.typeof(exchange).lookup(self.get_table(exchange), exchange, routing_key, None))
         for queue in queues:
             # Routed to its queue alone, with a delivery tag of its own (basic_publish gives one).
-            super().basic_publish(copy.deepcopy(message), "", queue, **kwargs)
+            super().basic_publish(_copy_to_route(message), "", queue, **kwargs)
         return queues
 
     def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
