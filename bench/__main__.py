@@ -2,7 +2,9 @@
 (``python -m bench chaos``: the chaos soak, ``bench/chaos.py``.)
 
 Needs RabbitMQ and PostgreSQL (``CELERY_BROKER_URL``, ``DATABASE_URL``) of its
-own: ``bench/run`` starts them and sets both. See ``bench/README.md``.
+own: ``bench/run`` starts them and sets both. The scenarios that go through a
+broker run on RabbitMQ and on a redis-server the bench starts for itself (AOF,
+``appendfsync everysec``), one right after the other. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,12 +22,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
+#: The brokers the broker scenarios (``scenarios.BROKER_SCENARIOS``) run on; a figure
+#: on Redis is named ``redis.<scenario>.<figure>``, one on RabbitMQ ``<scenario>.<figure>``.
+BROKERS = ("rabbitmq", "redis")
+
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks that it runs")
     parser.add_argument("--repeat", type=int, help="runs of each scenario (default 3, smoke 1)")
     parser.add_argument("--only", nargs="+", help="scenarios to run (default: all)")
+    parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS),
+                        help="brokers the broker scenarios run on (default: both)")
     parser.add_argument("--profile", action="store_true", help="keep py-spy and pyinstrument profiles")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results",
                         help="folder for results.json, the plots and profiles")
@@ -70,27 +79,66 @@ def main(argv: list[str]) -> None:
     if profiles:
         profiles.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    on_redis = "redis" in options.brokers and set(chosen) & set(scenarios.BROKER_SCENARIOS)
+    redis_server = _start_redis(logs) if on_redis else None
 
     started = scenarios.now()
     runs: list[dict[str, float]] = []
-    for repeat in range(repeats):
-        run = scenarios.Run(sizes=sizes, env=scenarios.process_environment(), logs=logs, repeat=repeat,
-                            profiles=profiles if repeat == 0 else None)
-        figures: dict[str, float] = {}
-        for name in chosen:
-            began = time.monotonic()
-            print(f"bench: repeat {repeat + 1}/{repeats}: {name} ...", flush=True)
-            figures.update({f"{name}.{key}": value for key, value in scenarios.SCENARIOS[name](run).items()})
-            print(f"bench:   {name} took {time.monotonic() - began:.0f}s", flush=True)
-        runs.append(figures)
+    try:
+        for repeat in range(repeats):
+            run = scenarios.Run(sizes=sizes, env=scenarios.process_environment(), logs=logs, repeat=repeat,
+                                profiles=profiles if repeat == 0 else None)
+            figures: dict[str, float] = {}
+            # RabbitMQ first in even repeats, Redis first in odd ones: neither always on a warmer machine.
+            order = options.brokers if repeat % 2 == 0 else options.brokers[::-1]
+            for name in chosen:
+                on_brokers = name in scenarios.BROKER_SCENARIOS
+                for broker in order if on_brokers else ["rabbitmq"]:  # the others use no broker: run once
+                    began, label = time.monotonic(), f"{name} on {broker}" if on_brokers else name
+                    print(f"bench: repeat {repeat + 1}/{repeats}: {label} ...", flush=True)
+                    if broker == "rabbitmq":
+                        measured, prefix = scenarios.SCENARIOS[name](run), name
+                    else:
+                        measured, prefix = _on_redis(redis_server, name, run, options.smoke), f"redis.{name}"
+                    figures.update({f"{prefix}.{key}": value for key, value in measured.items()})
+                    print(f"bench:   {label} took {time.monotonic() - began:.0f}s", flush=True)
+            runs.append(figures)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
 
     results = report.build(
         runs=runs, sizes=sizes, repeats=repeats, started=started, finished=scenarios.now(),
         command=" ".join(["bench/run", *map(shlex.quote, argv)]),
     )
-    written = report.write(results, options.output, docs_page=not options.smoke and not options.only)
+    whole = not options.smoke and not options.only and len(options.brokers) == len(BROKERS)
+    written = report.write(results, options.output, docs_page=whole)
     print(report.table(results))
     print(f"bench: wrote {', '.join(str(path) for path in written)} (process logs in {logs})")
+
+
+def _start_redis(logs: Path):
+    """A redis-server of the bench's own (a free port, a folder in the logs), AOF fsynced every second."""
+    from tests.integration.redis import RedisServer
+
+    server = RedisServer(logs / "redis-server")
+    server.start()
+    print(f"bench: redis-server on {server.url}, data in {server.folder}", flush=True)
+    return server
+
+
+def _on_redis(server, name: str, run, smoke: bool) -> dict[str, float]:
+    """One repeat of scenario ``name`` on Redis, in a process of its own (``bench.on_broker``)."""
+    argv = [sys.executable, "-m", "bench.on_broker", "--broker-url", server.url, "--scenario", name,
+            "--repeat", str(run.repeat), "--logs", str(run.logs / "redis")]
+    if smoke:
+        argv.append("--smoke")
+    if run.profiles is not None:
+        argv += ["--profiles", str(run.profiles / "redis")]
+    result = subprocess.run(argv, cwd=ROOT, env=run.env, capture_output=True, text=True, timeout=3600)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} on Redis failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,14 @@
 
 Celery's defaults (early acks, prefetch 4, no result backend, no task events),
 JSON, the database connection kept across tasks, a prefork pool. Events go
-through one fanout exchange to one queue per subscriber, as the platform's do;
-commands to one queue. ``celery -A bench.bare_celery worker -Q <queue>``.
+through one exchange to one queue per subscriber, as the platform's do; commands
+to one queue. ``celery -A bench.bare_celery worker -Q <queue>``.
+
+On RabbitMQ the events' exchange is a fanout exchange. On Redis it is kombu's
+``direct`` exchange with both queues bound by the same key, which pushes a copy
+into each queue's list: kombu's ``fanout`` there is Redis pub/sub, which keeps
+nothing for a subscriber that is not listening, so it is no baseline for a
+durable bus (the platform's transport copies the same way).
 """
 
 import os
@@ -25,7 +31,8 @@ from kombu import Exchange, Queue  # noqa: E402
 
 from messaging.models import InboxMessage  # noqa: E402
 
-EVENTS_EXCHANGE = Exchange("bench.bare.events", type="fanout", durable=True)
+ON_REDIS = settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+EVENTS_EXCHANGE = Exchange("bench.bare.events", type="direct" if ON_REDIS else "fanout", durable=True)
 COMMANDS_QUEUE = "bench.bare.commands"
 #: The two subscribers of the bare events, as basket and ordering are the platform's.
 SUBSCRIBERS = ("basket", "ordering")

@@ -1,25 +1,35 @@
-"""``python -m bench chaos``: a chaos soak of the platform on RabbitMQ and PostgreSQL.
+"""``python -m bench chaos``: a chaos soak of the platform on RabbitMQ or Redis, and PostgreSQL.
 
 For a set time it places orders (basket → ordering → catalog → payment) and
 changes prices through the contexts' own services, while it SIGKILLs workers,
-pool processes and the relay at random and starts them again, stops RabbitMQ
-once and PostgreSQL once. Then it lets the platform settle and checks what is
-promised: every message had its effect once per consumer (none lost, none
-twice), nothing was dead-lettered, every order ended Paid or Cancelled with at
-most one payment and one reservation, and no stock was oversold. It prints the
-figures and exits non-zero when a check fails.
+pool processes and the relay at random and starts them again, takes the broker
+down once and stops PostgreSQL once. Then it lets the platform settle and
+checks what is promised: every message had its effect once per consumer (none
+lost, none twice), nothing was dead-lettered, every order ended Paid or
+Cancelled with at most one payment and one reservation, and no stock was
+oversold. It prints the figures and exits non-zero when a check fails.
 
-It stops the RabbitMQ node (``RABBITMQ_NODENAME``, else the default) and the
-PostgreSQL cluster (by the port of ``DATABASE_URL``) that the environment names,
-and works in a vhost and a database of its own beside the named ones, made
-afresh each run. ``scripts/services`` starts a private pair if the default ones
-are shared.
+On RabbitMQ (the default) it stops the RabbitMQ node (``RABBITMQ_NODENAME``,
+else the default) and the PostgreSQL cluster (by the port of ``DATABASE_URL``)
+that the environment names, and works in a vhost and a database of its own
+beside the named ones, made afresh each run. ``scripts/services`` starts a
+private pair if the default ones are shared.
+
+With ``--broker redis`` it touches no service anyone else uses: it starts a
+redis-server of its own (AOF, ``appendfsync everysec``) and a PostgreSQL
+cluster of its own, runs the platform on them, and removes both at the end.
+The broker's outage is a SIGKILL of redis-server, started again after
+``--outage`` seconds on the same port and data (its append-only file keeps
+what it had answered). A killed worker's message comes back on Redis only
+after the visibility timeout, so the soak shortens it, and the time limits
+under it (``REDIS_SETTINGS``).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import random
 import re
@@ -33,7 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench.processes import ROOT, ProcessGroup
-from tests.own_services import fresh_vhost_and_database
+from tests.own_services import PostgreSQLCluster, fresh_vhost_and_database
 
 CONTEXTS = ("catalog", "basket", "ordering", "payment")
 #: Payments above this are declined, so some orders are cancelled after their stock was reserved.
@@ -50,10 +60,13 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kill-every", type=float, default=10.0,
                         help="mean seconds between two process kills (default 10)")
     parser.add_argument("--outage", type=float, default=15.0,
-                        help="seconds RabbitMQ is stopped, and then PostgreSQL (default 15)")
+                        help="seconds the broker is down, and then PostgreSQL (default 15)")
     parser.add_argument("--settle", type=float, default=600.0,
                         help="longest wait, in seconds, for the platform to finish after the load (default 600)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the clock; printed)")
+    parser.add_argument("--broker", choices=("rabbitmq", "redis"), default="rabbitmq",
+                        help="rabbitmq: the node and cluster the environment names; redis: a redis-server "
+                             "and a PostgreSQL cluster of the soak's own (default rabbitmq)")
     return parser.parse_args(argv)
 
 
@@ -63,16 +76,25 @@ def main(argv: list[str]) -> None:
     rng = random.Random(seed)
     command = " ".join(["python -m bench chaos", *argv])
     say(f"{command}  (seed {seed})")
-    broker_url, database_url = fresh_vhost_and_database(os.environ["CELERY_BROKER_URL"], os.environ["DATABASE_URL"],
-                                                         suffix="chaos")
-    os.environ.update({
-        "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_DEBUG": "false",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]),
-        "PAYMENT_APPROVAL_LIMIT": APPROVAL_LIMIT,
-        # Retries a few seconds apart, as in the integration tests.
-        "BUS_RETRY_BACKOFF": "0.5", "BUS_RETRY_BACKOFF_MAX": "4",
-    })
+    logs = Path(tempfile.mkdtemp(prefix="chaos-logs-"))
+    services = OnRedis(logs) if options.broker == "redis" else OnRabbitMQ()
+    try:
+        os.environ.update({
+            **services.start(),
+            "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_DEBUG": "false",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]),
+            "PAYMENT_APPROVAL_LIMIT": APPROVAL_LIMIT,
+            # Retries a few seconds apart, as in the integration tests.
+            "BUS_RETRY_BACKOFF": "0.5", "BUS_RETRY_BACKOFF_MAX": "4",
+        })
+        report = soak(options, rng, services, logs)
+    finally:
+        services.stop()
+    print(report.text(command=command, seed=seed, logs=logs), flush=True)
+    sys.exit(0 if report.passed else 1)
+
+
+def soak(options: argparse.Namespace, rng: random.Random, services: OnRabbitMQ | OnRedis, logs: Path) -> Report:
     sys.path.insert(0, str(ROOT / "platform"))
     import django
 
@@ -80,25 +102,99 @@ def main(argv: list[str]) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    logs = Path(tempfile.mkdtemp(prefix="chaos-logs-"))
     platform = Platform(ProcessGroup(dict(os.environ), logs))
     try:
         platform.start_all()
         load = Load(rng, products=options.products,
                     stock=max(10, int(options.duration * options.checkouts * 3 / options.products)))
-        monkey = Monkey(platform, random.Random(rng.random()), kill_every=options.kill_every,
+        monkey = Monkey(platform, services, random.Random(rng.random()), kill_every=options.kill_every,
                         outage=options.outage, duration=options.duration)
         monkey.start()
         load.run(options.duration, checkouts_per_second=options.checkouts,
                  price_changes_per_second=options.price_changes)
         monkey.join()
         platform.ensure_running()
-        settled = _settle(load, timeout=options.settle)
-        report = Report.measure(load, monkey, platform, settled=settled)
+        settled = _settle(load, services, timeout=options.settle)
+        return Report.measure(load, monkey, platform, settled=settled)
     finally:
         platform.stop()
-    print(report.text(command=command, seed=seed, logs=logs), flush=True)
-    sys.exit(0 if report.passed else 1)
+
+
+class OnRabbitMQ:
+    """The RabbitMQ node and PostgreSQL cluster the environment names, in a vhost and a database of the soak's own."""
+
+    broker_outage_name = "RabbitMQ stopped"
+
+    def start(self) -> dict[str, str]:
+        broker_url, database_url = fresh_vhost_and_database(
+            os.environ["CELERY_BROKER_URL"], os.environ["DATABASE_URL"], suffix="chaos")
+        return {"CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url}
+
+    def broker_outage(self):
+        from tests.integration.rabbitmq import broker_stopped
+
+        return broker_stopped()
+
+    def messages_in_queues(self) -> bool:
+        """Any message waiting or taken but not acknowledged, in any queue of the vhost."""
+        from tests.integration.rabbitmq import rabbitmqctl
+
+        return any(q["messages"] for q in rabbitmqctl("list_queues", "name", "messages"))
+
+    def stop(self) -> None:
+        pass
+
+
+#: Redis hands a killed worker's message to another one only after the visibility
+#: timeout (900 s by default). The soak waits for every message, so it shortens the
+#: timeout, and the time limits it must outlast (manage.py check, messaging.E011):
+#: twice the time limit, and the time limit plus BUS_RETRY_BACKOFF_MAX (4 s). A worker
+#: holds a message while the database is down for BUS_DATABASE_WAIT, well under the
+#: soft limit.
+REDIS_SETTINGS = {"BUS_REDIS_VISIBILITY_TIMEOUT": "15", "CELERY_TASK_TIME_LIMIT": "6",
+                  "CELERY_TASK_SOFT_TIME_LIMIT": "5", "BUS_DATABASE_WAIT": "2"}
+
+
+class OnRedis:
+    """A redis-server and a PostgreSQL cluster of the soak's own, removed at the end."""
+
+    broker_outage_name = "Redis killed and restarted"
+
+    def __init__(self, logs: Path) -> None:
+        from tests.integration.redis import RedisServer
+
+        self.redis = RedisServer(logs / "redis-server")
+        self.cluster = PostgreSQLCluster(f"chaos_{os.getpid()}")
+
+    def start(self) -> dict[str, str]:
+        database_url = self.cluster.create()
+        self.redis.start()
+        say(f"redis-server {self.redis.url} (data in {self.redis.folder}), "
+            f"PostgreSQL cluster {self.cluster.name} on port {self.cluster.port}")
+        return {"CELERY_BROKER_URL": self.redis.url, "DATABASE_URL": database_url, **REDIS_SETTINGS}
+
+    @contextlib.contextmanager
+    def broker_outage(self):
+        """SIGKILL: nothing gets to flush or save; then the same port and data again."""
+        self.redis.kill()
+        try:
+            yield
+        finally:
+            self.redis.start()
+
+    def messages_in_queues(self) -> bool:
+        """Any message waiting in a queue, or taken and not acknowledged (the adapter counts both)."""
+        from messaging import brokers
+        from messaging.topology import Topology
+
+        broker = brokers.current()
+        with broker.connection() as connection:
+            names = [queue.name for queue in Topology(broker=broker).queues()]
+            return any(broker.queue_depths(connection.default_channel, names).values())
+
+    def stop(self) -> None:
+        self.redis.stop()
+        self.cluster.drop()
 
 
 def say(line: str) -> None:
@@ -169,29 +265,33 @@ class Platform:
 
 
 class Monkey(threading.Thread):
-    """Kills processes at random; stops RabbitMQ once (at 30 %) and PostgreSQL once (at 60 %)."""
+    """Kills processes at random; takes the broker down once (at 30 %) and stops PostgreSQL once (at 60 %)."""
 
-    def __init__(self, platform: Platform, rng: random.Random, *, kill_every: float, outage: float,
-                 duration: float) -> None:
+    def __init__(self, platform: Platform, services: OnRabbitMQ | OnRedis, rng: random.Random, *,
+                 kill_every: float, outage: float, duration: float) -> None:
         super().__init__(name="chaos-monkey", daemon=True)
         self.platform, self.rng, self.kill_every, self.outage = platform, rng, kill_every, outage
         self.deadline = time.monotonic() + duration
-        self.outages = [(time.monotonic() + 0.3 * duration, "RabbitMQ"), (time.monotonic() + 0.6 * duration, "PostgreSQL")]
+        self.outages = [(time.monotonic() + 0.3 * duration, services.broker_outage_name, services.broker_outage),
+                        (time.monotonic() + 0.6 * duration, "PostgreSQL stopped", self._database_stopped)]
         self.faults: collections.Counter[str] = collections.Counter()
 
-    def run(self) -> None:
+    @staticmethod
+    def _database_stopped():
         from tests.integration.postgresql import database_stopped
-        from tests.integration.rabbitmq import broker_stopped
 
+        return database_stopped()
+
+    def run(self) -> None:
         while time.monotonic() < self.deadline:
             time.sleep(min(self.rng.expovariate(1 / self.kill_every), max(0.0, self.deadline - time.monotonic())))
             if self.outages and time.monotonic() >= self.outages[0][0]:
-                _, service = self.outages.pop(0)
-                say(f"stopping {service} for {self.outage:.0f}s")
-                with broker_stopped() if service == "RabbitMQ" else database_stopped():
+                _, fault, outage = self.outages.pop(0)
+                say(f"{fault}: down for {self.outage:.0f}s")
+                with outage():
                     time.sleep(self.outage)
-                say(f"{service} started again")
-                self.faults[f"{service} stopped"] += 1
+                say(f"{fault}: up again")
+                self.faults[fault] += 1
                 continue
             if time.monotonic() >= self.deadline:
                 break
@@ -262,13 +362,12 @@ class Load:
         product_change_price(sku=self.rng.choice(self.skus), new_price=self._price())
 
 
-def _settle(load: Load, *, timeout: float) -> bool:
+def _settle(load: Load, services: OnRabbitMQ | OnRedis, *, timeout: float) -> bool:
     """Wait until nothing is left to do: outbox published, queues empty, every order terminal."""
     from django.db import close_old_connections
 
     from apps.ordering.models import Order
     from messaging.models import OutboxMessage
-    from tests.integration.rabbitmq import rabbitmqctl
 
     say("load over; waiting for the platform to settle")
     deadline, quiet_since = time.monotonic() + timeout, None
@@ -279,7 +378,7 @@ def _settle(load: Load, *, timeout: float) -> bool:
                     or Order.objects.filter(status__in=[Order.Status.AWAITING_STOCK,
                                                         Order.Status.AWAITING_PAYMENT]).exists()
                     or Order.objects.count() < len(load.orders)
-                    or any(q["messages"] for q in rabbitmqctl("list_queues", "name", "messages")))
+                    or services.messages_in_queues())
         except Exception as exc:
             say(f"not settled yet ({type(exc).__name__})")
             busy = True
@@ -301,6 +400,8 @@ class Report:
     def __init__(self) -> None:
         self.figures: dict[str, object] = {}
         self.checks: dict[str, int] = {}
+        #: The messages behind a lost or duplicated count, to look for in the logs.
+        self.offenders: list[str] = []
 
     @property
     def passed(self) -> bool:
@@ -350,10 +451,18 @@ class Report:
         products = {p.sku: p for p in Product.objects.all()}
         payments = Payment.objects.values("order_id").annotate(n=Count("id"))
         paid_ids = set(Order.objects.filter(status=Order.Status.PAID).values_list("id", flat=True))
+        lost = sorted(pair for pair in expected if pair not in applied and pair[0] not in dead)
+        duplicated = sorted(pair for pair, n in applied.items() if n > 1)
+        messages = {row.message_id: row for row in
+                    OutboxMessage.objects.filter(message_id__in=[message_id for message_id, _ in lost + duplicated])}
+        report.offenders = [
+            f"{what} {message_id} {messages[message_id].message_type} → {consumer} "
+            f"(conversation {messages[message_id].correlation_id}, published {messages[message_id].published_at})"
+            for what, pairs in (("lost", lost), ("duplicated", duplicated)) for message_id, consumer in pairs[:10]
+        ]
         report.checks = {
             "settled in time": 0 if settled else 1,
-            "lost (due, neither applied nor dead-lettered)": sum(
-                1 for pair in expected if pair not in applied and pair[0] not in dead),
+            "lost (due, neither applied nor dead-lettered)": len(lost),
             "duplicated (applied more than once)": sum(n - 1 for n in applied.values() if n > 1),
             "applied without being due": sum(1 for pair in applied if pair not in expected),
             "dead-lettered": DeadLetter.objects.count(),
@@ -383,5 +492,8 @@ class Report:
         lines += ["", "  checks (0 passes):"]
         lines += [f"  {name:<{width}}  {count}{'' if not count else '   <-- FAILED'}"
                   for name, count in self.checks.items()]
+        if self.offenders:
+            lines += ["", "  the first lost and duplicated (message, consumer):"]
+            lines += [f"  {offender}" for offender in self.offenders]
         lines += ["", "chaos: PASSED" if self.passed else "chaos: FAILED"]
         return "\n".join(lines)

@@ -27,17 +27,17 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
     from django.db import transaction
 
     from bench.processes import ProcessGroup
     from bench.scenarios import SUBSCRIBERS, ms_since, percentiles, price_changes, wait_for_rows
+    from messaging import brokers
     from messaging.models import InboxMessage
     from messaging.outbox import Outbox
 
     catalog = Outbox.for_context("catalog")
-    assert settings.BUS_EMBEDDED_BROKER, "run with the embedded default (no CELERY_BROKER_URL)"
+    assert brokers.current().for_trying_only, "run with the embedded default (no CELERY_BROKER_URL)"
     call_command("migrate", verbosity=0)
     with ProcessGroup(dict(os.environ), options.logs) as group:
         for context in SUBSCRIBERS:

@@ -56,9 +56,12 @@ class ProcessGroup:
         return {name: process.pid for name, process in self.processes.items()}
 
     def stop(self) -> None:
+        # SIGTERM to the main process alone, as a supervisor stops a Celery worker: it
+        # stops its pool itself. Signalled too, a pool process could die holding the
+        # pool's queue lock, and the worker then hung at exit until the SIGKILL below.
         for process in self.processes.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signal.SIGTERM)
         for process in self.processes.values():
             try:
                 process.wait(timeout=30)

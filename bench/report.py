@@ -2,6 +2,9 @@
 
 Every comparison puts a platform figure beside its baseline from the same
 repeat; the ratio is taken per repeat and then summarised, never across runs.
+The broker scenarios' figures on Redis (``redis.<figure>``) are compared with
+their own baseline on Redis, and with the same figure on RabbitMQ, again
+within a repeat.
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ COMPARISONS = [
                "< 100 ms", lambda value, ratio: value < 100),
     Comparison("embedded default: latency p99", "ms", "embedded.platform.latency.p99", None, False),
 ]
+#: Figures on Redis are named as on RabbitMQ, under this prefix.
+REDIS = "redis."
+#: Scenarios that go through a broker (``scenarios.BROKER_SCENARIOS``): measured on both.
+BROKER_FIGURES = ("relay.", "end_to_end.")
+#: The same comparisons on Redis, each against its baseline on Redis (the same targets).
+ON_REDIS = [
+    dataclasses.replace(c, title=f"{c.title}, on Redis", platform=REDIS + c.platform, baseline=REDIS + c.baseline)
+    for c in COMPARISONS if c.platform.startswith(BROKER_FIGURES)
+]
+COMPARISONS += ON_REDIS
 
 
 def summarise(values: list[float]) -> dict:
@@ -87,12 +100,31 @@ def build(*, runs: list[dict[str, float]], sizes, repeats: int, started: str, fi
             ratio = entry["ratio"]["median"]
         if c.met is not None:
             entry["met"] = bool(c.met(entry["platform"]["median"], ratio))
+        if c.platform.startswith(REDIS):
+            entry["broker"] = "Redis"
         comparisons.append(entry)
     return {
         "command": command, "started": started, "finished": finished, "repeats": repeats,
         "sizes": dataclasses.asdict(sizes), "machine": machine(), "versions": versions(),
         "settings": bus_settings(), "figures": figures, "comparisons": comparisons,
+        "brokers": brokers_side_by_side(runs, figures),
     }
+
+
+def brokers_side_by_side(runs: list[dict[str, float]], figures: dict) -> list[dict]:
+    """Each broker figure on RabbitMQ and on Redis, and Redis ÷ RabbitMQ taken within each repeat."""
+    rows = []
+    for c in COMPARISONS:
+        on_redis = REDIS + c.platform
+        if c.platform.startswith(REDIS) or on_redis not in figures or c.platform not in figures:
+            continue
+        row = {"title": c.title, "unit": c.unit, "higher_is_better": c.higher_is_better,
+               "rabbitmq": figures[c.platform], "redis": figures[on_redis],
+               "ratio": summarise([r[on_redis] / r[c.platform] for r in runs if on_redis in r and c.platform in r])}
+        if c.baseline and c.baseline in figures and REDIS + c.baseline in figures:
+            row["baseline"] = {"rabbitmq": figures[c.baseline], "redis": figures[REDIS + c.baseline]}
+        rows.append(row)
+    return rows
 
 
 def machine() -> dict:
@@ -113,6 +145,9 @@ def versions() -> dict:
         packages["PostgreSQL"] = cursor.fetchone()[0]
     rabbitmq = subprocess.run(["rabbitmqctl", "-q", "version"], capture_output=True, text=True)
     packages["RabbitMQ"] = rabbitmq.stdout.strip() or "unknown"
+    packages["redis"] = metadata.version("redis")  # the client, redis-py
+    redis_server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    packages["Redis"] = next((word[2:] for word in redis_server.split() if word.startswith("v=")), "unknown")
     return packages
 
 
@@ -121,9 +156,11 @@ def bus_settings() -> dict:
 
     names = ["BUS_RELAY_BATCH_SIZE", "BUS_RELAY_POLL_INTERVAL", "BUS_CONFIRM_TIMEOUT", "BUS_DELIVERY_LIMIT",
              "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_TASK_ACKS_LATE", "CELERY_RESULT_BACKEND",
-             "CELERY_WORKER_SEND_TASK_EVENTS"]
+             "CELERY_WORKER_SEND_TASK_EVENTS", "BUS_REDIS_VISIBILITY_TIMEOUT"]
     values = {name: getattr(settings, name) for name in names}
     values["CONN_MAX_AGE"] = settings.DATABASES["default"]["CONN_MAX_AGE"]
+    # How the bench runs its redis-server (tests/integration/redis.py).
+    values["redis-server"] = "appendonly yes, appendfsync everysec, no RDB snapshots"
     return values
 
 
@@ -152,10 +189,14 @@ def _value(figure: dict) -> str:
     return text
 
 
-def table(results: dict) -> str:
+def table(results: dict, *, broker: str | None = None) -> str:
+    """Each comparison, platform beside baseline: RabbitMQ's and those with no broker, or
+    those on ``broker`` ("Redis")."""
     lines = ["| figure | unit | platform | baseline, same run | ratio | target | met |",
              "|---|---|---|---|---|---|---|"]
     for c in results["comparisons"]:
+        if c.get("broker") != broker:
+            continue
         baseline = _value(c["baseline"]) if "baseline" in c else "—"
         ratio = f"{c['ratio']['median']:.2f}× ({c['ratio']['min']:.2f}–{c['ratio']['max']:.2f})" if "ratio" in c else "—"
         met = {True: "yes", False: "**no**", None: ""}[c.get("met")]
@@ -164,27 +205,48 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-CPU_PREFIX = "end_to_end.events.cpu."
+def brokers_table(results: dict) -> str:
+    """Each broker figure on RabbitMQ and on Redis, and their ratio within each repeat."""
+    lines = [("| figure | unit | RabbitMQ | Redis | Redis ÷ RabbitMQ, same repeat | baseline on RabbitMQ | "
+              "baseline on Redis |"), "|---|---|---|---|---|---|---|"]
+    for row in results.get("brokers", []):
+        ratio = row["ratio"]
+        baselines = [_value(row["baseline"][b]) for b in ("rabbitmq", "redis")] if "baseline" in row else ["—", "—"]
+        lines.append(f"| {row['title']} | {row['unit']} | {_value(row['rabbitmq'])} | {_value(row['redis'])} | "
+                     f"{ratio['median']:.2f}× ({ratio['min']:.2f}–{ratio['max']:.2f}) | {' | '.join(baselines)} |")
+    return "\n".join(lines)
+
+
 #: The CPU table's columns: figure prefix and heading.
 CPU_COLUMNS = [
-    ("end_to_end.events.cpu.platform.", "platform"),
-    ("end_to_end.lean.cpu.platform.", "platform without task events or results"),
-    ("end_to_end.events.cpu.baseline.", "bare Celery"),
+    ("end_to_end.events.cpu.platform.", "platform, RabbitMQ"),
+    ("end_to_end.lean.cpu.platform.", "platform without task events or results, RabbitMQ"),
+    ("end_to_end.events.cpu.baseline.", "bare Celery, RabbitMQ"),
+    (REDIS + "end_to_end.events.cpu.platform.", "platform, Redis"),
+    (REDIS + "end_to_end.lean.cpu.platform.", "platform without task events or results, Redis"),
+    (REDIS + "end_to_end.events.cpu.baseline.", "bare Celery, Redis"),
 ]
+
+
+def _cpu_columns(figures: dict) -> tuple[list[tuple[str, str]], list[str]]:
+    """The CPU columns measured in these results, and the process groups in any of them."""
+    columns = [(prefix, heading) for prefix, heading in CPU_COLUMNS if any(key.startswith(prefix) for key in figures)]
+    groups = sorted({key.rsplit(".", 1)[1] for key in figures for prefix, _ in columns if key.startswith(prefix)})
+    return columns, groups
 
 
 def cpu_table(results: dict) -> str:
     """CPU milliseconds per handled message, by process group: where the time goes."""
     figures = results["figures"]
-    groups = sorted({key.rsplit(".", 1)[1] for key in figures if key.startswith(CPU_PREFIX)})
+    columns, groups = _cpu_columns(figures)
     if not groups:
         return ""
-    lines = [f"| process group | {' | '.join(heading for _, heading in CPU_COLUMNS)} |",
-             "|---" * (len(CPU_COLUMNS) + 1) + "|"]
-    totals = [0.0] * len(CPU_COLUMNS)
+    lines = [f"| process group | {' | '.join(heading for _, heading in columns)} |",
+             "|---" * (len(columns) + 1) + "|"]
+    totals = [0.0] * len(columns)
     for group in groups:
         cells = []
-        for column, (prefix, _) in enumerate(CPU_COLUMNS):
+        for column, (prefix, _) in enumerate(columns):
             figure = figures.get(prefix + group)
             cells.append(f"{figure['median']:.2f}" if figure else "—")
             totals[column] += figure["median"] if figure else 0
@@ -216,6 +278,24 @@ Raw figures: [`results.json`]({plots}/results.json).
 {table(results)}
 
 What each baseline is: `bench/README.md`.
+
+## RabbitMQ and Redis
+
+The scenarios that go through a broker (the relay, and everything end to end)
+ran on RabbitMQ above and on Redis {v.get('Redis', 'unknown')} (redis-py {v.get('redis', 'unknown')}), a
+redis-server of the bench's own with `appendonly yes` and `appendfsync everysec`,
+one right after the other in each repeat (RabbitMQ first in odd repeats, Redis
+first in even ones). Each figure, and Redis ÷ RabbitMQ taken within each repeat
+(above 1: Redis higher, faster in msg/s, slower in ms):
+
+{brokers_table(results)}
+
+The same figures on Redis beside their baselines on Redis (the raw relay loop
+with redis-py; bare Celery on kombu's own Redis transport):
+
+{table(results, broker="Redis")}
+
+![Redis ÷ RabbitMQ]({plots}/brokers.png)
 
 Where the CPU goes in the events end-to-end run (-c2), per handled message, medians
 (read from `/proc` before and after the run; the machine has {m['cores']} cores for everything):
@@ -263,12 +343,17 @@ def plot(results: dict, output: Path) -> list[Path]:
 
     figures = results["figures"]
     marks = ["p50", "p90", "p99", "max"]
-    if all(f"end_to_end.latency.platform.{m}" in figures for m in marks):
+    series = [(label, prefix, side, color) for label, prefix, side, color in (
+        ("baseline, RabbitMQ", "", "baseline", "#999999"), ("platform, RabbitMQ", "", "platform", "#4878a8"),
+        ("baseline, Redis", REDIS, "baseline", "#d9a6a6"), ("platform, Redis", REDIS, "platform", "#c44e52"),
+    ) if all(f"{prefix}end_to_end.latency.{side}.{m}" in figures for m in marks)]
+    if series:
         fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.38
-        for offset, side, color in ((-width / 2, "baseline", "#999999"), (width / 2, "platform", "#4878a8")):
-            values = [figures[f"end_to_end.latency.{side}.{m}"]["median"] for m in marks]
-            ax.bar([i + offset for i in range(len(marks))], values, width, label=side, color=color)
+        width = 0.8 / len(series)
+        for n, (label, prefix, side, color) in enumerate(series):
+            values = [figures[f"{prefix}end_to_end.latency.{side}.{m}"]["median"] for m in marks]
+            offset = (n - (len(series) - 1) / 2) * width
+            ax.bar([i + offset for i in range(len(marks))], values, width, label=label, color=color)
         ax.set_xticks(range(len(marks)), marks)
         ax.set_yscale("log")
         ax.set_ylabel("ms, publishing commit → handler (log scale)")
@@ -276,10 +361,11 @@ def plot(results: dict, output: Path) -> list[Path]:
         fig.tight_layout()
         paths.append(_save(fig, output / "latency.png"))
 
-    groups = sorted({key.rsplit(".", 1)[1] for key in figures if key.startswith(CPU_PREFIX)})
+    columns, groups = _cpu_columns(figures)
     if groups:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        columns = [(prefix, heading.replace(" without", "\nwithout")) for prefix, heading in CPU_COLUMNS]
+        fig, ax = plt.subplots(figsize=(2 + 1.4 * len(columns), 4.5))
+        columns = [(prefix, heading.replace(" without", "\nwithout").replace(", ", ",\n"))
+                   for prefix, heading in columns]
         bottoms = [0.0] * len(columns)
         for group in groups:
             values = [figures.get(prefix + group, {"median": 0})["median"] for prefix, _ in columns]
@@ -293,9 +379,14 @@ def plot(results: dict, output: Path) -> list[Path]:
     levels = sorted(int(k.split(".")[2][1:]) for k in figures if k.startswith("end_to_end.scale.") and k.endswith(".platform"))
     if levels:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for side, color in (("baseline", "#999999"), ("platform", "#4878a8")):
-            medians = [figures[f"end_to_end.scale.c{c}.{side}"]["median"] for c in levels]
-            ax.plot(levels, medians, marker="o", label=side, color=color)
+        for label, prefix, side, color in (
+            ("baseline, RabbitMQ", "", "baseline", "#999999"), ("platform, RabbitMQ", "", "platform", "#4878a8"),
+            ("baseline, Redis", REDIS, "baseline", "#d9a6a6"), ("platform, Redis", REDIS, "platform", "#c44e52"),
+        ):
+            if all(f"{prefix}end_to_end.scale.c{c}.{side}" in figures for c in levels):
+                medians = [figures[f"{prefix}end_to_end.scale.c{c}.{side}"]["median"] for c in levels]
+                ax.plot(levels, medians, marker="o", label=label, color=color,
+                        linestyle="--" if prefix else "-")
         ax.set_xticks(levels)
         ax.set_xlabel("worker processes per context (prefork concurrency)")
         ax.set_ylabel("handled messages/s, two subscribers")
@@ -303,6 +394,26 @@ def plot(results: dict, output: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         paths.append(_save(fig, output / "scale.png"))
+
+    rows = results.get("brokers", [])
+    if rows:
+        # Redis ÷ RabbitMQ as speed: above 1, Redis is faster (a latency's ratio is inverted).
+        fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+        labels, speeds, low, high = [], [], [], []
+        for row in rows:
+            r = row["ratio"]
+            flip = (lambda x: x) if row["higher_is_better"] else (lambda x: 1 / x)
+            values = sorted(flip(x) for x in (r["median"], r["min"], r["max"]))
+            labels.append(row["title"])
+            speeds.append(flip(r["median"]))
+            low.append(flip(r["median"]) - values[0])
+            high.append(values[2] - flip(r["median"]))
+        ax.barh(labels, speeds, xerr=[low, high], color="#c44e52")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.invert_yaxis()
+        ax.set_xlabel("the platform on Redis, speed relative to RabbitMQ, same repeat (1.0 = as fast)")
+        fig.tight_layout()
+        paths.append(_save(fig, output / "brokers.png"))
     return paths
 
 

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -53,6 +54,8 @@ class Sizes:
     duplicates: int
     embedded_events: int
     concurrency_levels: tuple[int, ...]
+    #: Events once more without task events and results (the "lean" figures).
+    lean: bool = True
 
 
 FULL = Sizes(relay_rows=20_000, outbox_rows=2_000, events=2_000, commands=2_000, latency_seconds=10,
@@ -61,11 +64,18 @@ SMOKE = Sizes(relay_rows=300, outbox_rows=100, events=60, commands=60, latency_s
               latency_rate=10, duplicates=50, embedded_events=20, concurrency_levels=(1, 2))
 #: The worker concurrency of the headline end-to-end figures (prefork -c2).
 DEFAULT_CONCURRENCY = 2
+#: The smoke on Redis starts the processes once (-c2): that runs every path Redis
+#: changes; the other concurrency and the lean run differ from it only by settings.
+SMOKE_ON_REDIS = dataclasses.replace(SMOKE, concurrency_levels=(DEFAULT_CONCURRENCY,), lean=False)
+
+
+#: The scenarios that go through a broker: each runs on RabbitMQ and on Redis.
+BROKER_SCENARIOS = ("relay", "end_to_end")
 
 
 @dataclasses.dataclass
 class Run:
-    """What every scenario needs: sizes, where logs go, the processes' environment."""
+    """What every scenario needs: sizes, where logs go, the processes' environment and broker."""
 
     sizes: Sizes
     env: dict[str, str]
@@ -75,6 +85,20 @@ class Run:
 
     def baseline_first(self) -> bool:
         return self.repeat % 2 == 0
+
+    @property
+    def broker_url(self) -> str:
+        return self.env["CELERY_BROKER_URL"]
+
+    @property
+    def services(self) -> dict[str, str]:
+        """The services whose CPU time the end-to-end runs account for, by a word of their
+        command line: PostgreSQL and the broker the run is on (never another's Redis)."""
+        broker = urllib.parse.urlsplit(self.broker_url)
+        if broker.scheme.startswith("redis"):
+            # redis-server names its address in its process title.
+            return {"postgres": "postgres", "redis": f"redis-server {broker.hostname}:{broker.port or 6379}"}
+        return {"postgres": "postgres", "rabbitmq": "beam.smp"}
 
 
 def interleaved(run: Run, platform: Callable[[], dict], baseline: Callable[[], dict]) -> dict:
@@ -144,15 +168,12 @@ def py_spy(run: Run, name: str, pids: dict[str, int], seconds: float) -> list[su
     ]
 
 
-#: Services whose CPU time the end-to-end runs account for, by a word of their command line.
-SERVICES = {"postgres": "postgres", "rabbitmq": "beam.smp"}
-
-
-def cpu_seconds(started: dict[str, int]) -> dict[str, float]:
+def cpu_seconds(started: dict[str, int], services: dict[str, str]) -> dict[str, float]:
     """CPU time (user + system) used so far by each process group, from /proc.
 
-    The services by command line; the bench's own processes (``started``: name
-    to pid, pool children included) as workers, relay or bare workers.
+    The services by a word of their command line (``Run.services``); the bench's
+    own processes (``started``: name to pid, pool children included) as workers,
+    relay or bare workers.
     """
     ticks = os.sysconf("SC_CLK_TCK")
     processes = {}  # pid: (parent pid, command, CPU seconds)
@@ -163,12 +184,12 @@ def cpu_seconds(started: dict[str, int]) -> dict[str, float]:
         except OSError:
             continue  # gone meanwhile
         processes[int(pid)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / ticks)
-    used = dict.fromkeys([*SERVICES, "workers", "relay", "bare workers"], 0.0)
+    used = dict.fromkeys([*services, "workers", "relay", "bare workers"], 0.0)
     groups = {pid: ("bare workers" if name.startswith("bare") else "relay" if name == "relay" else "workers")
               for name, pid in started.items()}
     for pid, (parent, command, cpu) in processes.items():
         group = groups.get(pid) or groups.get(parent)
-        group = group or next((name for name, word in SERVICES.items() if word in command), None)
+        group = group or next((name for name, word in services.items() if word in command), None)
         if group:
             used[group] += cpu
     return used
@@ -220,11 +241,11 @@ def relay(run: Run) -> dict:
 
     def baseline() -> dict:
         fill()
-        conn = raw_relay.connect(settings.CELERY_BROKER_URL)
+        loop = raw_relay.for_url(settings.CELERY_BROKER_URL)
         started = time.monotonic()
-        published = raw_relay.drain(conn)
+        published = loop.drain()
         elapsed = time.monotonic() - started
-        conn.close()
+        loop.close()
         assert published == count, f"the raw loop published {published} of {count}"
         return {"baseline": count / elapsed}
 
@@ -364,6 +385,9 @@ class EndToEnd:
     def __exit__(self, *exc) -> None:
         self.group.stop()
 
+    def _cpu(self) -> dict[str, float]:
+        return cpu_seconds(self.group.pids(), self.run.services)
+
     def events(self, count: int, *, profile: str = "") -> dict:
         """Handled messages per second, ``count`` events to two subscribers."""
         def platform() -> dict:
@@ -371,11 +395,11 @@ class EndToEnd:
             events = price_changes(count)
             with transaction.atomic():
                 catalog.publish_many(events)
-            cpu_before, started = cpu_seconds(self.group.pids()), time.monotonic()
+            cpu_before, started = self._cpu(), time.monotonic()
             pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
             profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
             finished = wait_for_rows(2 * count, consumer_like="apps.")
-            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(self.group.pids()), 2 * count, "platform")
+            cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "platform")
             for profiler in profilers:
                 profiler.wait()
             return {"platform": 2 * count / (finished - started), **cpu}
@@ -383,10 +407,10 @@ class EndToEnd:
         def baseline() -> dict:
             empty_bus_tables()
             ids = [str(uuid.uuid4()) for _ in range(count)]
-            cpu_before, started = cpu_seconds(self.group.pids()), time.monotonic()
+            cpu_before, started = self._cpu(), time.monotonic()
             bare_celery.send_events(ids)
             finished = wait_for_rows(2 * count, consumer_like="bare-")
-            cpu = cpu_ms_per_message(cpu_before, cpu_seconds(self.group.pids()), 2 * count, "baseline")
+            cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "baseline")
             return {"baseline": 2 * count / (finished - started), **cpu}
 
         return interleaved(self.run, platform, baseline)
@@ -471,9 +495,10 @@ def end_to_end(run: Run) -> dict:
                 figures.update({f"commands.{k}": v for k, v in e2e.commands(sizes.commands).items()})
                 figures.update({f"latency.{k}": v for k, v in e2e.latency(sizes.latency_seconds,
                                                                           sizes.latency_rate).items()})
-    # What Flower's task events and the task results cost: the same run without them.
-    with EndToEnd(run, DEFAULT_CONCURRENCY, settings=LEAN_SETTINGS) as e2e:
-        figures.update({f"lean.{k}": v for k, v in e2e.events(sizes.events).items()})
+    if sizes.lean:
+        # What Flower's task events and the task results cost: the same run without them.
+        with EndToEnd(run, DEFAULT_CONCURRENCY, settings=LEAN_SETTINGS) as e2e:
+            figures.update({f"lean.{k}": v for k, v in e2e.events(sizes.events).items()})
     return figures
 
 

@@ -3,8 +3,13 @@ name, made afresh: for processes that must share no queue and no table with
 anything else (the chaos soak, the browser tests' live platform).
 
 Both are on the node and cluster the URLs point at; only the names differ.
+``PostgreSQLCluster`` goes further: a whole cluster of one's own, which a fault
+may stop without stopping anyone else's database.
 """
 
+import os
+import secrets
+import subprocess
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -27,3 +32,37 @@ def fresh_vhost_and_database(broker_url: str, database_url: str, *, suffix: str)
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
     return urlunsplit(broker._replace(path=f"/{vhost}")), urlunsplit(database._replace(path=f"/{name}"))
+
+
+class PostgreSQLCluster:
+    """A PostgreSQL cluster of one's own, made with Debian's ``pg_createcluster`` on the next
+    free port (as root, as ``scripts/services`` makes its clusters), with a role and a
+    database for the platform; ``drop()`` stops and removes it.
+
+    ``tests.integration.postgresql`` finds the cluster to stop by the database URL's
+    port: pointed at this one, an outage stops this cluster and nobody else's.
+    """
+
+    def __init__(self, name: str, *, version: str = os.environ.get("PG_VERSION", "15")) -> None:
+        self.name, self.version = name, version
+        self.user, self.password = "platform", secrets.token_hex(16)
+        self.port: int | None = None
+
+    def create(self) -> str:
+        """Create and start the cluster; the URL of its database."""
+        self._run("pg_createcluster", self.version, self.name, "--start")
+        listing = self._run("pg_lsclusters", "-h", self.version, self.name)
+        self.port = int(listing.split()[2])
+        self._psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
+        self._psql(f"CREATE DATABASE platform OWNER {self.user}")
+        return f"postgres://{self.user}:{self.password}@127.0.0.1:{self.port}/platform"
+
+    def drop(self) -> None:
+        subprocess.run(["pg_dropcluster", "--stop", self.version, self.name], capture_output=True, timeout=120)
+
+    def _psql(self, statement: str) -> None:
+        self._run("runuser", "-u", "postgres", "--", "psql", "-p", str(self.port), "-qc", statement)
+
+    @staticmethod
+    def _run(*argv: str) -> str:
+        return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120).stdout
