@@ -19,6 +19,7 @@ from django.db import connection
 
 from messaging.topology import Topology
 from tests.integration.platform_bus import PlatformBus
+from tests.integration.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,6 +155,15 @@ def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_pa
     processes.wait_until_ready([name for name in processes.commands if name.startswith("worker-")])
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server of the session's own (never the machine's), on a free port."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
