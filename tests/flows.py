@@ -1,12 +1,12 @@
 """The reference contexts' flows, written once and run on every bus.
 
 ``FlowContract`` holds the flows; it is not collected itself (its name does not
-start with ``Test``). Each bus subclasses it in its own test module and gives
-the flows a ``bus`` fixture: the in-memory twin in the unit suite
-(``tests/unit/test_flows.py``), the platform's real processes on RabbitMQ in
-the integration suite (``tests/integration/test_flows_on_rabbitmq.py``); a
-broker added later subclasses it too, as pyeventsourcing's adapters subclass
-its persistence test case.
+start with ``Test``). Each bus subclasses it and gives the flows a ``bus``
+fixture: the in-memory twin in the unit suite (``tests/unit/test_flows.py``),
+the platform's real processes on each broker in the integration suite, through
+the broker contract (``tests/integration/broker_contract.py``, subclassed by
+``test_contract_on_rabbitmq.py`` and ``test_contract_on_redis.py``), as
+pyeventsourcing's adapters subclass its persistence test case.
 
 A flow drives the contexts through their public services and reads their
 models, never their handlers, and asks of the bus only what every bus can do:

@@ -23,7 +23,7 @@ def _use_the_brokers_adapter(sender, **kwargs) -> None:
     chosen by the URL: Redis's adds fan-out, a delivery limit and dead letters to kombu's."""
     from messaging import brokers
 
-    broker = brokers.current()
+    broker = brokers.for_url(sender.conf.broker_url)  # the URL Celery itself took from the settings
     sender.conf.broker_transport = broker.transport
     sender.conf.broker_transport_options = broker.transport_options()
 

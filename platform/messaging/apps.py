@@ -19,10 +19,14 @@ The worker's consumer class is named in settings (``CELERY_WORKER_CONSUMER =
 "messaging.worker:Consumer"``), not here: Celery reads it when a worker starts.
 """
 
+import logging
+
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
 from messaging.registry import HANDLERS_MODULE, MESSAGES_MODULE
+
+logger = logging.getLogger(__name__)
 
 
 class MessagingConfig(AppConfig):
@@ -42,6 +46,11 @@ class MessagingConfig(AppConfig):
         autodiscover_modules(MESSAGES_MODULE, HANDLERS_MODULE)
         registry.collect_contracts()
         register_message_tasks(current_app)
+        # Celery reads its configuration at first use, and takes the broker adapter's
+        # transport then (config.celery_app): have it read now, while CELERY_BROKER_URL
+        # is this process's own and not one a test points at another broker later.
+        configured_broker = current_app.conf.broker_url
+        logger.debug("Celery configured for %s", brokers.for_url(configured_broker).label)
         current_app.conf.task_queues = Topology().queues()
         brokers.current().prepare()
 

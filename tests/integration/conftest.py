@@ -1,8 +1,10 @@
-"""Real RabbitMQ and PostgreSQL, with the platform's own processes.
+"""Real RabbitMQ, Redis and PostgreSQL, with the platform's own processes.
 
 ``scripts/test`` starts the services and exports ``CELERY_BROKER_URL`` and
 ``DATABASE_URL``; these fixtures start one worker per context and the relay
-as separate processes against pytest-django's test database.
+as separate processes against pytest-django's test database, on the session's
+RabbitMQ or on another broker (``platforms.on(url)``: a private redis-server,
+``redis_server``).
 """
 
 import contextlib
@@ -17,8 +19,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from messaging import brokers
+from messaging.brokers.base import Broker
 from messaging.topology import Topology
 from tests.integration.platform_bus import PlatformBus
+from tests.integration.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,13 +43,11 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def _purge_bus_queues() -> None:
-    """Declare the topology and empty its queues: earlier runs must not leak in."""
-    from celery import current_app
-
-    with current_app.connection_for_write() as conn:
-        channel = conn.default_channel
-        topology = Topology()
+def _purge_bus_queues(broker: Broker) -> None:
+    """Declare the topology on ``broker`` and empty its queues: earlier runs must not leak in."""
+    with broker.connection() as connection:
+        channel = connection.default_channel
+        topology = Topology(broker=broker)
         topology.declare(channel)
         for queue in topology.queues():
             queue(channel).purge()
@@ -56,6 +59,11 @@ class PlatformProcesses(dict):
     def __init__(self, commands: dict[str, list[str]], env: dict, logs: Path) -> None:
         super().__init__()
         self.commands, self.env, self.logs, self.starts = commands, env, logs, 0
+
+    @property
+    def broker(self) -> Broker:
+        """The adapter of the broker the processes run on."""
+        return brokers.for_url(self.env["CELERY_BROKER_URL"])
 
     def start(self, name: str) -> None:
         self.starts += 1
@@ -144,16 +152,60 @@ def _platform_commands() -> dict[str, list[str]]:
     return commands
 
 
+class Platforms:
+    """The platform's processes on one broker at a time: two relays on the test
+    database would share its outbox between two brokers."""
+
+    def __init__(self, logs) -> None:
+        self.logs = logs
+        self.running: PlatformProcesses | None = None
+        #: What the running processes were started with (the whole environment differs
+        #: from test to test: pytest names the current test in it).
+        self.running_on: dict[str, str] | None = None
+
+    def on(self, broker_url: str, **env: str) -> PlatformProcesses:
+        """One worker per context and the relay on ``broker_url``, in the test environment
+        with ``env`` over it; started (the others stopped first) unless they run already."""
+        wanted = {"CELERY_BROKER_URL": broker_url, **env}
+        if self.running is None or self.running_on != wanted:
+            self.stop()
+            processes = PlatformProcesses(_platform_commands(), _platform_env(**wanted), self.logs.mktemp("process-logs"))
+            _purge_bus_queues(processes.broker)
+            for name in processes.commands:
+                processes.start(name)
+            processes.wait_until_ready([name for name in processes.commands if name.startswith("worker-")])
+            self.running, self.running_on = processes, wanted
+        return self.running
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop_all()
+            self.running = None
+
+
 @pytest.fixture(scope="session")
-def platform_processes(real_services, django_db_setup, django_db_blocker, tmp_path_factory):
-    """One worker per context and the relay, each its own process (torn down before the test DB)."""
-    _purge_bus_queues()
-    processes = PlatformProcesses(_platform_commands(), _platform_env(), tmp_path_factory.mktemp("process-logs"))
-    for name in processes.commands:
-        processes.start(name)
-    processes.wait_until_ready([name for name in processes.commands if name.startswith("worker-")])
-    yield processes
-    processes.stop_all()
+def platforms(real_services, django_db_setup, tmp_path_factory):
+    """Starts the platform's processes on a broker (``platforms.on(url)``); stops them
+    at the end of the session, before the test database goes."""
+    platforms = Platforms(tmp_path_factory)
+    yield platforms
+    platforms.stop()
+
+
+@pytest.fixture
+def platform_processes(platforms):
+    """One worker per context and the relay on the session's RabbitMQ, each its own
+    process: started for the first test that needs them, and kept running."""
+    return platforms.on(settings.CELERY_BROKER_URL)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server of the session's own (never the machine's), on a free port."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -3,19 +3,22 @@
 ``settle()`` waits until the bus is quiet: nothing due in the outbox, no
 message waiting in any queue of a running context, and no worker holding one;
 ``stopped(context)`` stops that context's worker and starts it again. Nothing
-here names a broker: queue depths come from passive declares, which RabbitMQ
-and kombu's virtual transports (Redis) answer alike, and busy workers from
-Celery's remote control, so a later broker's flow tests reuse this driver with
-processes started on it.
+here names a broker: queue depths come from the adapter of the broker the
+processes run on (``messaging.brokers``: on Redis they count the messages taken
+but not acknowledged too), and busy workers from Celery's remote control over a
+connection to that broker, so every broker's contract
+(``tests/integration/broker_contract.py``) drives its processes with this.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
-from amqp.exceptions import NotFound
-from celery import current_app
+from celery import Celery
+from celery.app.control import Control
 from django.db.models import Max
+from django.test import override_settings
 
 from messaging.models import OutboxMessage
 from messaging.outbox import nudge_relay
@@ -26,12 +29,31 @@ from tests.polling import FLOW_TIMEOUT, wait_for
 INSPECT_TIMEOUT = 2.0
 
 
+@functools.cache
+def _remote_control(broker) -> Control:
+    """Celery's remote control of the workers on ``broker``. Not ``current_app``'s: it
+    publishes its broadcasts through the app's producer pool, on the broker the app was
+    configured with, whatever connection it is given to read the replies on."""
+    app = Celery("platform-bus", set_as_current=False)
+    # The write URL, not ``broker_url``: the CELERY_BROKER_URL variable would win over that.
+    app.conf.update(broker_write_url=broker.url, broker_transport=broker.transport,
+                    broker_transport_options=broker.transport_options(), accept_content=["json"])
+    return app.control
+
+
 class PlatformBus:
-    """Drives a flow on running processes (``conftest.PlatformProcesses``)."""
+    """Drives a flow on running processes (``conftest.PlatformProcesses``), through
+    the adapter of the broker they run on (``processes.broker``)."""
 
     def __init__(self, processes) -> None:
         self.processes = processes
+        self.broker = processes.broker
         self.stopped_contexts: set[str] = set()
+        # The processes' retry schedule names RabbitMQ's retry queues: theirs, not this
+        # process's (the test settings retry faster), or a retry waiting longer goes unseen.
+        with override_settings(BUS_RETRY_BACKOFF=float(processes.env["BUS_RETRY_BACKOFF"]),
+                               BUS_RETRY_BACKOFF_MAX=float(processes.env["BUS_RETRY_BACKOFF_MAX"])):
+            self.queue_names = [queue.name for queue in Topology(broker=self.broker).queues()]
 
     def settle(self, timeout: float = FLOW_TIMEOUT) -> None:
         """Return once every due message, and every message it led to, has been handled."""
@@ -64,24 +86,18 @@ class PlatformBus:
             self.processes.start(name)
             self.processes.wait_until_ready([name])
 
+    def _queue_depths(self) -> dict[str, int]:
+        """Messages each queue holds (but those of stopped contexts): waiting, and on a
+        broker that says so, taken and not acknowledged yet (a missing queue holds none)."""
+        names = [name for name in self.queue_names if context_of_queue(name) not in self.stopped_contexts]
+        # A connection of its own: the app's pooled one may be broken by a broker restart
+        # the test made (Celery would not notice until it wrote).
+        with self.broker.connection() as connection:
+            return self.broker.queue_depths(connection.channel(), names)
+
     def _outbox_state(self) -> tuple[bool, int | None]:
         """Whether a row is due, and the newest row's id."""
         return OutboxMessage.objects.due().exists(), OutboxMessage.objects.aggregate(newest=Max("id"))["newest"]
-
-    def _queue_depths(self) -> dict[str, int]:
-        """Messages ready in each queue but those of stopped contexts (a missing queue holds none)."""
-        depths = {}
-        with current_app.connection_for_write() as connection:
-            channel = connection.channel()
-            for queue in Topology().queues():
-                if context_of_queue(queue.name) in self.stopped_contexts:
-                    continue
-                try:
-                    depths[queue.name] = channel.queue_declare(queue=queue.name, passive=True).message_count
-                except NotFound:  # the broker closed the channel with its answer
-                    depths[queue.name] = 0
-                    channel = connection.channel()
-        return depths
 
     def _busy_workers(self) -> bool:
         """Whether a running worker holds a message: handling it, or prefetched and waiting."""
@@ -89,9 +105,8 @@ class PlatformBus:
                    if name.startswith("worker-") and process.poll() is None]
         if not running:
             return False
-        # A connection of its own, as for the depths: the app's pooled one may be broken
-        # by a broker restart the test made (Celery would not notice until it wrote).
-        with current_app.connection_for_write() as connection:
-            inspect = current_app.control.inspect(timeout=INSPECT_TIMEOUT, limit=len(running), connection=connection)
+        with self.broker.connection() as connection:
+            inspect = _remote_control(self.broker).inspect(timeout=INSPECT_TIMEOUT, limit=len(running),
+                                                          connection=connection)
             return any(tasks for query in (inspect.active, inspect.reserved, inspect.scheduled)
                        for tasks in (query() or {}).values())

@@ -12,13 +12,7 @@ import signal
 import subprocess
 import urllib.parse
 
-from celery import current_app
 from django.conf import settings
-from kombu import Queue
-
-from messaging.brokers.base import publish_envelope
-from messaging.topology import DEFAULT_EXCHANGE, Topology
-from tests.polling import wait_for
 
 
 def rabbitmqctl(*args: str, vhost: str | None = None) -> list[dict]:
@@ -38,38 +32,6 @@ def empty_vhost(name: str):
         yield url._replace(path=f"/{name}").geturl()
     finally:
         rabbitmqctl_run("delete_vhost", name, check=False)
-
-
-def queue_depth(name: str) -> int:
-    """Messages in a queue of the test vhost, ready or being handled; -1 if there is no such queue."""
-    return next((row["messages"] for row in rabbitmqctl("list_queues", "name", "messages") if row["name"] == name), -1)
-
-
-def returned_past_the_delivery_limit(envelope: dict, context: str) -> None:
-    """Deliver ``envelope`` from a queue like every context's, named for ``context``, and give it
-    back as often as a worker dying with it would, until RabbitMQ dead-letters it.
-
-    The queue is consumed here by hand, so no worker runs the message; it is deleted afterwards.
-    """
-    template = Topology().context_queues("basket")[0]
-    name = f"{context}.commands"
-    poisoned = Queue(name, exchange="", routing_key=name, durable=True, queue_arguments=template.queue_arguments)
-    dead_letters = queue_depth("dead-letters")
-    with current_app.connection_for_write() as connection:
-        channel = connection.channel()
-        queue = poisoned(channel)
-        queue.declare()
-        try:
-            with current_app.producer_or_acquire() as producer:
-                publish_envelope(producer, envelope, exchange=DEFAULT_EXCHANGE, routing_key=name)
-            for _ in range(settings.BUS_DELIVERY_LIMIT + 1):
-                message = wait_for(lambda: queue.get(no_ack=False), timeout=10, message="the returned message")
-                message.reject(requeue=True)
-            wait_for(lambda: queue_depth("dead-letters") == dead_letters + 1, timeout=20,
-                     message="RabbitMQ to dead-letter it")
-        finally:
-            queue.delete()
-            channel.close()
 
 
 def rabbitmqctl_run(*args: str, check: bool = True) -> str:

@@ -22,13 +22,14 @@ from django.db import transaction
 
 from apps.catalog.messages import StockReserved
 from apps.catalog.services import product_change_price, product_create
+from messaging import brokers
 from messaging.brokers.base import publish_envelope
 from messaging.models import DeadLetter, OutboxMessage
 from messaging.outbox import nudge_relay
 from tests.senders import publish
 from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE
-from tests.integration.rabbitmq import returned_past_the_delivery_limit
+from tests.integration.on_the_broker import returned_until_the_broker_gives_up
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -141,12 +142,12 @@ def test_every_dead_letter_made_while_flower_runs_is_one_failed_task_with_its_re
         (_pickled_to_basket(), "basket"): DeadLetter.Reason.UNREADABLE,
     }
     over_the_limit = _envelope()
-    returned_past_the_delivery_limit(over_the_limit, "poisontest")
-    with transaction.atomic():
-        nudge_relay()  # the relay collects dead letters after each round of publishing
+    returned_until_the_broker_gives_up(brokers.current(), over_the_limit, "poisontest")
     expected[(over_the_limit["id"], "poisontest")] = DeadLetter.Reason.BROKER
 
-    wait_for(lambda: DeadLetter.objects.count() == len(expected), message="every dead letter")
+    # The relay collects dead letters after each round of publishing: a nudge starts one.
+    wait_for(lambda: nudge_relay() or DeadLetter.objects.count() == len(expected), interval=0.5,
+             message="every dead letter")
     letters = {delivery_id(row.message_id, row.context): row for row in DeadLetter.objects.all()}
     assert {(str(row.message_id), row.context): row.reason for row in letters.values()} == expected
 

@@ -34,16 +34,6 @@ def _envelope() -> dict:
             "time": "2026-01-01T00:00:00Z", "correlationid": message_id, "data": {}}
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    from tests.integration.redis import RedisServer
-
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def redis_broker(redis_server, settings):
     """The adapter of a Redis with the event's two subscriber queues declared, and a raw client."""

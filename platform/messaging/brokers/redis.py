@@ -255,6 +255,9 @@ class Redis(Broker):
             # A dead worker's messages go back within a tenth of the timeout after it ends.
             "unacked_restore_interval": max(1, min(10, visibility_timeout // 10)),
             "unacked_restore_throttle": 1,
+            # The lock a sweep holds; a worker killed while holding it (kombu's default: 5
+            # minutes) stopped every sweep for that long.
+            "unacked_mutex_expire": max(10, visibility_timeout // 10),
             # A broker gone without closing the connection shows up within seconds.
             "socket_keepalive": True,
             "health_check_interval": 25,
