@@ -323,16 +323,7 @@ def plot(results: dict, output: Path) -> list[Path]:
     comparisons = [c for c in results["comparisons"] if "ratio" in c]
     # Speed relative to the baseline: higher is better whatever the unit.
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(comparisons) + 1.5))
-    labels, speeds, low, high = [], [], [], []
-    for c in comparisons:
-        r = c["ratio"]
-        flip = (lambda x: x) if c["higher_is_better"] else (lambda x: 1 / x)
-        values = sorted(flip(x) for x in (r["median"], r["min"], r["max"]))
-        labels.append(c["title"])
-        speeds.append(flip(r["median"]))
-        low.append(flip(r["median"]) - values[0])
-        high.append(values[2] - flip(r["median"]))
-    ax.barh(labels, speeds, xerr=[low, high], color="#4878a8")
+    _speed_bars(ax, comparisons, color="#4878a8")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.axvline(0.8, color="#c44e52", linestyle="--", linewidth=0.8, label="0.8× target")
     ax.invert_yaxis()
@@ -399,16 +390,7 @@ def plot(results: dict, output: Path) -> list[Path]:
     if rows:
         # Redis ÷ RabbitMQ as speed: above 1, Redis is faster (a latency's ratio is inverted).
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
-        labels, speeds, low, high = [], [], [], []
-        for row in rows:
-            r = row["ratio"]
-            flip = (lambda x: x) if row["higher_is_better"] else (lambda x: 1 / x)
-            values = sorted(flip(x) for x in (r["median"], r["min"], r["max"]))
-            labels.append(row["title"])
-            speeds.append(flip(r["median"]))
-            low.append(flip(r["median"]) - values[0])
-            high.append(values[2] - flip(r["median"]))
-        ax.barh(labels, speeds, xerr=[low, high], color="#c44e52")
+        _speed_bars(ax, rows, color="#c44e52")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.invert_yaxis()
         ax.set_xlabel("the platform on Redis, speed relative to RabbitMQ, same repeat (1.0 = as fast)")
@@ -423,3 +405,17 @@ def _save(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def _speed_bars(ax, rows: list[dict], *, color: str) -> None:
+    """One bar per row: its ratio as speed (a latency's ratio inverted), with the range of the repeats."""
+    labels, speeds, low, high = [], [], [], []
+    for row in rows:
+        r = row["ratio"]
+        flip = (lambda x: x) if row["higher_is_better"] else (lambda x: 1 / x)
+        values = sorted(flip(x) for x in (r["median"], r["min"], r["max"]))
+        labels.append(row["title"])
+        speeds.append(flip(r["median"]))
+        low.append(flip(r["median"]) - values[0])
+        high.append(values[2] - flip(r["median"]))
+    ax.barh(labels, speeds, xerr=[low, high], color=color)

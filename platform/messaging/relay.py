@@ -194,7 +194,7 @@ class Relay:
 
     def collect_dead_letters(self) -> int:
         """Move what the broker dead-lettered into the dead-letter table (the embedded broker has none)."""
-        if not self.broker.has_dead_letter_queue:
+        if self.broker.dead_letter_queue() is None:
             return 0
         return collect_broker_dead_letters(self._publisher_ready().channel, collected=self._report_failed)
 

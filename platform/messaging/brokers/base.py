@@ -194,8 +194,6 @@ class Broker:
     transport: str | None = None
     #: The exchange type that copies an event into every subscriber's queue.
     event_exchange_type = "fanout"
-    #: The broker has a dead-letter queue (delivery limit, rejects) that the relay empties.
-    has_dead_letter_queue = True
     #: A message comes back after a delivery limit's worth of deaths, then is a dead letter.
     has_delivery_limit = True
     #: A message held by a worker whose whole process was killed comes back.
@@ -251,6 +249,8 @@ class Broker:
         return []
 
     def dead_letter_queue(self) -> Queue | None:
+        """Where the broker puts what it dead-letters (delivery limit, rejects), which the
+        relay empties into the table; None if it has no such queue."""
         return None
 
     def retry_route(self, queue_name: str, ceiling: float, delay: float) -> RetryRoute:

@@ -240,7 +240,6 @@ class Transport(filesystem.Transport):
 class Embedded(Broker):
     label = "embedded filesystem broker"
     transport = "messaging.brokers.embedded:Transport"
-    has_dead_letter_queue = False
     has_delivery_limit = False
     keeps_a_killed_workers_message = False
     for_trying_only = True

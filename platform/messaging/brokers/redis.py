@@ -49,6 +49,7 @@ import uuid
 
 from django.conf import settings
 from django.core import checks
+from kombu import Queue
 from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -282,10 +283,8 @@ class Redis(Broker):
         except ChannelError:
             return 0
 
-    def dead_letter_queue(self):
-        from kombu import Queue
-
+    def dead_letter_queue(self) -> Queue:
         return Queue(DEAD_LETTER_QUEUE, exchange="", routing_key=DEAD_LETTER_QUEUE, durable=True)
 
-    def own_queues(self):
+    def own_queues(self) -> list[Queue]:
         return [self.dead_letter_queue()]
