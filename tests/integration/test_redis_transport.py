@@ -1,13 +1,20 @@
 """The bus's Redis transport on a real redis-server: what it adds to kombu's.
 
-Each event copy is its own message in its own queue (kombu's shared one delivery
-tag between copies: one subscriber's ack dropped another's unacked copy, and
-restoring a copy sent it to every subscriber again); a message handed out past
-the delivery limit, or rejected, moves to the dead-letter queue with RabbitMQ's
-``x-death`` header; a route with no queue is reported; and nothing is left
-behind once a message is acked.
+A message is held by the consumer that took it from the moment Redis hands it
+out (kombu's BRPOP popped it first and recorded it later: a worker killed in
+between lost it); each event copy is its own message in its own queue (kombu's
+shared one delivery tag between copies: one subscriber's ack dropped another's
+unacked copy, and restoring a copy sent it to every subscriber again); a
+message handed out past the delivery limit, or rejected, moves to the
+dead-letter queue with RabbitMQ's ``x-death`` header; a route with no queue is
+reported; and nothing is left behind once a message is acked.
 """
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import uuid
 
 import pytest
@@ -15,6 +22,7 @@ from kombu import Exchange, Queue
 
 from messaging import brokers
 from messaging.brokers.base import DEAD_LETTER_QUEUE, Outgoing
+from messaging.brokers.redis import GROUP
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -53,6 +61,16 @@ def _publish(connection, broker, envelopes, exchange=EXCHANGE, routing_key=EVENT
     return publisher.publish([Outgoing(e, exchange=exchange, routing_key=routing_key) for e in envelopes])
 
 
+def _pending(client, context: str) -> int:
+    """Messages of the context's queue taken and not acked yet."""
+    return client.xpending(f"{context}.events.{EVENT}", GROUP)["pending"]
+
+
+def _stored(client, context: str) -> int:
+    """Messages the context's queue holds, waiting or taken and not acked yet."""
+    return client.xlen(f"{context}.events.{EVENT}")
+
+
 def _take(connection, context: str):
     return wait_for(lambda: _queue(context)(connection.channel()).get(no_ack=False), timeout=5,
                     message=f"{context}'s copy")
@@ -80,13 +98,15 @@ def test_one_subscribers_ack_leaves_the_others_copy_waiting_to_come_back(redis_b
 
     ordering_copy.ack()
 
-    # basket's worker died holding its copy: it is still unacked, and comes back to basket only.
-    assert client.hlen("unacked") == 1
-    wait_for(lambda: (connection.channel().qos.restore_visible(interval=1), client.hlen("unacked"))[1] == 0,
-             timeout=10, message="the visibility timeout to give basket's copy back")
-    assert client.llen(f"basket.events.{EVENT}") == 1
-    assert client.llen(f"ordering.events.{EVENT}") == 0
-    assert _take(connection, "basket").headers["id"] == basket_copy.headers["id"]
+    # basket's worker died holding its copy: it is still pending, and comes back to basket only.
+    assert _pending(client, "basket") == 1
+    channel = connection.channel()
+    wait_for(lambda: channel.restore_idle([f"basket.events.{EVENT}"]) == 1, timeout=10,
+             message="the visibility timeout to give basket's copy back")
+    assert (_pending(client, "basket"), _stored(client, "basket")) == (0, 1)
+    assert _stored(client, "ordering") == 0
+    again = _take(connection, "basket")
+    assert again.headers["id"] == basket_copy.headers["id"] and again.headers["redelivered"] is True
 
 
 def test_a_message_handed_out_past_the_delivery_limit_becomes_a_dead_letter(redis_broker, settings):
@@ -103,9 +123,9 @@ def test_a_message_handed_out_past_the_delivery_limit_becomes_a_dead_letter(redi
     assert dead.headers["id"] == envelope["id"]
     assert dead.headers["x-death"][0]["queue"] == f"basket.events.{EVENT}"
     assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
-    # ordering's copy is untouched, and nothing is left of the count.
-    assert client.llen(f"ordering.events.{EVENT}") == 1
-    assert client.hlen("unacked") == 0 and client.keys("bus.deliveries.*") == []
+    # ordering's copy is untouched, and nothing is left in basket's queue.
+    assert _stored(client, "ordering") == 1
+    assert _stored(client, "basket") == 0
 
 
 def test_a_rejected_message_becomes_a_dead_letter_not_a_deletion(redis_broker):
@@ -119,7 +139,7 @@ def test_a_rejected_message_becomes_a_dead_letter_not_a_deletion(redis_broker):
     assert dead.headers["id"] == envelope["id"]
     assert dead.headers["x-death"][0] == {**dead.headers["x-death"][0], "queue": f"basket.events.{EVENT}",
                                            "reason": "rejected"}
-    assert client.hlen("unacked") == 0
+    assert _stored(client, "basket") == 0 and client.xlen(DEAD_LETTER_QUEUE) == 0
 
 
 def test_an_acked_message_leaves_nothing_behind(redis_broker):
@@ -129,8 +149,7 @@ def test_an_acked_message_leaves_nothing_behind(redis_broker):
     _take(connection, "basket").reject(requeue=True)
     _take(connection, "basket").ack()
 
-    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
-    assert client.keys("bus.deliveries.*") == []
+    assert (_stored(client, "basket"), _pending(client, "basket")) == (0, 0)
 
 
 def test_a_route_no_queue_is_bound_to_is_reported_unroutable_and_stored_nowhere(redis_broker):
@@ -152,8 +171,8 @@ def test_a_batch_is_confirmed_once_redis_has_every_copy(redis_broker):
     outcome = _publish(connection, broker, [_envelope() for _ in range(50)])
 
     assert outcome.confirmed == list(range(50))
-    assert client.llen(f"basket.events.{EVENT}") == 50 == client.llen(f"ordering.events.{EVENT}")
-    assert client.llen(DEAD_LETTER_QUEUE) == 0
+    assert _stored(client, "basket") == 50 == _stored(client, "ordering")
+    assert client.xlen(DEAD_LETTER_QUEUE) == 0
 
 
 def test_a_batch_cut_off_by_a_lost_connection_counts_nothing_as_confirmed(redis_broker):
@@ -168,3 +187,39 @@ def test_a_batch_cut_off_by_a_lost_connection_counts_nothing_as_confirmed(redis_
         client.config_set("requirepass", "")
 
     assert outcome.error is not None and outcome.confirmed == []
+
+
+TAKE_AND_DIE = textwrap.dedent("""
+    import os, signal, sys, time
+    import django
+    django.setup()
+    from kombu import Exchange, Queue
+    from messaging import brokers
+
+    with brokers.for_url(sys.argv[1]).connection() as connection:
+        channel = connection.channel()
+        exchange = Exchange("events.%s" % sys.argv[2], type="direct", durable=True)
+        Queue("basket.events.%s" % sys.argv[2], exchange=exchange, routing_key=sys.argv[2],
+              durable=True)(channel).consume(callback=lambda body, message: None)
+        channel.connection.cycle.on_poll_start()  # a worker's event loop: sends the take
+        time.sleep(0.5)         # Redis has answered; the reply is unread
+        os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_consumer_killed_in_the_instant_it_takes_a_message_does_not_lose_it(redis_broker, redis_server):
+    broker, connection, client = redis_broker
+    envelope = _envelope()
+    _publish(connection, broker, [envelope])
+
+    taker = subprocess.run([sys.executable, "-c", TAKE_AND_DIE, redis_server.url, EVENT],
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True)
+
+    assert taker.returncode == -signal.SIGKILL, taker.stderr
+    # Redis handed it out (kombu's BRPOP would have popped it: gone with the process), and
+    # holds it for the consumer that died; the visibility timeout gives it back.
+    assert (_pending(client, "basket"), _stored(client, "basket")) == (1, 1)
+    again = _take(connection, "basket")
+    assert again.headers["id"] == envelope["id"] and again.headers["redelivered"] is True
+    again.ack()
+    assert _stored(client, "basket") == 0

@@ -1,33 +1,42 @@
-"""Redis: lists for queues, with the bus's own fan-out, delivery limit and dead letters.
+"""Redis: a stream per queue, taken through a consumer group, with the bus's
+fan-out, delivery limit and dead letters.
 
-kombu's Redis transport keeps each queue in a list, hands messages out with
-BRPOP and emulates acks: a taken message waits in the ``unacked`` hash until
-it is acked, and one left there longer than ``visibility_timeout`` (its
-worker died) goes back to its queue. The transport here (``Transport``,
-``CELERY_BROKER_TRANSPORT``) adds what RabbitMQ gives the bus and kombu's
-does not:
+kombu's Redis transport keeps each queue in a list and takes a message with
+BRPOP, then records it as unacked in a second command: a worker killed between
+the two lost the message (celery/celery#7950; the chaos soak lost 1 in ~1,000
+deliveries that way). Here each queue is a Redis stream with one consumer group
+(``bus``), and a worker takes with ``XREADGROUP``, which hands a message out and
+records it as pending to that consumer **in the same command**: there is no
+instant at which a taken message is held by nobody. The rest of kombu's
+transport (the event loop, pub/sub for Celery's own fanout traffic, bindings)
+is kept; what the bus adds:
 
+- **Acks.** An ack is ``XACK`` + ``XDEL`` (one round trip); a message held
+  longer than ``visibility_timeout`` (its worker died) goes back to its queue:
+  a sweep finds it in the group's pending list, claims it (``XCLAIM`` with that
+  idle time, so only one sweeper wins) and moves it back as a new entry, marked
+  redelivered, in one script. A message given back (``reject(requeue=True)``, a
+  warm shutdown's prefetched ones) moves back the same way.
 - **Fan-out without pub/sub.** An event's exchange is a ``direct`` exchange
   that every subscriber's queue is bound to with the event's type, and a
   publish writes one copy into each bound queue, durably: a subscriber that
-  was down finds every event in its list when it returns. (kombu's ``fanout``
-  exchange is Redis pub/sub, which drops what nobody listens to at that
-  instant.) Each copy gets a delivery tag of its own and is routed to its
-  queue alone. kombu gives the copies one tag: with two subscribers holding
-  copies, one's ack removed the other's from ``unacked``, and a crash of the
-  other then lost it. A restored copy goes back to its own queue only.
+  was down finds every event in its stream when it returns. (kombu's
+  ``fanout`` exchange is Redis pub/sub, which drops what nobody listens to at
+  that instant.) Each copy gets a delivery tag of its own and is routed to its
+  queue alone, so a copy given back returns to its own queue only.
 - **Unroutable is reported.** A publish that finds no bound queue returns no
   queue (kombu's drops it with a warning); the relay then keeps the row.
-- **A delivery limit.** Each hand-out of a message (the same tag each time it
-  comes back) is counted in Redis, beside the ``unacked`` entry, in the same
-  round trip. Past ``BUS_DELIVERY_LIMIT`` redeliveries it goes to the
-  dead-letter queue instead of to a worker, as a quorum queue does.
+- **A delivery limit.** Each entry carries how often the message was handed
+  out before (``handouts``, raised by one each time it moves back), so the
+  count travels with the message and is taken with it atomically. Past
+  ``BUS_DELIVERY_LIMIT`` redeliveries it goes to the dead-letter queue instead
+  of to a worker, as a quorum queue does.
 - **A dead-letter queue.** A rejected message (``requeue=False``: Celery's
   reject of a failed task, the worker's when the dead-letter table cannot be
-  written) moves, in one transaction, from ``unacked`` into the
-  ``dead-letters`` list, with an ``x-death`` header naming its queue and the
-  reason, as RabbitMQ's are; kombu's would delete it. The relay moves that
-  list into the dead-letter table, as on RabbitMQ.
+  written) moves, in one script, from its queue into the ``dead-letters``
+  stream, with an ``x-death`` header naming its queue and the reason, as
+  RabbitMQ's are; kombu's would delete it. The relay moves that stream into
+  the dead-letter table, as on RabbitMQ.
 
 A publish counts once Redis has answered it (the relay marks a row only
 then); with ``appendonly yes`` Redis writes each command to its AOF before
@@ -38,91 +47,107 @@ a second of answered writes (README, "Choosing a broker").
 Retries wait in the worker (a Celery countdown) and go back to the failing
 consumer's queue alone, so ``visibility_timeout`` must exceed the longest a
 worker holds a message: the task time limit plus the longest retry wait
-(``messaging.checks``).
+(``messaging.checks``). Streams need Redis 6.2 or later (``XPENDING ... IDLE``);
+message priorities are not kept (the bus sets none).
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 import uuid
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import checks
 from kombu import Queue
-from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from kombu.utils.objects import cached_property
 
-from messaging.brokers.base import DEAD_LETTER_QUEUE, BatchOutcome, Broker, Outgoing, ReplyConfirmedPublisher
+from messaging.brokers.base import (
+    DEAD_LETTER_QUEUE,
+    BatchOutcome,
+    Broker,
+    Outgoing,
+    ReplyConfirmedPublisher,
+)
 
-#: Redis keys of the delivery counts, one per delivery tag.
-DELIVERIES_KEY = "bus.deliveries.{tag}"
+#: The consumer group every queue's stream is read through.
+GROUP = "bus"
+#: An entry's fields: the kombu message as JSON, and how often it was handed out before.
+PAYLOAD, HANDOUTS = "payload", "handouts"
+
+#: Moves a held entry out of its stream (acked and deleted) into a stream: back into its
+#: own queue (a restore) or into the dead letters. Nothing is added when the entry is gone
+#: already (its holder acked it meanwhile), so a message is never both acked and moved.
+MOVE_SCRIPT = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', 'payload', ARGV[3], 'handouts', ARGV[4])
+"""
+
+#: Forgets a queue's consumers that hold nothing and were idle longer than ARGV[2] ms
+#: (each worker start adds one); checked and removed in one step, so a consumer that
+#: takes a message meanwhile is never forgotten with it.
+FORGET_IDLE_CONSUMERS_SCRIPT = """
+local forgotten = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['pending'] == 0 and field['idle'] > tonumber(ARGV[2]) and field['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""
 
 
-class QoS(kombu_redis.QoS):
-    """kombu's ack emulation, plus a count of each message's deliveries and a
-    reject that dead-letters instead of deleting."""
+@dataclass(frozen=True)
+class Held:
+    """A message this channel took and has not settled: where it is, and its hand-outs so far."""
+
+    queue: str
+    entry_id: str
+    handouts: int
+
+
+class QoS(virtual.QoS):
+    """Acks and rejects against the stream the message was taken from; the
+    pending list of the group, not a hash, is what remembers a taken message."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        #: Deliveries of each message this channel holds, counted as it was handed out.
-        self.deliveries: dict[str, int] = {}
-
-    def append(self, message, delivery_tag) -> None:
-        # kombu's append (the unacked entry and its index), with the count in the same pipeline.
-        delivery = message.delivery_info
-        counter = DELIVERIES_KEY.format(tag=delivery_tag)
-        with self.pipe_or_acquire() as pipe:
-            replies = (
-                pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-                .hset(self.unacked_key, delivery_tag,
-                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
-                .incr(counter)
-                .expire(counter, self.channel.deliveries_ttl)
-                .execute()
-            )
-        virtual.QoS.append(self, message, delivery_tag)
-        self.deliveries[delivery_tag] = replies[2]
+        self._sweeps = 0
 
     def over_delivery_limit(self, delivery_tag) -> bool:
         """Whether the message was handed out more often than the limit allows:
         the first delivery and ``BUS_DELIVERY_LIMIT`` redeliveries."""
-        return self.deliveries.get(delivery_tag, 0) > settings.BUS_DELIVERY_LIMIT + 1
+        held = self.channel.held.get(delivery_tag)
+        return held is not None and held.handouts > settings.BUS_DELIVERY_LIMIT + 1
 
     def ack(self, delivery_tag) -> None:
-        self._remove_from_indices(delivery_tag).delete(DELIVERIES_KEY.format(tag=delivery_tag)).execute()
-        self._forget(delivery_tag)
+        self.channel.settle(delivery_tag)
+        super().ack(delivery_tag)
 
     def reject(self, delivery_tag, requeue=False) -> None:
         if requeue:
-            # Back to its queue, counted again when it is handed out next.
-            self.restore_by_tag(delivery_tag, leftmost=True)
-            self._forget(delivery_tag)
+            self.channel.give_back(delivery_tag)  # counted again when it is handed out next
         else:
-            self.dead_letter(delivery_tag, reason="rejected")
+            self.channel.dead_letter(delivery_tag, reason="rejected")
+        super().ack(delivery_tag)  # the channel's own bookkeeping (prefetch)
 
-    def dead_letter(self, delivery_tag, *, reason: str) -> None:
-        """Move the message from ``unacked`` into the dead-letter queue, in one transaction."""
-
-        def move(pipe):
-            raw = pipe.hget(self.unacked_key, delivery_tag)
-            pipe.multi()
-            self._remove_from_indices(delivery_tag, pipe)
-            pipe.delete(DELIVERIES_KEY.format(tag=delivery_tag))
-            if raw:
-                payload, exchange, routing_key = loads(bytes_to_str(raw))
-                pipe.lpush(DEAD_LETTER_QUEUE, dumps(self.channel.dead_lettered(payload, exchange, routing_key, reason)))
-
-        with self.channel.conn_or_acquire() as client:
-            client.transaction(move, self.unacked_key)
-        self._forget(delivery_tag)
-
-    def _forget(self, delivery_tag) -> None:
-        self.deliveries.pop(delivery_tag, None)
-        virtual.QoS.ack(self, delivery_tag)  # the channel's own bookkeeping (prefetch)
+    def restore_visible(self, start=0, num=10, interval=10) -> None:
+        """Give back what dead consumers held longer than the visibility timeout
+        (called by kombu's event loop every ``unacked_restore_interval`` seconds)."""
+        self._sweeps += 1
+        if (self._sweeps - 1) % (interval or 1):
+            return
+        self.channel.restore_idle(sorted(self.channel.active_queues))
 
 
 def _copy_to_route(message: dict) -> dict:
@@ -132,11 +157,233 @@ def _copy_to_route(message: dict) -> dict:
     return {**message, "properties": {**properties, "delivery_info": dict(properties["delivery_info"])}}
 
 
+def _is_missing_group(exc: Exception) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
 
     #: Each exchange's bindings as read during one publish batch (``bindings_read_once``).
     _tables: dict | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        #: Messages taken and not settled yet, by delivery tag.
+        self.held: dict[str, Held] = {}
+        #: Queues whose consumer group this channel knows to exist.
+        self._grouped: set[str] = set()
+        #: When each queue read by ``basic_get`` was last swept for a dead consumer's messages.
+        self._swept_at: dict[str, float] = {}
+        super().__init__(*args, **kwargs)
+
+    @cached_property
+    def consumer_name(self) -> str:
+        """This channel's name in the consumer groups (what Redis lists as holding a message)."""
+        return f"{socket.gethostname()}.{uuid.uuid4().hex[:12]}"
+
+    @cached_property
+    def _move(self):
+        return self._create_client().register_script(MOVE_SCRIPT)
+
+    @cached_property
+    def _forget_idle_consumers(self):
+        return self._create_client().register_script(FORGET_IDLE_CONSUMERS_SCRIPT)
+
+    # Taking messages -------------------------------------------------------
+
+    def _ensure_groups(self, queues, client=None) -> None:
+        missing = [queue for queue in queues if queue not in self._grouped]
+        if not missing:
+            return
+        with self.conn_or_acquire(client) as connected, connected.pipeline(transaction=False) as pipe:
+            for queue in missing:
+                # From the stream's start: what was published before any consumer came is read too.
+                pipe.xgroup_create(queue, GROUP, id="0", mkstream=True)
+            for reply in pipe.execute(raise_on_error=False):
+                if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
+                    raise reply
+            for queue in missing:
+                # An expiring queue (Celery's replies) must not outlive its consumers as an empty stream.
+                self._maybe_update_queues_expire(connected, queue)
+        self._grouped.update(missing)
+
+    def _new_queue(self, queue, auto_delete=False, **kwargs):
+        super()._new_queue(queue, auto_delete=auto_delete, **kwargs)
+        self._grouped.discard(queue)
+        self._ensure_groups([queue])
+
+    def _brpop_start(self, timeout=None):
+        # kombu's BRPOP, as XREADGROUP: blocks on every active queue at once, and
+        # whatever it hands out is pending to this consumer before the reply is sent.
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._ensure_groups(queues)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command(
+            "XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1, "BLOCK", int((timeout or 0) * 1000),
+            "STREAMS", *queues, *[">"] * len(queues),
+        )
+
+    def _brpop_read(self, **options):
+        try:
+            try:
+                streams = self.client.parse_response(self.client.connection, "XREADGROUP", **options)
+            except self.connection_errors:
+                # Disconnect, so the next round reconnects.
+                self.client.connection.disconnect()
+                raise
+            except self.ResponseError as exc:
+                if not _is_missing_group(exc):
+                    raise
+                self._grouped.clear()  # a queue was deleted (or Redis lost it): recreate on the next take
+                streams = None
+            if not streams:
+                raise virtual.Empty()
+            # One entry per stream that had one: each is pending to this consumer now, so each is delivered.
+            for stream, entries in streams:
+                queue = bytes_to_str(stream)
+                self._queue_cycle.rotate(queue)
+                for entry_id, fields in entries:
+                    self.connection._deliver(self._taken(queue, entry_id, fields), queue)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _get(self, queue):
+        with self.conn_or_acquire() as client:
+            self._maybe_sweep(queue)
+            self._ensure_groups([queue], client)
+            try:
+                streams = client.xreadgroup(GROUP, self.consumer_name, {queue: ">"}, count=1)
+            except self.ResponseError as exc:
+                if not _is_missing_group(exc):
+                    raise
+                self._grouped.discard(queue)
+                streams = None
+            self._maybe_update_queues_expire(client, queue)
+        if not streams:
+            raise virtual.Empty()
+        [(_, [(entry_id, fields)])] = streams
+        return self._taken(queue, entry_id, fields)
+
+    def _taken(self, queue: str, entry_id, fields: dict) -> dict:
+        payload = loads(bytes_to_str(fields[PAYLOAD.encode()]))
+        handouts = int(fields.get(HANDOUTS.encode(), 0)) + 1
+        self.held[payload["properties"]["delivery_tag"]] = Held(queue, bytes_to_str(entry_id), handouts)
+        return payload
+
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
+        def deliver(message):
+            if no_ack:
+                self.settle(message.delivery_tag)  # Celery's own replies: nothing to give back
+            elif self._dead_lettered_over_limit(message):
+                return None
+            return callback(message)
+
+        return super().basic_consume(queue, no_ack, deliver, consumer_tag, **kwargs)
+
+    def basic_get(self, queue, no_ack=False, **kwargs):
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:
+            self.settle(message.delivery_tag)
+        elif message is not None and self._dead_lettered_over_limit(message):
+            return None
+        return message
+
+    def _dead_lettered_over_limit(self, message) -> bool:
+        if not self.qos.over_delivery_limit(message.delivery_tag):
+            return False
+        self.dead_letter(message.delivery_tag, reason="delivery_limit")
+        self.qos.ack(message.delivery_tag)
+        return True
+
+    # Settling messages -----------------------------------------------------
+
+    def settle(self, delivery_tag) -> None:
+        """Acked: off the pending list and out of the stream."""
+        held = self.held.pop(delivery_tag, None)
+        if held is None:
+            return
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.xack(held.queue, GROUP, held.entry_id).xdel(held.queue, held.entry_id).execute()
+
+    def give_back(self, delivery_tag, message=None) -> None:
+        """Back to its own queue, as a new entry marked redelivered (kombu's ``_restore``)."""
+        message = message or self.qos._delivered.get(delivery_tag)
+        held = self.held.pop(delivery_tag, None)
+        if held is not None and message is not None:
+            self._move_entry(held, held.queue, _redelivered(message._raw), held.handouts)
+
+    def _restore(self, message, leftmost=False):
+        # A warm shutdown's prefetched messages (kombu's restore_unacked): back to their queue.
+        self.give_back(message.delivery_tag, message)
+
+    def dead_letter(self, delivery_tag, *, reason: str) -> None:
+        """Move the message from its queue into the dead-letter queue, in one step."""
+        message = self.qos._delivered.get(delivery_tag)
+        held = self.held.pop(delivery_tag, None)
+        if held is not None and message is not None:
+            self._move_entry(held, DEAD_LETTER_QUEUE, self.dead_lettered(message._raw, held.queue, reason), 0)
+
+    def _move_entry(self, held: Held, destination: str, payload: dict, handouts: int, client=None) -> None:
+        with self.conn_or_acquire(client) as connected:
+            self._move(keys=[held.queue, destination], args=[GROUP, held.entry_id, dumps(payload), handouts],
+                       client=connected)
+
+    def restore_idle(self, queues) -> int:
+        """Give back every message a consumer has held longer than the visibility timeout
+        (its worker died): claimed first, so of two sweepers only one moves it."""
+        idle_ms = int(self.visibility_timeout * 1000)
+        restored = 0
+        with self.conn_or_acquire() as client:
+            for queue in queues:
+                try:
+                    stale = client.xpending_range(queue, GROUP, "-", "+", 100, idle=idle_ms)
+                    if stale:
+                        claimed = client.xclaim(queue, GROUP, self.consumer_name, idle_ms,
+                                                [entry["message_id"] for entry in stale])
+                        for entry_id, fields in claimed:
+                            if not fields:
+                                continue  # acked meanwhile
+                            payload = _redelivered(loads(bytes_to_str(fields[PAYLOAD.encode()])))
+                            handouts = int(fields.get(HANDOUTS.encode(), 0)) + 1
+                            self._move_entry(Held(queue, bytes_to_str(entry_id), handouts), queue, payload,
+                                             handouts, client)
+                            restored += 1
+                    self._forget_idle_consumers(keys=[queue], args=[GROUP, idle_ms, self.consumer_name], client=client)
+                except self.ResponseError as exc:
+                    if not _is_missing_group(exc):
+                        raise
+        return restored
+
+    def _maybe_sweep(self, queue: str) -> None:
+        # A queue read only by basic_get (the relay's dead letters) has no event loop to
+        # sweep it: its reader does, at most once per restore interval.
+        now = time.monotonic()
+        if now - self._swept_at.get(queue, float("-inf")) >= self.unacked_restore_interval:
+            self._swept_at[queue] = now
+            self.restore_idle([queue])
+
+    def dead_lettered(self, payload: dict, queue: str, reason: str) -> dict:
+        """The message as the dead-letter queue keeps it: RabbitMQ's ``x-death`` header
+        (newest first) says which queue gave up on it and why."""
+        payload = {**payload, "headers": {
+            **(payload.get("headers") or {}),
+            "x-death": [{"queue": queue, "reason": reason, "count": 1, "time": int(time.time())}],
+        }}
+        payload["properties"] = {
+            **payload.get("properties", {}),
+            "delivery_tag": str(uuid.uuid4()),
+            "delivery_info": {"exchange": "", "routing_key": DEAD_LETTER_QUEUE},
+        }
+        return payload
+
+    # Publishing and sizes --------------------------------------------------
 
     @contextlib.contextmanager
     def bindings_read_once(self):
@@ -155,12 +402,6 @@ class Channel(kombu_redis.Channel):
             self._tables[exchange] = super().get_table(exchange)
         return self._tables[exchange]
 
-    @property
-    def deliveries_ttl(self) -> int:
-        """Seconds a delivery count is kept: longer than the message can keep coming back
-        (a visibility timeout per redelivery), so a count never restarts at zero."""
-        return int(self.visibility_timeout * (settings.BUS_DELIVERY_LIMIT + 2))
-
     def basic_publish(self, message, exchange, routing_key, **kwargs):
         """Publish a copy to each queue bound to the route; return the queues (none: unroutable)."""
         if not exchange or self.typeof(exchange).type == "fanout":
@@ -174,34 +415,55 @@ class Channel(kombu_redis.Channel):
             super().basic_publish(_copy_to_route(message), "", queue, **kwargs)
         return queues
 
-    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
-        def deliver(message):
-            if not no_ack and self.qos.over_delivery_limit(message.delivery_tag):
-                self.qos.dead_letter(message.delivery_tag, reason="delivery_limit")
-                return None
-            return callback(message)
+    def _put(self, queue, message, **kwargs):
+        fields = {PAYLOAD: dumps(message), HANDOUTS: 0}
+        publish_batch = kwargs.pop("_publish_batch", None)
+        if publish_batch is not None:
+            publish_batch.add("xadd", queue, fields)
+            if queue in self._expires:
+                publish_batch.add("pexpire", queue, self._expires[queue])
+            return
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.xadd(queue, fields)
+            if queue in self._expires:
+                pipe.pexpire(queue, self._expires[queue])
+            pipe.execute()
 
-        return super().basic_consume(queue, no_ack, deliver, consumer_tag, **kwargs)
+    def _size(self, queue) -> int:
+        """Messages waiting to be taken (a queue's stream also holds the taken, unacked ones)."""
+        return self.stream_sizes(queue)[1]
 
-    def basic_get(self, queue, no_ack=False, **kwargs):
-        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
-        if message is not None and not no_ack and self.qos.over_delivery_limit(message.delivery_tag):
-            self.qos.dead_letter(message.delivery_tag, reason="delivery_limit")
-            return None
-        return message
+    def stream_sizes(self, queue) -> tuple[int, int]:
+        """(taken and not acked yet, waiting) for the queue."""
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            length, pending = pipe.xlen(queue).xpending(queue, GROUP).execute(raise_on_error=False)
+        held = 0 if isinstance(pending, Exception) else pending["pending"]
+        return held, length - held
 
-    def dead_lettered(self, payload: dict, exchange: str, routing_key: str, reason: str) -> dict:
-        """The message as the dead-letter queue keeps it: RabbitMQ's ``x-death`` header
-        (newest first) says which queue gave up on it and why."""
-        queue = routing_key if not exchange else next(iter(self._lookup(exchange, routing_key)), routing_key)
-        payload["headers"] = {
-            **(payload.get("headers") or {}),
-            "x-death": [{"queue": queue, "reason": reason, "count": 1, "time": int(time.time())}],
-        }
-        properties = payload.setdefault("properties", {})
-        properties["delivery_tag"] = str(uuid.uuid4())
-        properties["delivery_info"] = {"exchange": "", "routing_key": DEAD_LETTER_QUEUE}
-        return payload
+    def _purge(self, queue) -> int:
+        """Remove what waits in the queue (not what is being handled): taken under a
+        consumer of its own, then deleted."""
+        self._ensure_groups([queue])
+        purged = 0
+        with self.conn_or_acquire() as client:
+            while streams := client.xreadgroup(GROUP, f"purge.{self.consumer_name}", {queue: ">"}, count=500):
+                ids = [entry_id for entry_id, _ in streams[0][1]]
+                client.pipeline().xack(queue, GROUP, *ids).xdel(queue, *ids).execute()
+                purged += len(ids)
+        return purged
+
+    def _delete(self, queue, *args, **kwargs):
+        self._grouped.discard(queue)
+        return super()._delete(queue, *args, **kwargs)
+
+
+def _redelivered(payload: dict) -> dict:
+    """The message marked as delivered before (Celery and the worker's intake read it)."""
+    payload = {**payload, "headers": {**(payload.get("headers") or {}), "redelivered": True}}
+    properties = payload.get("properties") or {}
+    payload["properties"] = {**properties,
+                             "delivery_info": {**(properties.get("delivery_info") or {}), "redelivered": True}}
+    return payload
 
 
 class RedisPublisher(ReplyConfirmedPublisher):
@@ -256,9 +518,6 @@ class Redis(Broker):
             # A dead worker's messages go back within a tenth of the timeout after it ends.
             "unacked_restore_interval": max(1, min(10, visibility_timeout // 10)),
             "unacked_restore_throttle": 1,
-            # The lock a sweep holds; a worker killed while holding it (kombu's default: 5
-            # minutes) stopped every sweep for that long.
-            "unacked_mutex_expire": max(10, visibility_timeout // 10),
             # A broker gone without closing the connection shows up within seconds.
             "socket_keepalive": True,
             "health_check_interval": 25,
@@ -267,21 +526,9 @@ class Redis(Broker):
         }
 
     def queue_depths(self, channel, names: list[str]) -> dict[str, int]:
-        """Messages waiting in each queue and those taken but not acked yet: a
-        killed worker's stay in ``unacked`` until the visibility timeout returns them."""
-        depths = {name: self._queue_depth(channel, name) for name in names}
-        with channel.conn_or_acquire() as client:
-            for entry in client.hvals(channel.unacked_key):
-                _, exchange, routing_key = loads(bytes_to_str(entry))
-                if not exchange and routing_key in depths:
-                    depths[routing_key] += 1
-        return depths
-
-    def _queue_depth(self, channel, name: str) -> int:
-        try:
-            return super()._queue_depth(channel, name)
-        except ChannelError:
-            return 0
+        """Messages waiting in each queue and those taken but not acked yet: a killed
+        worker's stay pending until the visibility timeout gives them back."""
+        return {name: sum(channel.stream_sizes(name)) for name in names}
 
     def dead_letter_queue(self) -> Queue:
         return Queue(DEAD_LETTER_QUEUE, exchange="", routing_key=DEAD_LETTER_QUEUE, durable=True)
