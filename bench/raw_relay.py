@@ -3,8 +3,8 @@
 ``SKIP LOCKED`` a batch of rows, put them all on the broker, mark them in one
 UPDATE once the broker has them. On RabbitMQ (py-amqp): publish on a channel in
 confirm mode and wait for the confirms. On Redis (redis-py): one pipeline of
-``LPUSH``es, a copy into each queue bound to the row's route (as kombu's Redis
-transport stores a message), answered together. The same Celery task message
+``XADD``s, a copy into each queue's stream bound to the row's route (as the
+bus's Redis transport stores a message), answered together. The same Celery task message
 (body, headers) as the platform's relay puts on the broker.
 """
 
@@ -131,13 +131,13 @@ class RedisLoop:
                         queues[route] = self._bound_queues(*route)
                     body = base64.b64encode(_body(envelope).encode()).decode()
                     for queue in queues[route]:
-                        pipe.lpush(queue, json.dumps({
+                        pipe.xadd(queue, {"handouts": 0, "payload": json.dumps({
                             "body": body, "content-encoding": "utf-8", "content-type": "application/json",
                             "headers": _headers(message_type, message_id),
                             "properties": {"correlation_id": conversation_id, "delivery_mode": 2, "priority": 0,
                                            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
                                            "delivery_info": {"exchange": "", "routing_key": queue}},
-                        }))
+                        })})
                 pipe.execute()
                 _mark(cursor, rows)
                 total += len(rows)
