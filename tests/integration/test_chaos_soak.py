@@ -32,10 +32,6 @@ def test_a_short_chaos_soak_loses_nothing_and_applies_nothing_twice(real_service
     _assert_nothing_lost_or_applied_twice(report)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open gap (issue 8): kombu's Redis transport takes a message with BRPOP and only then writes its "
-    "unacked entry, so a worker SIGKILLed in between loses it (seen: 1 of 853 deliveries, the AOF shows the "
-    "LPUSH and no HSET unacked); needs an atomic take"))
 def test_a_short_chaos_soak_on_redis_loses_nothing_and_applies_nothing_twice(real_services):
     run = subprocess.run(
         [sys.executable, "-m", "bench", "chaos", "--broker", "redis", "--duration", "60", "--checkouts", "2",

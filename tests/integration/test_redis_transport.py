@@ -223,3 +223,17 @@ def test_a_consumer_killed_in_the_instant_it_takes_a_message_does_not_lose_it(re
     assert again.headers["id"] == envelope["id"] and again.headers["redelivered"] is True
     again.ack()
     assert _stored(client, "basket") == 0
+
+
+def test_a_consumer_holding_nothing_is_forgotten_once_idle_past_the_visibility_timeout(redis_broker):
+    broker, connection, client = redis_broker
+    _publish(connection, broker, [_envelope()])
+    message = _take(connection, "basket")
+    message.ack()
+    queue = f"basket.events.{EVENT}"
+    consumers = lambda: [c["name"].decode() for c in client.xinfo_consumers(queue, GROUP)]  # noqa: E731
+    assert message.channel.consumer_name in consumers()
+
+    # Each worker start adds a consumer to the group; a sweep forgets those gone idle, holding nothing.
+    wait_for(lambda: (connection.channel().restore_idle([queue]), message.channel.consumer_name not in consumers())[1],
+             timeout=10, message="the sweep to forget the idle consumer")

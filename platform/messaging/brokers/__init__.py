@@ -1,8 +1,8 @@
 """The brokers the bus runs on: one adapter each, chosen by the broker URL's scheme.
 
 - ``amqp://`` RabbitMQ (``messaging.brokers.rabbitmq``): for production;
-- ``redis://`` Redis (``messaging.brokers.redis``): for production, with the
-  bus's own fan-out, delivery limit and dead-letter queue;
+- ``redis://`` Redis (``messaging.brokers.redis``): for production, a stream
+  per queue, with the bus's own fan-out, delivery limit and dead-letter queue;
 - ``filesystem://`` the embedded broker (``messaging.brokers.embedded``): for
   trying the platform, with no external service.
 
