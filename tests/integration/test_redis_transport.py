@@ -237,3 +237,18 @@ def test_a_consumer_holding_nothing_is_forgotten_once_idle_past_the_visibility_t
     # Each worker start adds a consumer to the group; a sweep forgets those gone idle, holding nothing.
     wait_for(lambda: (connection.channel().restore_idle([queue]), message.channel.consumer_name not in consumers())[1],
              timeout=10, message="the sweep to forget the idle consumer")
+
+
+@pytest.mark.parametrize("fields", [{"payload": b"\x80not json"}, {"payload": b'{"properties": {}}'}, {"other": b"x"}],
+                         ids=["not JSON", "no delivery tag", "no payload"])
+def test_an_entry_that_is_no_message_becomes_a_dead_letter_with_its_bytes(redis_broker, fields):
+    broker, connection, client = redis_broker
+    queue = f"basket.events.{EVENT}"
+    client.xadd(queue, fields)  # written by something other than the bus
+
+    assert _queue("basket")(connection.channel()).get(no_ack=False) is None
+
+    dead = broker.dead_letter_queue()(connection.channel()).get(no_ack=True)
+    assert dead.headers["x-death"][0]["queue"] == queue and dead.headers["x-death"][0]["reason"] == "unreadable"
+    assert dead.body == fields.get("payload", b"")
+    assert (_stored(client, "basket"), _pending(client, "basket")) == (0, 0)

@@ -53,6 +53,7 @@ message priorities are not kept (the bus sets none).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import time
@@ -248,7 +249,9 @@ class Channel(kombu_redis.Channel):
                 queue = bytes_to_str(stream)
                 self._queue_cycle.rotate(queue)
                 for entry_id, fields in entries:
-                    self.connection._deliver(self._taken(queue, entry_id, fields), queue)
+                    payload = self._taken(queue, entry_id, fields)
+                    if payload is not None:
+                        self.connection._deliver(payload, queue)
             return True
         finally:
             self._in_poll = None
@@ -269,13 +272,34 @@ class Channel(kombu_redis.Channel):
         if not streams:
             raise virtual.Empty()
         [(_, [(entry_id, fields)])] = streams
-        return self._taken(queue, entry_id, fields)
-
-    def _taken(self, queue: str, entry_id, fields: dict) -> dict:
-        payload = loads(bytes_to_str(fields[PAYLOAD.encode()]))
-        handouts = int(fields.get(HANDOUTS.encode(), 0)) + 1
-        self.held[payload["properties"]["delivery_tag"]] = Held(queue, bytes_to_str(entry_id), handouts)
+        payload = self._taken(queue, entry_id, fields)
+        if payload is None:
+            raise virtual.Empty()
         return payload
+
+    def _taken(self, queue: str, entry_id, fields: dict) -> dict | None:
+        """The message of an entry this channel now holds (None: it was unreadable, and is a dead letter)."""
+        entry = Held(queue, bytes_to_str(entry_id), int(fields.get(HANDOUTS.encode(), 0)) + 1)
+        payload = self._readable(entry, fields)
+        if payload is not None:
+            self.held[payload["properties"]["delivery_tag"]] = entry
+        return payload
+
+    def _readable(self, entry: Held, fields: dict) -> dict | None:
+        """The entry's kombu message; one that is not (written to the stream by something
+        other than the bus) moves to the dead letters, its bytes kept, instead of
+        staying pending forever."""
+        raw = fields.get(PAYLOAD.encode(), b"")
+        try:
+            payload = loads(bytes_to_str(raw))
+            if isinstance(payload["properties"]["delivery_tag"], str):
+                return payload
+        except (ValueError, TypeError, KeyError):
+            pass
+        unreadable = {"body": base64.b64encode(raw).decode(), "content-type": "application/octet-stream",
+                      "content-encoding": "binary", "headers": {}, "properties": {"body_encoding": "base64"}}
+        self._move_entry(entry, DEAD_LETTER_QUEUE, self.dead_lettered(unreadable, entry.queue, "unreadable"), 0)
+        return None
 
     def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
         def deliver(message):
@@ -350,11 +374,11 @@ class Channel(kombu_redis.Channel):
                         for entry_id, fields in claimed:
                             if not fields:
                                 continue  # acked meanwhile
-                            payload = _redelivered(loads(bytes_to_str(fields[PAYLOAD.encode()])))
-                            handouts = int(fields.get(HANDOUTS.encode(), 0)) + 1
-                            self._move_entry(Held(queue, bytes_to_str(entry_id), handouts), queue, payload,
-                                             handouts, client)
-                            restored += 1
+                            entry = Held(queue, bytes_to_str(entry_id), int(fields.get(HANDOUTS.encode(), 0)) + 1)
+                            payload = self._readable(entry, fields)
+                            if payload is not None:
+                                self._move_entry(entry, queue, _redelivered(payload), entry.handouts, client)
+                                restored += 1
                     self._forget_idle_consumers(keys=[queue], args=[GROUP, idle_ms, self.consumer_name], client=client)
                 except self.ResponseError as exc:
                     if not _is_missing_group(exc):
