@@ -12,12 +12,18 @@ worker's page) once, when it starts, and again only on a refresh; started before
 the workers, as ``run_platform`` and docker-compose start it, it knew none of them
 (mher/flower#1139). Here a worker is inspected as soon as Flower hears from it.
 
+On Redis the bus keeps each queue in a stream (``messaging.brokers.redis``);
+Flower's Broker page counts a Redis queue with ``LLEN``, which a stream refuses,
+so the page showed no queue. Here it counts with ``XLEN``: the messages waiting
+and those taken and not acked yet, as RabbitMQ's count does.
+
 Flower executes this file after reading its command line and ``FLOWER_*``
 variables, so the login options are known here.
 """
 
 import tornado.web
 from flower.app import Flower
+from flower.utils.broker import RedisBase
 from flower.views.monitor import Metrics
 from tornado.options import options
 
@@ -50,3 +56,21 @@ def _inspect_if_unknown(flower: Flower, name: str) -> None:
 
 
 Flower.start = _start_inspecting_workers_as_they_come
+
+
+async def _stream_lengths(broker: RedisBase, names) -> list[dict]:
+    """``RedisBase.queues`` for the bus's streams: each queue's messages, from ``XLEN``."""
+    names = list(names)
+    try:
+        async with broker.redis.pipeline() as pipeline:
+            for name in names:
+                pipeline.xlen(broker.broker_prefix + name)
+            lengths = await pipeline.execute(raise_on_error=False)
+        # A name that is no stream (nothing declared it yet, or not the bus's) holds nothing.
+        return [{"name": name, "messages": length if isinstance(length, int) else 0}
+                for name, length in zip(names, lengths, strict=True)]
+    finally:
+        await broker.redis.aclose()
+
+
+RedisBase.queues = _stream_lengths

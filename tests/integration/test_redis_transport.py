@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 from kombu import Exchange, Queue
-
 from messaging import brokers
 from messaging.brokers.base import DEAD_LETTER_QUEUE, Outgoing
 from messaging.brokers.redis import GROUP
+
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -212,7 +212,7 @@ def test_a_consumer_killed_in_the_instant_it_takes_a_message_does_not_lose_it(re
     envelope = _envelope()
     _publish(connection, broker, [envelope])
 
-    taker = subprocess.run([sys.executable, "-c", TAKE_AND_DIE, redis_server.url, EVENT],
+    taker = subprocess.run([sys.executable, "-c", TAKE_AND_DIE, redis_server.url, EVENT], check=False,
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True)
 
     assert taker.returncode == -signal.SIGKILL, taker.stderr
@@ -231,7 +231,7 @@ def test_a_consumer_holding_nothing_is_forgotten_once_idle_past_the_visibility_t
     message = _take(connection, "basket")
     message.ack()
     queue = f"basket.events.{EVENT}"
-    consumers = lambda: [c["name"].decode() for c in client.xinfo_consumers(queue, GROUP)]  # noqa: E731
+    consumers = lambda: [c["name"].decode() for c in client.xinfo_consumers(queue, GROUP)]
     assert message.channel.consumer_name in consumers()
 
     # Each worker start adds a consumer to the group; a sweep forgets those gone idle, holding nothing.
@@ -252,3 +252,22 @@ def test_an_entry_that_is_no_message_becomes_a_dead_letter_with_its_bytes(redis_
     assert dead.headers["x-death"][0]["queue"] == queue and dead.headers["x-death"][0]["reason"] == "unreadable"
     assert dead.body == fields.get("payload", b"")
     assert (_stored(client, "basket"), _pending(client, "basket")) == (0, 0)
+
+
+def test_flowers_broker_page_counts_the_bus_streams(redis_broker, redis_server, monkeypatch):
+    import asyncio
+
+    from flower.options import options as flower_options
+    from flower.utils.broker import Broker
+
+    broker, connection, client = redis_broker
+    monkeypatch.setattr(flower_options, "basic_auth", ["watcher:correct-horse"])
+    import config.flowerconfig  # noqa: F401  (Flower executes it as it starts)
+
+    _publish(connection, broker, [_envelope() for _ in range(3)])
+    _take(connection, "basket")  # taken, not acked: still counted, as RabbitMQ's count does
+
+    queues = asyncio.run(Broker(redis_server.url).queues([f"basket.events.{EVENT}", f"ordering.events.{EVENT}",
+                                                          "nobody.declared.this"]))
+
+    assert [q["messages"] for q in queues] == [3, 3, 0]
