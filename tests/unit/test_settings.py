@@ -172,6 +172,19 @@ def test_on_redis_the_transport_is_the_buses_own_with_its_visibility_timeout():
     assert loaded["celery:broker_transport_options"]["visibility_timeout"] == 1200
 
 
+def test_on_redis_a_fresh_clones_sqlite_database_is_made_in_a_folder_nothing_made_yet(tmp_path):
+    # On the embedded broker its adapter made BUS_DATA_DIR; on Redis nothing did, and
+    # `run_platform` stopped at "unable to open database file".
+    data = tmp_path / "fresh" / "var"
+    result = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False,
+                            env={"PATH": PRODUCTION["PATH"], "DJANGO_SETTINGS_MODULE": "config.settings.local",
+                                 "BUS_DATA_DIR": str(data), "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+
+    assert result.returncode == 0, result.stderr
+    assert (data / "platform.sqlite3").is_file()
+
+
 def test_production_settings_load_with_the_variables_they_document():
     loaded = _load("config.settings.production", PRODUCTION, "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "MIDDLEWARE",
                    *SERVICE_SETTINGS)

@@ -48,6 +48,9 @@ def database(url: str) -> dict:
         }
         # A file, not memory: worker processes started by tests share it.
         config["TEST"] = {"NAME": str(BUS_DATA_DIR / "test-platform.sqlite3")}
+        # SQLite makes the file, not its folder (in a fresh clone ./var does not exist yet).
+        if config.get("NAME") and config["NAME"] != ":memory:":
+            Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Seconds a connection is kept for reuse: a worker keeps one across tasks
     # (see config.celery_app) instead of opening one per message.
     config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)

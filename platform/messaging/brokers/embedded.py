@@ -245,7 +245,7 @@ class Embedded(Broker):
     for_trying_only = True
 
     def prepare(self) -> None:
-        """The filesystem transport (and SQLite, in the same folder) fail on a missing folder."""
+        """The filesystem transport fails on a missing folder."""
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         for folder in ("data_folder_in", "data_folder_out", "control_folder"):
             Path(self.transport_options()[folder]).mkdir(parents=True, exist_ok=True)
