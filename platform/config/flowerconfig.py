@@ -12,10 +12,13 @@ worker's page) once, when it starts, and again only on a refresh; started before
 the workers, as ``run_platform`` and docker-compose start it, it knew none of them
 (mher/flower#1139). Here a worker is inspected as soon as Flower hears from it.
 
-On Redis the bus keeps each queue in a stream (``messaging.brokers.redis``);
-Flower's Broker page counts a Redis queue with ``LLEN``, which a stream refuses,
-so the page showed no queue. Here it counts with ``XLEN``: the messages waiting
-and those taken and not acked yet, as RabbitMQ's count does.
+On Redis, Flower's Broker page (and ``/api/queues/length``) answered "'redis'
+broker is not supported": it takes the broker's address from the Celery app's
+connection, whose URI names the bus's transport class
+(``messaging.brokers.redis:Transport://…``). Here it takes ``broker_url``. And
+the bus keeps each Redis queue in a stream (``messaging.brokers.redis``), which
+Flower's ``LLEN`` is refused on: here it counts with ``XLEN``, the messages
+waiting and those taken and not acked yet, as RabbitMQ's count does.
 
 Flower executes this file after reading its command line and ``FLOWER_*``
 variables, so the login options are known here.
@@ -24,6 +27,7 @@ variables, so the login options are known here.
 import tornado.web
 from flower.app import Flower
 from flower.utils.broker import RedisBase
+from kombu.utils.url import maybe_sanitize_url
 from flower.views.monitor import Metrics
 from tornado.options import options
 
@@ -56,6 +60,10 @@ def _inspect_if_unknown(flower: Flower, name: str) -> None:
 
 
 Flower.start = _start_inspecting_workers_as_they_come
+
+
+Flower.broker_uri = property(lambda flower: maybe_sanitize_url(flower.capp.conf.broker_url))
+Flower.broker_uri_with_password = property(lambda flower: flower.capp.conf.broker_url)
 
 
 async def _stream_lengths(broker: RedisBase, names) -> list[dict]:

@@ -3,6 +3,7 @@ every dead letter made while it runs is one failed task there, with its reason, 
 each subscriber's run of an event is a task of its own."""
 
 import base64
+import contextlib
 import json
 import os
 import pickle
@@ -19,11 +20,12 @@ from pathlib import Path
 import pytest
 from celery import current_app
 from django.db import transaction
+from kombu import Queue
 
 from apps.catalog.messages import StockReserved
 from apps.catalog.services import product_change_price, product_create
 from messaging import brokers
-from messaging.brokers.base import publish_envelope
+from messaging.brokers.base import Outgoing, publish_envelope
 from messaging.models import DeadLetter, OutboxMessage
 from messaging.outbox import nudge_relay
 from tests.senders import publish
@@ -72,14 +74,14 @@ class FlowerAPI:
             raise
 
 
-@pytest.fixture
-def flower(bus, tmp_path):
-    """Flower as run_platform starts it, on the test vhost, hearing every running worker."""
+@contextlib.contextmanager
+def _flower(env: dict, log_path: Path):
+    """Flower as run_platform starts it (its config file, a login), answering on a free port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**bus.env, "FLOWER_BASIC_AUTH": LOGIN, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"}
-    with open(tmp_path / "flower.log", "w") as log:
+    env = {**env, "FLOWER_BASIC_AUTH": LOGIN, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"}
+    with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "flower", "--conf=platform/config/flowerconfig.py",
              f"--port={port}", "--address=127.0.0.1"],
@@ -88,16 +90,23 @@ def flower(bus, tmp_path):
     api = FlowerAPI(port)
     try:
         wait_for(lambda: api.answers() or process.poll() is not None, message="Flower to answer")
-        assert process.poll() is None, (tmp_path / "flower.log").read_text()[-3000:]
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        yield api
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def flower(bus, tmp_path):
+    """Flower on the test vhost, hearing every running worker."""
+    with _flower(bus.env, tmp_path / "flower.log") as api:
         # A heartbeat from every worker: Flower's event receiver is consuming.
         workers = [f"{context}.{bus[f'worker-{context}'].pid}@" for context in CONTEXTS]
         wait_for(lambda: all(any(w["hostname"].startswith(name) for w in api.get("/workers", json=1)["data"])
                              for name in workers),
                  timeout=60, message="Flower to hear from every worker")
         yield api
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _envelope(**changes) -> dict:
@@ -184,3 +193,24 @@ def test_an_event_two_contexts_handle_is_two_tasks_each_with_its_worker(flower):
     assert tasks["basket"]["worker"].startswith("basket.") and tasks["ordering"]["worker"].startswith("ordering.")
     # The message id stays visible in each task's arguments.
     assert all(str(message_id) in task["kwargs"] for task in tasks.values())
+
+
+def test_on_redis_flowers_queue_lengths_count_the_bus_streams(redis_server, tmp_path):
+    # Flower took the broker's address from the connection's URI, which names the bus's
+    # transport class ("'redis' broker is not supported"), and counted with LLEN, which
+    # the bus's streams refuse.
+    broker = brokers.for_url(redis_server.url)
+    with broker.connection() as connection:
+        channel = connection.default_channel
+        queue = Queue("ordering.commands", exchange="", routing_key="ordering.commands", durable=True)(channel)
+        queue.declare()
+        queue.purge()
+        publisher = broker.publisher(channel, timeout=5)
+        publisher.publish([Outgoing(_envelope(), exchange=DEFAULT_EXCHANGE, routing_key="ordering.commands")
+                           for _ in range(2)])
+
+        with _flower({**os.environ, "CELERY_BROKER_URL": redis_server.url}, tmp_path / "flower.log") as api:
+            lengths = {q["name"]: q["messages"] for q in api.get("/api/queues/length")["active_queues"]}
+
+    assert lengths["ordering.commands"] == 2
+    assert lengths["basket.events.catalog.ProductPriceChanged"] == 0  # declared by nobody yet: no stream

@@ -253,21 +253,3 @@ def test_an_entry_that_is_no_message_becomes_a_dead_letter_with_its_bytes(redis_
     assert dead.body == fields.get("payload", b"")
     assert (_stored(client, "basket"), _pending(client, "basket")) == (0, 0)
 
-
-def test_flowers_broker_page_counts_the_bus_streams(redis_broker, redis_server, monkeypatch):
-    import asyncio
-
-    from flower.options import options as flower_options
-    from flower.utils.broker import Broker
-
-    broker, connection, client = redis_broker
-    monkeypatch.setattr(flower_options, "basic_auth", ["watcher:correct-horse"])
-    import config.flowerconfig  # noqa: F401  (Flower executes it as it starts)
-
-    _publish(connection, broker, [_envelope() for _ in range(3)])
-    _take(connection, "basket")  # taken, not acked: still counted, as RabbitMQ's count does
-
-    queues = asyncio.run(Broker(redis_server.url).queues([f"basket.events.{EVENT}", f"ordering.events.{EVENT}",
-                                                          "nobody.declared.this"]))
-
-    assert [q["messages"] for q in queues] == [3, 3, 0]
