@@ -12,13 +12,14 @@ reported; and nothing is left behind once a message is acked.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import uuid
 
 import pytest
-from kombu import Exchange, Queue
+from kombu import Consumer, Exchange, Queue
 from messaging import brokers
 from messaging.brokers.base import DEAD_LETTER_QUEUE, Outgoing
 from messaging.brokers.redis import GROUP
@@ -107,6 +108,8 @@ def test_one_subscribers_ack_leaves_the_others_copy_waiting_to_come_back(redis_b
     assert _stored(client, "ordering") == 0
     again = _take(connection, "basket")
     assert again.headers["id"] == basket_copy.headers["id"] and again.headers["redelivered"] is True
+    # A tag of its own: were the first holder alive, its ack could not settle this copy.
+    assert again.delivery_tag != basket_copy.delivery_tag
 
 
 def test_a_message_handed_out_past_the_delivery_limit_becomes_a_dead_letter(redis_broker, settings):
@@ -239,8 +242,9 @@ def test_a_consumer_holding_nothing_is_forgotten_once_idle_past_the_visibility_t
              timeout=10, message="the sweep to forget the idle consumer")
 
 
-@pytest.mark.parametrize("fields", [{"payload": b"\x80not json"}, {"payload": b'{"properties": {}}'}, {"other": b"x"}],
-                         ids=["not JSON", "no delivery tag", "no payload"])
+@pytest.mark.parametrize("fields", [{"payload": b"\x80not json"}, {"payload": b'{"properties": []}'}, {"other": b"x"},
+                                    {"payload": b'{"properties": {}}', "handouts": b"many"}],
+                         ids=["not JSON", "properties not an object", "no payload", "hand-outs not a number"])
 def test_an_entry_that_is_no_message_becomes_a_dead_letter_with_its_bytes(redis_broker, fields):
     broker, connection, client = redis_broker
     queue = f"basket.events.{EVENT}"
@@ -253,3 +257,42 @@ def test_an_entry_that_is_no_message_becomes_a_dead_letter_with_its_bytes(redis_
     assert dead.body == fields.get("payload", b"")
     assert (_stored(client, "basket"), _pending(client, "basket")) == (0, 0)
 
+
+
+def _consume(connection, queues, *, prefetch: int):
+    """A channel consuming ``queues`` with ``prefetch`` unacked messages at most, and what it receives."""
+    channel = connection.channel()
+    channel.basic_qos(0, prefetch, False)
+    received = []
+    Consumer(channel, queues=queues, on_message=received.append).consume()
+    return channel, received
+
+
+def test_a_consumer_allowed_one_message_takes_one_though_several_of_its_queues_have_one(redis_broker):
+    broker, connection, client = redis_broker
+    _publish(connection, broker, [_envelope()])  # one in basket's queue, one in ordering's
+    _, received = _consume(connection, [_queue("basket"), _queue("ordering")], prefetch=1)
+
+    connection.drain_events(timeout=5)
+
+    # A blocking XREADGROUP over both would have handed out both: one more than allowed,
+    # waiting in the worker while the visibility timeout runs.
+    assert len(received) == 1
+    assert _pending(client, "basket") + _pending(client, "ordering") == 1
+
+
+def test_a_queue_deleted_while_its_consumer_waits_on_it_is_made_again_and_read(redis_broker):
+    broker, connection, client = redis_broker
+    channel, received = _consume(connection, [_queue("basket")], prefetch=1)
+    channel.brpop_timeout = 30  # each blocking read waits longer than the test
+    with pytest.raises(socket.timeout):
+        connection.drain_events(timeout=1.5)  # nothing there: now blocked on the stream
+
+    client.delete(f"basket.events.{EVENT}")  # Redis 7 answers the blocked read UNBLOCKED
+    with pytest.raises(socket.timeout):
+        connection.drain_events(timeout=1.5)
+    _queue("basket")(connection.default_channel).declare()
+    _publish(connection, broker, [_envelope()])
+    connection.drain_events(timeout=5)
+
+    assert len(received) == 1

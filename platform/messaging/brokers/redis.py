@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import socket
 import time
 import uuid
@@ -63,6 +64,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core import checks
 from kombu import Queue
+from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -77,6 +79,8 @@ from messaging.brokers.base import (
     ReplyConfirmedPublisher,
 )
 
+logger = logging.getLogger(__name__)
+
 #: The consumer group every queue's stream is read through.
 GROUP = "bus"
 #: An entry's fields: the kombu message as JSON, and how often it was handed out before.
@@ -84,11 +88,27 @@ PAYLOAD, HANDOUTS = "payload", "handouts"
 
 #: Moves a held entry out of its stream (acked and deleted) into a stream: back into its
 #: own queue (a restore) or into the dead letters. Nothing is added when the entry is gone
-#: already (its holder acked it meanwhile), so a message is never both acked and moved.
+#: already (its holder acked it meanwhile), so a message is never both acked and moved;
+#: nothing is touched when the destination is no stream (a script is not rolled back).
 MOVE_SCRIPT = """
+local kind = redis.call('TYPE', KEYS[2]).ok
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream: nothing moved')
+end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('XDEL', KEYS[1], ARGV[2]) == 0 then return false end
 return redis.call('XADD', KEYS[2], '*', 'payload', ARGV[3], 'handouts', ARGV[4])
+"""
+
+#: Takes one entry from the first of the queues that has one, without blocking: a
+#: blocking XREADGROUP over several streams hands out one from each that has one,
+#: more than the channel's prefetch allows (BRPOP took exactly one).
+TAKE_ONE_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', key, '>')
+  if reply then return reply end
+end
+return false
 """
 
 #: Forgets a queue's consumers that hold nothing and were idle longer than ARGV[2] ms
@@ -129,7 +149,8 @@ class QoS(virtual.QoS):
         """Whether the message was handed out more often than the limit allows:
         the first delivery and ``BUS_DELIVERY_LIMIT`` redeliveries."""
         held = self.channel.held.get(delivery_tag)
-        return held is not None and held.handouts > settings.BUS_DELIVERY_LIMIT + 1
+        # The dead-letter queue itself has none: a dead letter is never dead-lettered again.
+        return held is not None and held.queue != DEAD_LETTER_QUEUE and held.handouts > settings.BUS_DELIVERY_LIMIT + 1
 
     def ack(self, delivery_tag) -> None:
         self.channel.settle(delivery_tag)
@@ -159,7 +180,8 @@ def _copy_to_route(message: dict) -> dict:
 
 
 def _is_missing_group(exc: Exception) -> bool:
-    return str(exc).startswith("NOGROUP")
+    # UNBLOCKED: Redis 7's answer to a read blocked on a stream that was deleted meanwhile.
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class Channel(kombu_redis.Channel):
@@ -200,7 +222,12 @@ class Channel(kombu_redis.Channel):
             for queue in missing:
                 # From the stream's start: what was published before any consumer came is read too.
                 pipe.xgroup_create(queue, GROUP, id="0", mkstream=True)
-            for reply in pipe.execute(raise_on_error=False):
+            for queue, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, Exception) and str(reply).startswith("WRONGTYPE"):
+                    raise ChannelError(
+                        f"Redis key {queue!r} is not a stream: a queue of kombu's own Redis transport (a list), "
+                        "left by an earlier version of the bus or another Celery app on this database. "
+                        "Drain it with the version that wrote it, or give the bus a database of its own.") from reply
                 if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
                     raise reply
             for queue in missing:
@@ -213,26 +240,41 @@ class Channel(kombu_redis.Channel):
         self._grouped.discard(queue)
         self._ensure_groups([queue])
 
+    #: The queues the pending reply blocks on (None: the pending reply is the one-entry take's).
+    _blocking_on: list | None = None
+
     def _brpop_start(self, timeout=None):
-        # kombu's BRPOP, as XREADGROUP: blocks on every active queue at once, and
-        # whatever it hands out is pending to this consumer before the reply is sent.
-        if timeout is None:
-            timeout = self.brpop_timeout
+        # kombu's BRPOP, in two steps on the same connection: take one entry from the
+        # first queue that has one (a script, in kombu's rotation order), and only when
+        # none has, block on every queue (XREADGROUP, which hands out more than one only
+        # when several queues get a message in the same instant). Either way, whatever
+        # Redis hands out is pending to this consumer before the reply is sent.
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
         self._ensure_groups(queues)
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
+        self._blocking_on = None
+        self._block_timeout = self.brpop_timeout if timeout is None else timeout
+        self.client.connection.send_command("EVAL", TAKE_ONE_SCRIPT, len(queues), *queues, GROUP, self.consumer_name)
+        self._taking_from = queues
+
+    def _block_on(self, queues) -> None:
+        self._blocking_on = queues
+        self._brpop_sent_at = time.monotonic()
         self.client.connection.send_command(
-            "XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1, "BLOCK", int((timeout or 0) * 1000),
-            "STREAMS", *queues, *[">"] * len(queues),
+            "XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1,
+            "BLOCK", int((self._block_timeout or 0) * 1000), "STREAMS", *queues, *[">"] * len(queues),
         )
 
     def _brpop_read(self, **options):
+        blocking = self._blocking_on is not None
+        waiting_again = False
         try:
             try:
-                streams = self.client.parse_response(self.client.connection, "XREADGROUP", **options)
+                streams = self.client.parse_response(
+                    self.client.connection, "XREADGROUP" if blocking else "EVAL", **options)
             except self.connection_errors:
                 # Disconnect, so the next round reconnects.
                 self.client.connection.disconnect()
@@ -240,66 +282,91 @@ class Channel(kombu_redis.Channel):
             except self.ResponseError as exc:
                 if not _is_missing_group(exc):
                     raise
-                self._grouped.clear()  # a queue was deleted (or Redis lost it): recreate on the next take
-                streams = None
+                self._grouped.clear()  # a queue was deleted (or Redis lost it): made again on the next take
+                raise virtual.Empty() from None
             if not streams:
+                if not blocking and not self._closing:
+                    self._block_on(self._taking_from)  # every queue was empty: wait on all of them
+                    waiting_again = True
                 raise virtual.Empty()
-            # One entry per stream that had one: each is pending to this consumer now, so each is delivered.
             for stream, entries in streams:
                 queue = bytes_to_str(stream)
                 self._queue_cycle.rotate(queue)
                 for entry_id, fields in entries:
-                    payload = self._taken(queue, entry_id, fields)
-                    if payload is not None:
-                        self.connection._deliver(payload, queue)
+                    self._hand_over(queue, entry_id, fields if isinstance(fields, dict) else _as_dict(fields))
             return True
         finally:
-            self._in_poll = None
-            self._flush_brpop_reauth()
+            if not waiting_again:
+                self._in_poll = None
+                self._blocking_on = None
+                self._flush_brpop_reauth()
+
+    def _poll_error(self, type, **options):
+        # kombu's reads the pending reply and drops it: here what it handed out is delivered.
+        if type != "BRPOP":
+            return super()._poll_error(type, **options)
+        with contextlib.suppress(virtual.Empty):
+            self._brpop_read(**options)
+        return None
+
+    def _hand_over(self, queue: str, entry_id, fields: dict) -> None:
+        payload = self._taken(queue, entry_id, fields)
+        if payload is None:
+            return
+        if queue not in self.connection._callbacks:
+            # Its consumer was cancelled while the take was under way: back at once, uncounted.
+            held = self.held.pop(payload["properties"]["delivery_tag"])
+            self._move_entry(held, queue, payload, held.handouts - 1)
+            return
+        self.connection._deliver(payload, queue)
 
     def _get(self, queue):
         with self.conn_or_acquire() as client:
             self._maybe_sweep(queue)
             self._ensure_groups([queue], client)
             try:
-                streams = client.xreadgroup(GROUP, self.consumer_name, {queue: ">"}, count=1)
+                while streams := client.xreadgroup(GROUP, self.consumer_name, {queue: ">"}, count=1):
+                    [(_, [(entry_id, fields)])] = streams
+                    payload = self._taken(queue, entry_id, fields)
+                    if payload is not None:  # else it was unreadable, and is a dead letter: the next one
+                        return payload
             except self.ResponseError as exc:
                 if not _is_missing_group(exc):
                     raise
                 self._grouped.discard(queue)
-                streams = None
-            self._maybe_update_queues_expire(client, queue)
-        if not streams:
-            raise virtual.Empty()
-        [(_, [(entry_id, fields)])] = streams
-        payload = self._taken(queue, entry_id, fields)
-        if payload is None:
-            raise virtual.Empty()
-        return payload
+            finally:
+                self._maybe_update_queues_expire(client, queue)
+        raise virtual.Empty()
 
     def _taken(self, queue: str, entry_id, fields: dict) -> dict | None:
-        """The message of an entry this channel now holds (None: it was unreadable, and is a dead letter)."""
-        entry = Held(queue, bytes_to_str(entry_id), int(fields.get(HANDOUTS.encode(), 0)) + 1)
-        payload = self._readable(entry, fields)
-        if payload is not None:
-            self.held[payload["properties"]["delivery_tag"]] = entry
+        """The message of an entry this channel now holds (None: it was unreadable, and is a
+        dead letter). Each hand-out gets a delivery tag of its own, so a copy this channel
+        takes again while it still holds the first (given back after the visibility timeout)
+        is never acked or rejected in its place."""
+        entry_id = bytes_to_str(entry_id)
+        payload, handouts = self._readable(queue, entry_id, fields)
+        if payload is None:
+            return None
+        payload["properties"]["delivery_tag"] = f"{queue}/{entry_id}"
+        self.held[payload["properties"]["delivery_tag"]] = Held(queue, entry_id, handouts + 1)
         return payload
 
-    def _readable(self, entry: Held, fields: dict) -> dict | None:
-        """The entry's kombu message; one that is not (written to the stream by something
-        other than the bus) moves to the dead letters, its bytes kept, instead of
-        staying pending forever."""
+    def _readable(self, queue: str, entry_id: str, fields: dict) -> tuple[dict | None, int]:
+        """The entry's kombu message and its hand-outs so far; one that is not (written to
+        the stream by something other than the bus) moves to the dead letters, its bytes
+        kept, instead of staying pending forever."""
         raw = fields.get(PAYLOAD.encode(), b"")
         try:
-            payload = loads(bytes_to_str(raw))
-            if isinstance(payload["properties"]["delivery_tag"], str):
-                return payload
-        except (ValueError, TypeError, KeyError):
+            payload, handouts = loads(bytes_to_str(raw)), int(fields.get(HANDOUTS.encode(), 0))
+            if isinstance(payload["properties"], dict) and isinstance(payload.get("headers") or {}, dict):
+                return payload, handouts
+        except (ValueError, TypeError, KeyError, AttributeError):
             pass
         unreadable = {"body": base64.b64encode(raw).decode(), "content-type": "application/octet-stream",
                       "content-encoding": "binary", "headers": {}, "properties": {"body_encoding": "base64"}}
-        self._move_entry(entry, DEAD_LETTER_QUEUE, self.dead_lettered(unreadable, entry.queue, "unreadable"), 0)
-        return None
+        self._move_entry(Held(queue, entry_id, 0), DEAD_LETTER_QUEUE,
+                         self.dead_lettered(unreadable, queue, "unreadable"), 0)
+        return None, 0
 
     def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
         def deliver(message):
@@ -372,18 +439,29 @@ class Channel(kombu_redis.Channel):
                         claimed = client.xclaim(queue, GROUP, self.consumer_name, idle_ms,
                                                 [entry["message_id"] for entry in stale])
                         for entry_id, fields in claimed:
-                            if not fields:
-                                continue  # acked meanwhile
-                            entry = Held(queue, bytes_to_str(entry_id), int(fields.get(HANDOUTS.encode(), 0)) + 1)
-                            payload = self._readable(entry, fields)
-                            if payload is not None:
-                                self._move_entry(entry, queue, _redelivered(payload), entry.handouts, client)
-                                restored += 1
+                            restored += self._give_back_claimed(queue, bytes_to_str(entry_id), fields, client)
                     self._forget_idle_consumers(keys=[queue], args=[GROUP, idle_ms, self.consumer_name], client=client)
                 except self.ResponseError as exc:
                     if not _is_missing_group(exc):
                         raise
         return restored
+
+    def _give_back_claimed(self, queue: str, entry_id: str, fields: dict, client) -> int:
+        """Move an entry the sweep claimed back into its queue; one that fails to move stays
+        claimed, for the next sweep after the visibility timeout, and the others still move."""
+        if not fields:
+            return 0  # acked meanwhile
+        try:
+            payload, handouts = self._readable(queue, entry_id, fields)
+            if payload is None:
+                return 0
+            self._move_entry(Held(queue, entry_id, handouts + 1), queue, _redelivered(payload), handouts + 1, client)
+            return 1
+        except self.connection_errors:
+            raise
+        except Exception:
+            logger.exception("could not give back entry %s of %s; the next sweep tries again", entry_id, queue)
+            return 0
 
     def _maybe_sweep(self, queue: str) -> None:
         # A queue read only by basic_get (the relay's dead letters) has no event loop to
@@ -396,9 +474,11 @@ class Channel(kombu_redis.Channel):
     def dead_lettered(self, payload: dict, queue: str, reason: str) -> dict:
         """The message as the dead-letter queue keeps it: RabbitMQ's ``x-death`` header
         (newest first) says which queue gave up on it and why."""
+        headers = payload.get("headers") or {}
         payload = {**payload, "headers": {
-            **(payload.get("headers") or {}),
-            "x-death": [{"queue": queue, "reason": reason, "count": 1, "time": int(time.time())}],
+            **headers,
+            "x-death": [{"queue": queue, "reason": reason, "count": 1, "time": int(time.time())},
+                        *(headers.get("x-death") or [])],
         }}
         payload["properties"] = {
             **payload.get("properties", {}),
@@ -468,9 +548,10 @@ class Channel(kombu_redis.Channel):
         """Remove what waits in the queue (not what is being handled): taken under a
         consumer of its own, then deleted."""
         self._ensure_groups([queue])
-        purged = 0
+        purged, waiting = 0, self._size(queue)  # what waits now: what keeps coming is not purged
         with self.conn_or_acquire() as client:
-            while streams := client.xreadgroup(GROUP, f"purge.{self.consumer_name}", {queue: ">"}, count=500):
+            while purged < waiting and (streams := client.xreadgroup(
+                    GROUP, f"purge.{self.consumer_name}", {queue: ">"}, count=min(500, waiting - purged))):
                 ids = [entry_id for entry_id, _ in streams[0][1]]
                 client.pipeline().xack(queue, GROUP, *ids).xdel(queue, *ids).execute()
                 purged += len(ids)
@@ -479,6 +560,11 @@ class Channel(kombu_redis.Channel):
     def _delete(self, queue, *args, **kwargs):
         self._grouped.discard(queue)
         return super()._delete(queue, *args, **kwargs)
+
+
+def _as_dict(fields: list) -> dict:
+    """A stream entry's fields as a script returns them (name, value, name, value ...)."""
+    return dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _redelivered(payload: dict) -> dict:
