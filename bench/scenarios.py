@@ -122,7 +122,15 @@ def purge_queues() -> None:
         channel = conn.default_channel
         topology = Topology()
         topology.declare(channel)
-        for queue in [*topology.queues(), *bare_celery.app.conf.task_queues]:
+        for queue in topology.queues():
+            queue(channel).declare()
+            queue(channel).purge()
+    # Bare Celery's queues through its own app: on Redis that is kombu's transport, which
+    # keeps a queue in a list; declared through the bus's, they would be streams, which
+    # kombu's LLEN refuses (WRONGTYPE) and bare Celery's workers exit at start.
+    with bare_celery.app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in bare_celery.app.conf.task_queues:
             queue(channel).declare()
             queue(channel).purge()
 
