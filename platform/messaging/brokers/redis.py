@@ -11,6 +11,11 @@ instant at which a taken message is held by nobody. The rest of kombu's
 transport (the event loop, pub/sub for Celery's own fanout traffic, bindings)
 is kept; what the bus adds:
 
+- **One message per take.** A script takes one entry from the first queue
+  that has one; only when none has does the worker block on all of them
+  (a blocking ``XREADGROUP`` over several streams hands out one from each,
+  more than the prefetch allows). An idle worker pays a round trip more for it
+  (``bench/analysis.md``).
 - **Acks.** An ack is ``XACK`` + ``XDEL`` (one round trip); a message held
   longer than ``visibility_timeout`` (its worker died) goes back to its queue:
   a sweep finds it in the group's pending list, claims it (``XCLAIM`` with that
