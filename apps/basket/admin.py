@@ -20,8 +20,7 @@ from apps.basket.services import (
     basket_checkout,
     basket_remove_item,
 )
-from messaging.conversation_admin import ConversationLinkAdmin
-from messaging.outbox import MessageRejectedError
+from messaging import ConversationLinkAdmin, MessageRejectedError
 
 
 class BasketLineForm(forms.ModelForm):

@@ -9,7 +9,7 @@ from django.utils import timezone
 from apps.basket import app_settings
 from apps.basket.models import Basket, BasketLine
 from apps.ordering.messages import ExpireOrder, PlaceOrder, PlaceOrderLine
-from messaging.outbox import Outbox
+from messaging import Outbox
 
 #: Every message written here is this context's (its ``source``).
 outbox = Outbox.for_module(__name__)

@@ -2,8 +2,7 @@ from django.contrib import admin
 
 from apps.catalog.models import Product, StockReservation
 from apps.catalog.services import product_create, product_update
-from messaging.admin import ReadOnlyAdmin
-from messaging.conversation_admin import ConversationLinkAdmin
+from messaging import ConversationLinkAdmin, ReadOnlyAdmin
 
 
 @admin.register(Product)

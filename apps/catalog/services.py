@@ -7,7 +7,7 @@ from django.db import transaction
 
 from apps.catalog.messages import ProductPriceChanged, ReserveStockLine, StockRejected, StockReserved
 from apps.catalog.models import Product, StockReservation
-from messaging.outbox import Outbox
+from messaging import Outbox
 
 #: Every message written here is this context's (its ``source``).
 outbox = Outbox.for_module(__name__)

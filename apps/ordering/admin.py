@@ -1,9 +1,7 @@
 from django.contrib import admin
 
 from apps.ordering.models import Order, OrderLine, PriceListEntry
-from messaging.admin import ReadOnlyAdmin
-from messaging.admin_display import short_id
-from messaging.conversation_admin import ConversationLinkAdmin
+from messaging import ConversationLinkAdmin, ReadOnlyAdmin, short_id
 
 
 class OrderLineInline(admin.TabularInline):

@@ -19,7 +19,7 @@ from apps.catalog.messages import ReleaseStock, ReserveStock, ReserveStockLine
 from apps.ordering.messages import OrderCancelled, OrderPaid, OrderStarted, PlaceOrderLine
 from apps.ordering.models import Order, OrderLine, PriceListEntry
 from apps.payment.messages import ProcessPayment, RefundPayment
-from messaging.outbox import Outbox
+from messaging import Outbox
 
 #: Every message written here is this context's (its ``source``).
 outbox = Outbox.for_module(__name__)

@@ -1,8 +1,7 @@
 from django.contrib import admin
 
 from apps.payment.models import Payment
-from messaging.admin import ReadOnlyAdmin
-from messaging.conversation_admin import ConversationLinkAdmin
+from messaging import ConversationLinkAdmin, ReadOnlyAdmin
 
 
 @admin.register(Payment)

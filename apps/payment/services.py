@@ -8,7 +8,7 @@ from django.db import transaction
 from apps.payment import app_settings
 from apps.payment.messages import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from apps.payment.models import Payment
-from messaging.outbox import Outbox
+from messaging import Outbox
 
 #: Every message written here is this context's (its ``source``).
 outbox = Outbox.for_module(__name__)

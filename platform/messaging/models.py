@@ -32,7 +32,7 @@ class OutboxMessage(models.Model):
     #: (the conversation view follows causes; the admin lists who sent what).
     causation_id = models.UUIDField(null=True, blank=True, db_index=True)
     source = models.CharField(max_length=100, blank=True, default="", db_index=True)
-    #: Searched as text on PostgreSQL through a trigram index (``messaging.conversation_search``).
+    #: Searched as text on PostgreSQL through a trigram index (``console.conversation_search``).
     envelope = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     #: Not published before this time: the write (the database's clock), or a scheduled message's ``deliver_at``.

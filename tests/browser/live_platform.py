@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from messaging.management.commands.run_platform import ADMIN_USERNAME
+from console.management.commands.run_platform import ADMIN_USERNAME
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The contexts whose workers run_platform starts (one each).

@@ -6,8 +6,8 @@ handlers, so a context removed or added later carries its own history.
 """
 
 from django.db import migrations
+from messaging import RenameHandlers
 
-from messaging.migration_operations import RenameHandlers
 
 
 class Migration(migrations.Migration):

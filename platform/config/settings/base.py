@@ -70,6 +70,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_results",
     "messaging",
+    # The operator console over the bus (admin pages, repair, conversations); optional.
+    "console",
     "apps.catalog",
     "apps.basket",
     "apps.ordering",

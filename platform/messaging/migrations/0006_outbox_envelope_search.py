@@ -2,7 +2,7 @@
 message (an order id, a SKU) reads the index instead of every row.
 
 PostgreSQL only: SQLite (the embedded default) has no trigram index, and its
-search reads the table (``messaging.conversation_search``). ``pg_trgm`` is a
+search reads the table (``console.conversation_search``). ``pg_trgm`` is a
 trusted extension (PostgreSQL 13+): the database's owner may create it; where the
 platform's role may not, a superuser runs ``CREATE EXTENSION pg_trgm`` first.
 

@@ -9,7 +9,7 @@ from django_celery_results.models import TaskResult
 
 from apps.basket.services import basket_add_item, basket_checkout
 from apps.catalog.services import product_change_price
-from messaging.conversation import DeliveryState, StepState, conversation_of
+from console.conversation import DeliveryState, StepState, conversation_of
 from messaging.dead_letters import dead_letter_record
 from messaging.models import DeadLetter, DeadLetterAction, InboxMessage, OutboxMessage
 from messaging.task_message import delivery_id

@@ -12,7 +12,7 @@ from apps.basket.models import Basket
 from apps.basket.services import basket_add_item, basket_checkout
 from apps.catalog.models import StockReservation
 from apps.payment.models import Payment
-from messaging.conversation_admin import conversation_url
+from console.conversation_admin import conversation_url
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.task_message import delivery_id
 from tests.memory_bus import deliver_all

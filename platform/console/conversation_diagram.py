@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from django.utils.safestring import SafeString, mark_safe
 
 from messaging.contexts import OPERATOR_SOURCE
-from messaging.conversation import Conversation, Delivery, DeliveryState, Step
+from console.conversation import Conversation, Delivery, DeliveryState, Step
 
 LANE_WIDTH = 190
 ROW_HEIGHT = 30

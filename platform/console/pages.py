@@ -18,12 +18,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from messaging.activity_plot import activity_svg
-from messaging.admin_display import duration_text
+from console.activity_plot import activity_svg
+from console.display import duration_text
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.overview import dead_letters_by_consumer, handled_per_minute, outbox_backlog
+from console.overview import dead_letters_by_consumer, handled_per_minute, outbox_backlog
 from messaging.topology import Topology
-from messaging.topology_diagram import diagram_svg, message_flows
+from console.topology_diagram import diagram_svg, message_flows
 
 app_name = "bus"
 

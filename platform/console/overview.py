@@ -1,7 +1,7 @@
 """The bus at a glance, read from its own tables: what waits to be published, what was
 given up on, and how much was handled lately.
 
-Plain numbers and rows for the admin's overview page (``messaging.admin_pages``);
+Plain numbers and rows for the admin's overview page (``console.pages``);
 each is one query, so the page stays cheap however many messages the tables hold.
 """
 

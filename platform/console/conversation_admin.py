@@ -6,11 +6,8 @@ and sequence diagram to staff who may view the outbox, inbox and dead letters
 hand: a conversation's correlation id (a checkout's is its order id), or a
 message id, which leads to that message's conversation.
 
-A context links its own rows to their conversation with ``ConversationLinkAdmin``
-and one line naming the field that holds a correlation id::
-
-    class OrderAdmin(ConversationLinkAdmin, admin.ModelAdmin):
-        conversation_field = "id"
+The links come from the bus's ``messaging.admin_mixins.ConversationLinkAdmin``,
+which a context's admin uses too; this module serves the page they lead to.
 """
 
 from __future__ import annotations
@@ -26,11 +23,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from messaging.conversation import conversation_of, correlation_id_of_message
-from messaging.conversation_diagram import sequence_diagram
-from messaging.conversation_search import search_envelopes
+from console.conversation import conversation_of, correlation_id_of_message
+from console.conversation_diagram import sequence_diagram
+from console.conversation_search import search_envelopes
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.templatetags.conversation import short_id
+from messaging.admin_mixins import LINK_FIELD, ConversationLinkAdmin, conversation_url, short_id
 
 #: What a person needs to see a conversation: it is made of these tables' rows.
 VIEW_PERMISSIONS = tuple(
@@ -38,53 +35,14 @@ VIEW_PERMISSIONS = tuple(
 )
 #: Task results are shown to those who may also view them.
 VIEW_TASK_RESULTS = "django_celery_results.view_taskresult"
-#: The field of the detail pages that links to the conversation.
-LINK_FIELD = "conversation_link"
 #: The message id in a task result's keyword-argument repr: ``{'envelope': <type id=...>}``
 #: as the bus sends it, or ``'id': '...'`` in a whole envelope's repr.
 _MESSAGE_ID_IN_REPR = re.compile(r"\bid['\"]?\s*[=:]\s*['\"]?([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})")
 
 
-def conversation_url(some_id: uuid.UUID | str) -> str:
-    """The conversation page of a correlation id, or of the conversation of a message id."""
-    return reverse("admin:messaging_conversation", args=[some_id])
-
-
 class OpenConversationForm(forms.Form):
     id = forms.UUIDField(label="Order, conversation or message id",
                          widget=forms.TextInput(attrs={"size": 40, "placeholder": "a UUID"}))
-
-
-class ConversationLinkAdmin:
-    """A ``ModelAdmin`` mixin: a link to the row's conversation, in the list and on the detail page."""
-
-    #: The field whose value is a correlation id (or a message id): one line per model.
-    conversation_field: str = ""
-
-    def conversation_key(self, obj) -> uuid.UUID | str | None:
-        return getattr(obj, self.conversation_field)
-
-    @admin.display(description="conversation")
-    def conversation_link(self, obj) -> str:
-        key = self.conversation_key(obj) if obj is not None else None
-        if not key:
-            return "—"
-        return format_html('<a href="{}">{} \u2192</a>', conversation_url(key), short_id(key))
-
-    def get_list_display(self, request):
-        return [*super().get_list_display(request), LINK_FIELD]
-
-    def get_readonly_fields(self, request, obj=None):
-        return [*super().get_readonly_fields(request, obj), LINK_FIELD]
-
-    def get_fieldsets(self, request, obj=None):
-        # First on the page, whatever fieldsets the admin declares (or none: then
-        # Django lists the readonly fields last, and the link is taken from there).
-        fieldsets = [
-            (name, {**options, "fields": [field for field in options["fields"] if field != LINK_FIELD]})
-            for name, options in super().get_fieldsets(request, obj)
-        ]
-        return [("Conversation", {"fields": [LINK_FIELD]}), *fieldsets] if obj is not None else fieldsets
 
 
 class _IdFilter(admin.SimpleListFilter):

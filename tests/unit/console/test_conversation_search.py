@@ -85,7 +85,7 @@ def test_the_embedded_default_migrates_and_searches_without_the_index(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database, "BUS_DATA_DIR": str(tmp_path)}
     search = (
         "from decimal import Decimal; from apps.catalog.services import product_create, product_change_price; "
-        "from messaging.models import OutboxMessage; from messaging.conversation_search import search_envelopes; "
+        "from messaging.models import OutboxMessage; from console.conversation_search import search_envelopes; "
         "product_create(sku='MUG-1', name='Mug', price=Decimal('1.00')); "
         "product_change_price(sku='MUG-1', new_price=Decimal('2.00')); "
         "print(search_envelopes(OutboxMessage.objects.all(), 'mug-1').count(), "

@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from django.utils import formats, timezone
 from django.utils.safestring import SafeString
 
-from messaging.overview import MinuteCount
-from messaging.svg import number, svg_html, svg_root
+from console.overview import MinuteCount
+from console.svg import number, svg_html, svg_root
 
 BAR_WIDTH = 6
 BAR_GAP = 2

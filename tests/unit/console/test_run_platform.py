@@ -4,7 +4,7 @@ import os
 import socket
 
 from messaging.health import Heartbeat
-from messaging.management.commands import run_platform
+from console.management.commands import run_platform
 
 
 def _help() -> str:

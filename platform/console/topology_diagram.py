@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 from django.utils.safestring import SafeString
 
-from messaging.svg import number, svg_html, svg_root
+from console.svg import number, svg_html, svg_root
 from messaging.topology import COMMANDS_EXCHANGE, consumer_queue_name, event_exchange_name
 
 

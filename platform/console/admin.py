@@ -1,7 +1,7 @@
 """Read-only views of the bus's tables: what was sent, handled and given up on.
 
 Records read as people read them: JSON indented and highlighted, tracebacks as
-written, ids short in lists (``messaging.admin_display``), times to the second
+written, ids short in lists (``console.display``), times to the second
 (``config.formats``). Celery's task results are shown the same way, read-only too.
 """
 
@@ -10,13 +10,14 @@ from django_celery_results.admin import GroupResultAdmin as CeleryGroupResultAdm
 from django_celery_results.admin import TaskResultAdmin as CeleryTaskResultAdmin
 from django_celery_results.models import GroupResult, TaskResult
 
-from messaging.admin_display import json_html, json_text_html, short_id, traceback_html
-from messaging.admin_repair import DeadLetterRepairMixin, StatusFilter
-from messaging.conversation_admin import (
+from console.display import json_html, json_text_html, traceback_html
+from console.repair_admin import DeadLetterRepairMixin, StatusFilter
+from console.conversation_admin import (
     MessageConversationAdmin,
     OutboxConversationAdmin,
     TaskResultConversationAdmin,
 )
+from messaging.admin_mixins import ReadOnlyAdmin, short_id
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 
 # The index lists the bus's overview and topology pages above the apps.
@@ -27,19 +28,6 @@ admin.site.index_template = "admin/messaging/index.html"
 def short_message_id(obj):
     """A list column for any record with a ``message_id``."""
     return short_id(obj.message_id)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Messages are records of what happened: nobody edits them by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(OutboxMessage)

@@ -17,8 +17,6 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
 from pygments.lexers import JsonLexer, PythonTracebackLexer, TextLexer
 
-#: Characters of an id shown in a list column; the whole id is in the cell's tooltip.
-SHORT_ID_LENGTH = 8
 
 # Spans only (nowrap); the block around them is ours. Inline styles, so the colours
 # need no stylesheet on the page.
@@ -56,18 +54,6 @@ def json_text_html(text: str | None) -> SafeString | str:
 def traceback_html(text: str | None) -> SafeString | str:
     """A Python traceback with its indentation and line breaks kept."""
     return code_html(text, PythonTracebackLexer()) if text else ""
-
-
-def short_id(value) -> SafeString | None:
-    """An id (a UUID, a task id) cut to its first characters on one line, for a list
-    column; the whole id shows on hover and is what search and the detail page use.
-    None for no id: the changelist shows its usual empty marker."""
-    if value is None or value == "":
-        return None
-    text = str(value)
-    return format_html(
-        '<span class="bus-id" title="{}" style="white-space: nowrap">{}</span>', text, text[:SHORT_ID_LENGTH]
-    )
 
 
 def duration_text(delta: timedelta) -> str:

@@ -10,12 +10,12 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.admin_display import duration_text
+from console.display import duration_text
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from messaging.overview import handled_per_minute
+from console.overview import handled_per_minute
 from messaging.registry import registry
 from messaging.topology import Topology
-from messaging.topology_diagram import diagram_svg, message_flows
+from console.topology_diagram import diagram_svg, message_flows
 
 PAGES = ["bus:overview", "bus:topology"]
 

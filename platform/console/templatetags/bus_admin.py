@@ -2,7 +2,7 @@
 
 from django import template
 
-from messaging.admin_pages import pages_for
+from console.pages import pages_for
 
 register = template.Library()
 

@@ -1,0 +1,97 @@
+"""What a context's admin takes from the bus: records nobody edits, and a link from
+a row to its conversation.
+
+The conversation page itself belongs to the operator console (``console``): the
+link names its URL (``admin:messaging_conversation``) and never imports it, so a
+project without the console shows "—" where the link would be, as Django's admin
+does for an object without ``get_absolute_url``.
+
+A context links its own rows to their conversation with one line naming the field
+that holds a correlation id::
+
+    class OrderAdmin(ConversationLinkAdmin, ReadOnlyAdmin):
+        conversation_field = "id"
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import admin
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+#: Characters of an id shown in a list: enough to tell rows apart.
+SHORT_ID_LENGTH = 8
+#: The field of the detail pages that links to the conversation.
+LINK_FIELD = "conversation_link"
+#: The console's conversation page, by name (the bus never imports the console).
+CONVERSATION_URL_NAME = "admin:messaging_conversation"
+
+
+def short_id(value) -> SafeString | None:
+    """An id (a UUID, a task id) cut to its first characters on one line, for a list
+    column; the whole id shows on hover and is what search and the detail page use.
+    None for no id: the changelist shows its usual empty marker."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    return format_html(
+        '<span class="bus-id" title="{}" style="white-space: nowrap">{}</span>', text, text[:SHORT_ID_LENGTH]
+    )
+
+
+def conversation_url(some_id: uuid.UUID | str) -> str | None:
+    """The conversation page of a correlation id (or of a message id's conversation);
+    None where no console serves one."""
+    try:
+        return reverse(CONVERSATION_URL_NAME, args=[some_id])
+    except NoReverseMatch:
+        return None
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records of what happened, or state that changes only through messages: nobody edits them by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ConversationLinkAdmin:
+    """A ``ModelAdmin`` mixin: a link to the row's conversation, in the list and on the detail page."""
+
+    #: The field whose value is a correlation id (or a message id): one line per model.
+    conversation_field: str = ""
+
+    def conversation_key(self, obj) -> uuid.UUID | str | None:
+        return getattr(obj, self.conversation_field)
+
+    @admin.display(description="conversation")
+    def conversation_link(self, obj) -> str:
+        key = self.conversation_key(obj) if obj is not None else None
+        url = conversation_url(key) if key else None
+        if url is None:
+            return "—"
+        return format_html('<a href="{}">{} \u2192</a>', url, short_id(key))
+
+    def get_list_display(self, request):
+        return [*super().get_list_display(request), LINK_FIELD]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), LINK_FIELD]
+
+    def get_fieldsets(self, request, obj=None):
+        # First on the page, whatever fieldsets the admin declares (or none: then
+        # Django lists the readonly fields last, and the link is taken from there).
+        fieldsets = [
+            (name, {**options, "fields": [field for field in options["fields"] if field != LINK_FIELD]})
+            for name, options in super().get_fieldsets(request, obj)
+        ]
+        return [("Conversation", {"fields": [LINK_FIELD]}), *fieldsets] if obj is not None else fieldsets
