@@ -23,6 +23,7 @@ def main(argv: list[str]) -> None:
     import django
 
     django.setup()
+    refuse_to_start_on_check_errors()
 
     from celery.bin.celery import celery as celery_command
 
@@ -54,6 +55,18 @@ def main(argv: list[str]) -> None:
         "--loglevel=INFO",
         *extra,
     ], prog_name="python -m workers", standalone_mode=True)
+
+
+def refuse_to_start_on_check_errors() -> None:
+    """Django's system checks, as ``manage.py check`` runs them: on an error (two handlers
+    for one command, say) the worker exits non-zero with the same message, before it
+    consumes anything; warnings are printed and the worker starts."""
+    from django.core.management.base import BaseCommand, SystemCheckError
+
+    try:
+        BaseCommand().check()
+    except SystemCheckError as error:
+        sys.exit(str(error))
 
 
 def _say_broker_unreachable(connection):

@@ -3,8 +3,14 @@
 import os
 import socket
 
-from messaging.health import Heartbeat
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from apps.catalog.messages import ReserveStock
 from console.management.commands import run_platform
+from messaging.health import Heartbeat
+from messaging.registry import Handler, registry
 
 
 def _help() -> str:
@@ -48,3 +54,21 @@ def test_web_and_flower_are_up_once_their_port_answers():
         assert not run_platform._listening(port)
         server.listen()
         assert run_platform._listening(port)
+
+
+def reserve_again(command):
+    """A second handler for a command, defined outside any context."""
+
+
+def test_run_platform_refuses_to_start_on_what_check_refuses(monkeypatch):
+    monkeypatch.setattr(registry, "handlers",
+                        [*registry.handlers, Handler(func=reserve_again, kind="command", target=ReserveStock)])
+
+    def nothing_starts(*args, **kwargs):
+        raise AssertionError("run_platform started before its checks")
+
+    monkeypatch.setattr(run_platform.Command, "handle", nothing_starts)
+
+    # As `manage.py run_platform` runs it (call_command skips the checks unless told not to)
+    with pytest.raises(SystemCheckError, match="A command has exactly one receiver"):
+        call_command("run_platform", skip_checks=False)
