@@ -1,3 +1,7 @@
+# The `bus` fixture users test their contexts with (an in-memory bus on the test database).
+pytest_plugins = ["messaging.testing"]
+
+
 import pytest
 
 

@@ -11,11 +11,11 @@ pyeventsourcing's adapters subclass its persistence test case.
 A flow drives the contexts through their public services and reads their
 models, never their handlers, and asks of the bus only what every bus can do:
 
-- ``bus.settle()``: publish every due outbox row and return once every message,
+- ``bus.run_until_quiet()``: publish every due outbox row and return once every message,
   and every message it led to, has been handled;
 - ``bus.stopped(context)``: a context manager during which that context's
   worker is down; its messages wait for it on the broker, and are handled once
-  it is back (at the next ``settle()``).
+  it is back (at the next ``run_until_quiet()``).
 
 The clock and a relay's mishaps live in the outbox, which every bus shares, so
 the flows play them there: a deadline falls due when its row is made due now,
@@ -85,7 +85,7 @@ class FlowContract:
         basket_add_item(customer_id=CUSTOMER, sku=SKU, quantity=2, unit_price=Decimal("10.00"))
 
         product_change_price(sku=SKU, new_price=Decimal("12.50"))
-        bus.settle()
+        bus.run_until_quiet()
 
         line = BasketLine.objects.get()
         assert (line.unit_price, line.previous_unit_price, line.price_changed) == (
@@ -106,9 +106,9 @@ class FlowContract:
             first = OutboxMessage.objects.filter(message_type="catalog.ProductPriceChanged").order_by("id").first()
             OutboxMessage.objects.filter(id=first.id).update(available_at=timezone.now() + timedelta(hours=1))
 
-        bus.settle()
+        bus.run_until_quiet()
         OutboxMessage.objects.filter(id=first.id).update(available_at=Now())
-        bus.settle()
+        bus.run_until_quiet()
 
         assert OutboxMessage.objects.filter(message_type="catalog.ProductPriceChanged", published_at=None).count() == 0
         assert Product.objects.get().price_version == 2
@@ -124,7 +124,7 @@ class FlowContract:
         order_id = self._check_out(quantity=2)
         assert Basket.objects.get().status == Basket.Status.CHECKING_OUT
 
-        bus.settle()
+        bus.run_until_quiet()
 
         order = Order.objects.get(id=order_id)
         assert (order.status, order.total) == (Order.Status.PAID, Decimal("20.00"))
@@ -139,7 +139,7 @@ class FlowContract:
     def test_a_checkouts_lines_keep_their_wire_format_and_are_kept_by_ordering_and_catalog(self, bus, mugs):
         order_id = self._check_out(quantity=2)
 
-        bus.settle()
+        bus.run_until_quiet()
 
         def lines_sent(message_type: str) -> list[dict]:
             return OutboxMessage.objects.get(message_type=message_type).envelope["data"]["lines"]
@@ -154,7 +154,7 @@ class FlowContract:
     def test_a_declined_payment_cancels_the_order_and_releases_its_stock(self, bus, mugs):
         order_id = self._check_out(quantity=1, unit_price=PRICE_OVER_THE_APPROVAL_LIMIT)
 
-        bus.settle()
+        bus.run_until_quiet()
 
         order = Order.objects.get(id=order_id)
         assert order.status == Order.Status.CANCELLED
@@ -165,7 +165,7 @@ class FlowContract:
     def test_an_order_without_enough_stock_is_cancelled(self, bus, mugs):
         order_id = self._check_out(quantity=9)
 
-        bus.settle()
+        bus.run_until_quiet()
 
         order = Order.objects.get(id=order_id)
         assert order.status == Order.Status.CANCELLED
@@ -190,7 +190,7 @@ class FlowContract:
     def test_the_checkout_deadline_waits_in_the_outbox_until_it_is_due(self, bus, mugs):
         order_id, _ = self._check_out_with_an_unreadable_place_order()
 
-        bus.settle()
+        bus.run_until_quiet()
 
         deadline = OutboxMessage.objects.get(message_type="ordering.ExpireOrder")
         assert deadline.published_at is None
@@ -199,7 +199,7 @@ class FlowContract:
         assert Basket.objects.get().status == Basket.Status.CHECKING_OUT
 
         _time_passes_beyond_the_checkout_deadline()
-        bus.settle()
+        bus.run_until_quiet()
 
         deadline.refresh_from_db()
         assert deadline.published_at is not None
@@ -208,10 +208,10 @@ class FlowContract:
         self, bus, mugs
     ):
         order_id, _ = self._check_out_with_an_unreadable_place_order()
-        bus.settle()
+        bus.run_until_quiet()
 
         _time_passes_beyond_the_checkout_deadline()
-        bus.settle()
+        bus.run_until_quiet()
 
         order = Order.objects.get(id=order_id)
         assert order.status == Order.Status.CANCELLED
@@ -223,14 +223,14 @@ class FlowContract:
 
     def test_a_place_order_arriving_after_its_deadline_places_nothing(self, bus, mugs):
         order_id, intended = self._check_out_with_an_unreadable_place_order()
-        bus.settle()
+        bus.run_until_quiet()
         _time_passes_beyond_the_checkout_deadline()
-        bus.settle()
+        bus.run_until_quiet()
 
         # An operator repairs the dead letter's data and retries it: it reaches ordering after the deadline.
         DeadLetter.objects.update(body=intended)
         assert retry(DeadLetter.objects.all(), actor="operator").done
-        bus.settle()
+        bus.run_until_quiet()
 
         assert InboxMessage.objects.filter(message_id=intended["id"]).exists()
         assert Order.objects.get(id=order_id).status == Order.Status.CANCELLED
@@ -240,13 +240,13 @@ class FlowContract:
 
     def test_a_completed_checkout_is_untouched_by_its_deadline_however_often_it_comes(self, bus, mugs):
         order_id = self._check_out(quantity=2)
-        bus.settle()
+        bus.run_until_quiet()
         assert Order.objects.get(id=order_id).status == Order.Status.PAID
 
         _time_passes_beyond_the_checkout_deadline()
-        bus.settle()
+        bus.run_until_quiet()
         _published_again("ordering.ExpireOrder")
-        bus.settle()
+        bus.run_until_quiet()
 
         assert Order.objects.get(id=order_id).status == Order.Status.PAID
         assert Payment.objects.get(order_id=order_id).status == Payment.Status.SUCCEEDED
@@ -258,11 +258,11 @@ class FlowContract:
     def test_an_order_stalled_awaiting_payment_is_cancelled_by_its_deadline_and_its_stock_released(self, bus, mugs):
         with bus.stopped("payment"):
             order_id = self._check_out(quantity=2)
-            bus.settle()
+            bus.run_until_quiet()
             assert Order.objects.get(id=order_id).status == Order.Status.AWAITING_PAYMENT
 
             _time_passes_beyond_the_checkout_deadline()
-            bus.settle()
+            bus.run_until_quiet()
 
             order = Order.objects.get(id=order_id)
             assert (order.status, order.cancel_reason) == (Order.Status.CANCELLED, "checkout deadline passed")
@@ -272,12 +272,12 @@ class FlowContract:
     def test_a_payment_arriving_after_the_deadline_cancelled_its_order_is_refunded(self, bus, mugs):
         with bus.stopped("payment"):
             order_id = self._check_out(quantity=2)
-            bus.settle()
+            bus.run_until_quiet()
             _time_passes_beyond_the_checkout_deadline()
-            bus.settle()
+            bus.run_until_quiet()
             assert not Payment.objects.exists()
 
-        bus.settle()  # payment is back, and takes the ProcessPayment that waited for it
+        bus.run_until_quiet()  # payment is back, and takes the ProcessPayment that waited for it
 
         assert Order.objects.get(id=order_id).status == Order.Status.CANCELLED
         assert Payment.objects.get(order_id=order_id).status == Payment.Status.REFUNDED
@@ -288,10 +288,10 @@ class FlowContract:
 
     def test_a_duplicate_delivery_changes_nothing_twice(self, bus, mugs):
         order_id = self._check_out(quantity=2)
-        bus.settle()
+        bus.run_until_quiet()
 
         _published_again("catalog.ReserveStock")
-        bus.settle()
+        bus.run_until_quiet()
 
         reserve = OutboxMessage.objects.get(message_type="catalog.ReserveStock")
         assert reserve.published_at is not None
@@ -309,7 +309,7 @@ class FlowContract:
         # Anything published afterwards arrives: the bus is moving, and the
         # rolled-back price change never did.
         product_change_price(sku=SKU, new_price=Decimal("2.00"))
-        bus.settle()
+        bus.run_until_quiet()
 
         assert PriceListEntry.objects.get(sku=SKU).price == Decimal("2.00")
         assert OutboxMessage.objects.filter(message_type="catalog.ProductPriceChanged").count() == 1

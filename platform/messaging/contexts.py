@@ -11,6 +11,8 @@ nothing else of the bus.
 import functools
 
 from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 #: Source of a message sent from outside every context (shell, management command, admin).
 OPERATOR_SOURCE = "operator"
@@ -25,3 +27,11 @@ def context_of_module(module_name: str) -> str | None:
     """
     app_config = apps.get_containing_app_config(module_name)
     return app_config.label if app_config else None
+
+
+def worker_context() -> str:
+    """The context whose handlers this worker process runs (``BUS_CONTEXT``, which
+    ``python -m workers <context>`` sets); read once by what a worker starts with."""
+    if not settings.BUS_CONTEXT:
+        raise ImproperlyConfigured("BUS_CONTEXT is not set: start workers with `python -m workers <context>`")
+    return settings.BUS_CONTEXT

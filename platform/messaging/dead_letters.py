@@ -23,7 +23,7 @@ from django.db import DatabaseError, transaction
 from messaging.database import connection_lost
 from messaging.models import DeadLetter
 from messaging.storable import storable
-from messaging.task_message import envelope_in
+from messaging.task_message import envelope_in, message_id_in, message_type_in
 from messaging import brokers
 from messaging.topology import context_of_queue
 
@@ -93,8 +93,8 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
         "context": context,
         "error": error,
         "attempts": attempts,
-        "message_id": as_uuid(headers.get("id")),
-        "message_type": _text(headers.get("task"))[:200],
+        "message_id": as_uuid(message_id_in(headers)),
+        "message_type": _text(message_type_in(headers))[:200],
         "body_size": len(_as_bytes(message.body)),
     }
     try:
@@ -113,7 +113,7 @@ def dead_letter_raw_message(message, *, reason: str, context: str, error: str, a
         return dead_letter_record(
             **fields,
             body=_parse_body(message.body, content_type=None),
-            headers={"content_type": _text(message.content_type), "id": _text(headers.get("id"))},
+            headers={"content_type": _text(message.content_type), "id": _text(message_id_in(headers))},
         )
 
 

@@ -2,8 +2,12 @@
 
 The one owner of that format: how an envelope becomes a task message
 (``for_envelope``), how the envelope is read back (``envelope_from_arguments``
-in the task, ``envelope_in`` from a raw body), and which deliveries a worker
-may be handed (``problem_with``).
+in the task, ``envelope_in`` from a raw body), what its headers say
+(``message_id_in``, ``message_type_in``, ``headers_of_request``), the task id of
+one context's delivery (``delivery_id``, ``as_delivery``), and which deliveries
+a worker may be handed (``problem_with``, by the worker's ``IntakePolicy``).
+Every other module asks here; this one imports nothing else of the bus, so the
+brokers' adapters, below everything else, can build messages with it.
 
 The bus speaks Celery's protocol 2 only: headers naming the task (the message
 type) and its id (a UUID), and a JSON body ``[args, kwargs, embed]`` whose one
@@ -34,10 +38,8 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
 )
-
-from messaging import brokers
-from messaging.registry import registry
 
 #: The keyword argument that carries the envelope in the task message.
 ENVELOPE_ARGUMENT = "envelope"
@@ -59,10 +61,24 @@ def _uuid_text(value: str) -> str:
     return value
 
 
-def _eta_text(value: str) -> str:
-    # Where retries wait in the worker (a Celery countdown) they carry an eta; on
-    # RabbitMQ they wait in retry queues, and the bus sends no eta at all.
-    if not brokers.current().retries_wait_in_worker:
+@dataclasses.dataclass(frozen=True)
+class IntakePolicy:
+    """What one worker may be handed: made once, when the worker starts (``messaging.worker``)."""
+
+    #: The context whose handlers the worker runs.
+    context: str
+    #: The message types (task names) it has a handler for.
+    handled_types: frozenset[str]
+    #: Whether a retry may carry an ``eta``: only where retries wait in the worker
+    #: (a Celery countdown); on RabbitMQ they wait in retry queues and carry none.
+    eta_allowed: bool
+    #: The longest a retry of the bus waits (``BUS_RETRY_BACKOFF_MAX``).
+    longest_retry_wait: datetime.timedelta
+
+
+def _eta_text(value: str, info: ValidationInfo) -> str:
+    policy: IntakePolicy = info.context["policy"]
+    if not policy.eta_allowed:
         raise ValueError("the bus sends no eta on this broker")
     try:
         eta = datetime.datetime.fromisoformat(value)
@@ -71,7 +87,7 @@ def _eta_text(value: str) -> str:
     if eta.tzinfo is None:
         eta = eta.replace(tzinfo=datetime.UTC)
     now = datetime.datetime.now(datetime.UTC)
-    latest = now + datetime.timedelta(seconds=settings.BUS_RETRY_BACKOFF_MAX) + ETA_MARGIN
+    latest = now + policy.longest_retry_wait + ETA_MARGIN
     if not now - ETA_PAST_LIMIT <= eta <= latest:
         raise ValueError("outside the times a retry of the bus waits until")
     return value
@@ -175,31 +191,31 @@ class _TaskHeaders(BaseModel):
     redelivered: StrictBool = False
 
 
-def problem_with(message) -> str | None:
-    """Why a delivery (a kombu ``Message``) is not a task message the bus accepts, or None.
+def problem_with(message, policy: IntakePolicy) -> str | None:
+    """Why a delivery (a kombu ``Message``) is not a task message ``policy``'s worker accepts, or None.
 
     Only the shape is judged here; the envelope inside is validated against
     its contract when the task runs (``messaging.delivery``).
     """
     try:
-        return _problem_with(message)
+        return _problem_with(message, policy)
     except Exception as exc:  # whatever arrives, the answer is an answer
         return f"unreadable delivery: {type(exc).__name__}: {exc}"
 
 
-def _problem_with(message) -> str | None:
+def _problem_with(message, policy: IntakePolicy) -> str | None:
     headers = message.headers
     if not isinstance(headers, dict) or "task" not in headers:
         return "not a Celery protocol-2 task message (no task header)"
     try:
         _TaskHeaders.model_validate({name: value for name, value in headers.items()
-                                     if not (isinstance(name, str) and name.startswith("x-"))})
+                                     if not (isinstance(name, str) and name.startswith("x-"))},
+                                    context={"policy": policy})
     except ValidationError as exc:
         return f"task headers the bus does not send: {_first_errors(exc)}"
-    context = settings.BUS_CONTEXT
-    if not registry.handlers_for(headers["task"], context):
+    if headers["task"] not in policy.handled_types:
         # Celery's own tasks (celery.map, celery.chord ...) run or send whatever they are given.
-        return f"no task named {headers['task']!r} in this worker (context {context!r})"
+        return f"no task named {headers['task']!r} in this worker (context {policy.context!r})"
     try:
         body = message.decode()
     except Exception as exc:
@@ -244,3 +260,32 @@ def envelope_in(body: Any) -> Any:
     if isinstance(body, list) and len(body) == 3 and isinstance(body[1], dict) and ENVELOPE_ARGUMENT in body[1]:
         return body[1][ENVELOPE_ARGUMENT]
     return body
+
+
+def message_id_in(headers: Any) -> Any:
+    """The message id a delivery's headers name (the ``id`` header), as found: None if none."""
+    return headers.get("id") if isinstance(headers, dict) else None
+
+
+def message_type_in(headers: Any) -> Any:
+    """The message type a delivery's headers name (the ``task`` header), as found: None if none."""
+    return headers.get("task") if isinstance(headers, dict) else None
+
+
+def as_delivery(message, context: str) -> str:
+    """Give an accepted delivery the task id of its delivery to ``context`` (``delivery_id``),
+    for Celery to key the task on; returns the message's own id, for ``restore_message_id``."""
+    message_id = message.headers["id"]
+    message.headers["id"] = delivery_id(message_id, context)
+    return message_id
+
+
+def restore_message_id(message, message_id: str) -> None:
+    """Put back the message's own id that ``as_delivery`` replaced."""
+    message.headers["id"] = message_id
+
+
+def headers_of_request(task_name: str, request) -> dict[str, Any]:
+    """What a running task's message said (Celery's ``task.request``), as a dead letter records it."""
+    return {"task": task_name, "id": request.id, "retries": request.retries,
+            "delivery_info": dict(request.delivery_info or {})}

@@ -22,17 +22,17 @@ from typing import Any
 
 from celery.exceptions import Ignore, Reject, Retry
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from pydantic import ValidationError
 
 from messaging.brokers import publish_confirmed
 from messaging.brokers.base import Outgoing
+from messaging.contexts import worker_context
 from messaging.contracts import Envelope
 from messaging.database import close_if_broken, connection_lost
 from messaging.delivery import DeadLettered, HandlerFailedError, consume
 from messaging.registry import registry
-from messaging.task_message import envelope_from_arguments
+from messaging.task_message import envelope_from_arguments, headers_of_request
 from messaging.topology import Topology, consumer_queue_name
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,10 @@ def message_task(task, *args, **kwargs) -> dict:
     A message that becomes a dead letter ends the task as a failure
     (``DeadLettered``), which the worker acknowledges: it is in the table.
     """
-    context = settings.BUS_CONTEXT
-    if not context:
-        raise ImproperlyConfigured("BUS_CONTEXT is not set: start workers with `python -m workers <context>`")
+    context = worker_context()
     body = envelope_from_arguments(args, kwargs)
     request = task.request
-    headers = {"task": task.name, "id": request.id, "retries": request.retries,
-               "delivery_info": dict(request.delivery_info or {})}
+    headers = headers_of_request(task.name, request)
     try:
         outcome = _consume_once_the_database_answers(
             body, context=context, headers=headers, attempts=request.retries + 1,

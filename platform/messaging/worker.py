@@ -5,7 +5,9 @@ consumer acknowledges a body it cannot decode (a pickle, say) and only logs
 it, with the payload; it rejects an unknown task name, which on the embedded
 broker drops it; and a header of an unexpected type raises inside it and
 stops the whole worker, again on every redelivery. Here a delivery is
-checked before Celery reads it (``messaging.task_message``), anything Celery
+checked before Celery reads it (``messaging.task_message``, by the policy the
+consumer makes once, at start: this context's message types, whether a retry
+may carry an eta on this broker), anything Celery
 still fails on is caught, and each of these becomes a dead letter, never
 executed; if even that cannot be written, the message is rejected to the
 broker's dead-letter queue instead of being acknowledged.
@@ -16,6 +18,7 @@ two tasks in Flower and two task results. Every dead letter a worker makes
 is a task FAILURE there, with its reason as the exception.
 """
 
+import datetime
 import logging
 
 from billiard.einfo import ExceptionWithTraceback
@@ -28,14 +31,27 @@ from django.db import close_old_connections
 from kombu.message import Message
 from vine import promise
 
-from messaging.delivery import DeadLettered
+from messaging import brokers, task_message
+from messaging.contexts import worker_context
 from messaging.dead_letters import dead_letter_raw_message
+from messaging.delivery import DeadLettered
 from messaging.failed_tasks import report_failed_delivery
 from messaging.health import Heartbeat
 from messaging.models import DeadLetter
-from messaging.task_message import delivery_id, problem_with
+from messaging.registry import registry
+from messaging.task_message import IntakePolicy
 
 logger = logging.getLogger(__name__)
+
+
+def intake_policy(context: str) -> IntakePolicy:
+    """What a worker of ``context`` accepts, on this platform's broker."""
+    return IntakePolicy(
+        context=context,
+        handled_types=frozenset(handler.message_type for handler in registry.handlers if handler.context == context),
+        eta_allowed=brokers.current().retries_wait_in_worker,
+        longest_retry_wait=datetime.timedelta(seconds=settings.BUS_RETRY_BACKOFF_MAX),
+    )
 
 
 class Consumer(CeleryConsumer):
@@ -53,6 +69,13 @@ class Consumer(CeleryConsumer):
             *(step for step in CeleryConsumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")),
             "messaging.worker:LivenessStep",
         ]
+
+    def __init__(self, *args, **kwargs):
+        #: The context whose handlers this worker runs, and what it accepts: decided once,
+        #: before Celery's steps are made (the liveness step names its file after the context).
+        self.context = worker_context()
+        self.intake = intake_policy(self.context)
+        super().__init__(*args, **kwargs)
 
     def call_soon(self, p, *args, **kwargs):
         # Without an event loop (the embedded broker runs Celery's synloop) Celery
@@ -73,13 +96,12 @@ class Consumer(CeleryConsumer):
         handle_task = super().create_task_handler(promise)
 
         def on_task_received(message):
-            problem = problem_with(message)
+            problem = task_message.problem_with(message, self.intake)
             if problem:
                 return self._dead_letter(message, problem)
-            # Checked above: a dict of headers with a UUID id. Celery's request copies the
-            # headers as it is made, inside handle_task; the message keeps its own id after.
-            message_id = message.headers["id"]
-            message.headers["id"] = delivery_id(message_id, settings.BUS_CONTEXT)
+            # Accepted, so it has a UUID id. Celery's request copies the headers as it
+            # is made, inside handle_task; the message keeps its own id after.
+            message_id = task_message.as_delivery(message, self.context)
             self._taking = (message, message_id)
             try:
                 return handle_task(message)
@@ -92,7 +114,7 @@ class Consumer(CeleryConsumer):
                 return self._dead_letter(message, f"the worker could not take it: {type(exc).__name__}: {exc}")
             finally:
                 self._taking = None
-                message.headers["id"] = message_id
+                task_message.restore_message_id(message, message_id)
 
         return on_task_received
 
@@ -103,7 +125,7 @@ class Consumer(CeleryConsumer):
         self._dead_letter(message, "not a Celery task message")
 
     def on_unknown_task(self, body, message, exc):
-        self._dead_letter(message, f"no task named {message.headers.get('task')!r} in this worker")
+        self._dead_letter(message, f"no task named {task_message.message_type_in(message.headers)!r} in this worker")
 
     def on_invalid_task(self, body, message, exc):
         self._dead_letter(message, f"invalid task message: {exc}")
@@ -116,16 +138,16 @@ class Consumer(CeleryConsumer):
             return  # Celery settled it before it failed: acking again would raise in the event loop
         if self._taking is not None and self._taking[0] is message:
             # Celery gave up on it inside handle_task: the dead letter names the message.
-            message.headers["id"] = self._taking[1]
+            task_message.restore_message_id(message, self._taking[1])
         # The payload is never logged: it may hold personal data.
-        message_id = message.headers.get("id") if isinstance(message.headers, dict) else None
+        message_id = task_message.message_id_in(message.headers)
         logger.error("dead-lettering an unreadable message (id %r): %s", message_id, error)
         # The main process only sees the database here, never between tasks as the
         # pool's children do: drop a connection that a database restart broke.
         close_old_connections()
         try:
             row = dead_letter_raw_message(
-                message, reason=DeadLetter.Reason.UNREADABLE, context=settings.BUS_CONTEXT, error=error
+                message, reason=DeadLetter.Reason.UNREADABLE, context=self.context, error=error
             )
         except Exception:
             # The database down, say. Not a requeue: the message is a dead letter either
@@ -171,7 +193,7 @@ class LivenessStep(bootsteps.StartStopStep):
 
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
-        self.heartbeat = Heartbeat(f"worker-{settings.BUS_CONTEXT}")
+        self.heartbeat = Heartbeat(f"worker-{c.context}")
         self.beating = None
 
     def start(self, c):

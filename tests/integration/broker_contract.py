@@ -172,7 +172,7 @@ class BrokerContract(FlowContract):
         yield bus
         # Tables are emptied after each test: let the workers finish first, or
         # the TRUNCATE deadlocks with a handler still writing.
-        bus.settle()
+        bus.run_until_quiet()
 
     # Fan-out
 
@@ -224,12 +224,12 @@ class BrokerContract(FlowContract):
         sku = f"TWICE-{uuid.uuid4().hex[:8]}"
         product_create(sku=sku, name="Jug", price=Decimal("8.00"), stock=5)
         envelope = OutboxMessage.objects.get(message_id=_reserve(sku, 2).id).envelope
-        bus.settle()
+        bus.run_until_quiet()
 
         # The broker hands catalog the same message again (a redelivery, a publisher's second send).
         on_the_broker.publish(broker, envelope, exchange=Topology(broker=broker).commands_exchange(),
                               routing_key="catalog.ReserveStock")
-        bus.settle()
+        bus.run_until_quiet()
 
         assert Product.objects.get(sku=sku).stock_available == 3
         assert StockReservation.objects.filter(order_id=envelope["data"]["order_id"]).count() == 1
@@ -280,7 +280,7 @@ class BrokerContract(FlowContract):
                      message="ordering's handler to fail and its delivery to wait for a retry")
             wait_for(lambda: (task := _task(message_id, "basket")) and task.status == "SUCCESS",
                      message="basket to apply the event meanwhile")
-        bus.settle()  # ordering's retry, now that its price list takes writes again
+        bus.run_until_quiet()  # ordering's retry, now that its price list takes writes again
 
         assert PriceListEntry.objects.get(sku=sku).price == Decimal("12.00")
         assert BasketLine.objects.get(sku=sku).unit_price == Decimal("12.00")
@@ -475,7 +475,7 @@ class BrokerContract(FlowContract):
     def test_every_step_of_a_checkout_is_a_task_result_flower_and_the_admin_show(self, bus, mugs):
         order_id = self._check_out(quantity=2, unit_price=mugs.price)
 
-        bus.settle()
+        bus.run_until_quiet()
 
         assert Order.objects.get(id=order_id).status == Order.Status.PAID
         steps = set(TaskResult.objects.filter(status="SUCCESS").values_list("task_name", flat=True))

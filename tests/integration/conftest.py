@@ -234,4 +234,4 @@ def bus(platform_processes, transactional_db):
     # Tables are emptied after each test: let the workers finish first, or
     # the TRUNCATE deadlocks with a handler still writing. (Rows scheduled for
     # later, a checkout's deadline say, wait on; the next test's flush removes them.)
-    PlatformBus(platform_processes).settle()
+    PlatformBus(platform_processes).run_until_quiet()

@@ -1,6 +1,6 @@
 """The flow contract's bus (``tests.flows``) on the platform's real processes.
 
-``settle()`` waits until the bus is quiet: nothing due in the outbox, no
+``run_until_quiet()`` waits until the bus is quiet: nothing due in the outbox, no
 message waiting in any queue of a running context, and no worker holding one;
 ``stopped(context)`` stops that context's worker and starts it again. Nothing
 here names a broker: queue depths come from the adapter of the broker the
@@ -55,7 +55,7 @@ class PlatformBus:
                                BUS_RETRY_BACKOFF_MAX=float(processes.env["BUS_RETRY_BACKOFF_MAX"])):
             self.queue_names = [queue.name for queue in Topology(broker=self.broker).queues()]
 
-    def settle(self, timeout: float = FLOW_TIMEOUT) -> None:
+    def run_until_quiet(self, timeout: float = FLOW_TIMEOUT) -> None:
         """Return once every due message, and every message it led to, has been handled."""
         nudge_relay()  # a row made due, or unpublished again, by the test: no commit told the relay
         # Twice in a row: a message on its way from the broker to a worker is in neither count.

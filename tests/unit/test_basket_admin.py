@@ -12,7 +12,7 @@ from apps.basket.models import Basket, BasketLine
 from apps.basket.services import basket_add_item, basket_checkout
 from apps.ordering.models import Order
 from messaging.models import OutboxMessage
-from tests.memory_bus import deliver_all
+from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +43,7 @@ def test_check_out_starts_one_checkout_per_basket_and_says_which_order(admin_cli
         for customer in ("alice", "bob")
     ]
     assert f'href="/admin/ordering/order/?q={placed["alice"]}"' in response.content.decode()  # a link to the order
-    deliver_all()
+    TestBus().run_until_quiet()
     assert set(Order.objects.values_list("status", flat=True)) == {Order.Status.PAID}
 
 

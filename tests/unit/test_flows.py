@@ -1,12 +1,12 @@
-"""The reference flows (``tests.flows``) on the in-memory bus, in one process."""
+"""The reference flows (``tests.flows``) on the in-memory bus users test with (``messaging.testing``)."""
 
 import pytest
 
 from tests.flows import FlowContract
-from tests.memory_bus import MemoryBus
+from messaging.testing import TestBus
 
 
 class TestFlowsInMemory(FlowContract):
     @pytest.fixture
     def bus(self, db):
-        return MemoryBus()
+        return TestBus()

@@ -15,7 +15,7 @@ from messaging.delivery import consume
 from messaging.dead_letters import dead_letter_record
 from messaging.models import DeadLetter, DeadLetterAction, InboxMessage, OutboxMessage
 from tests.senders import publish
-from tests.memory_bus import deliver_all
+from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
 
@@ -72,9 +72,9 @@ def test_a_retried_message_is_handled_once_its_cause_is_fixed_and_the_history_sa
     action = letter.actions.get()
     assert repair.retry_outcome(action).state == "waiting"
 
-    reports = deliver_all()
+    deliveries = TestBus().run_until_quiet()
 
-    assert reports[0] == {"context": "ordering", "handled": ["apps.ordering.handlers.on_stock_reserved"],
+    assert deliveries[0].report == {"context": "ordering", "handled": ["apps.ordering.handlers.on_stock_reserved"],
                           "duplicates": []}
     assert Order.objects.get(id=order_id).status != Order.Status.AWAITING_STOCK
     assert repair.retry_outcome(action).state == "handled"
@@ -100,9 +100,9 @@ def test_an_event_retried_for_one_subscriber_never_reaches_the_others():
     letter = _dead_letter(envelope, context="ordering")
 
     repair.retry([letter], actor="alice")
-    reports = deliver_all()
+    deliveries = TestBus().run_until_quiet()
 
-    assert [report["context"] for report in reports] == ["ordering"]
+    assert [delivery.context for delivery in deliveries] == ["ordering"]
     assert not InboxMessage.objects.filter(consumer__startswith="apps.basket").exists()
 
 

@@ -1,10 +1,8 @@
-"""seed_demo: demo products and baskets made through the contexts' services, safe to run again."""
+"""seed_demo: demo products and baskets made through the contexts' services, safe to run again
+(on a database never migrated, from the shell: ``tests/process/test_seed_demo.py``)."""
 
-import subprocess
-import sys
 from decimal import Decimal
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -15,11 +13,9 @@ from apps.catalog.models import Product
 from apps.ordering.models import Order, PriceListEntry
 from demo.seed import DEMO_BASKETS, DEMO_PRODUCTS
 from messaging.models import OutboxMessage
-from tests.memory_bus import deliver_all
+from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _seed() -> str:
@@ -50,7 +46,7 @@ def test_ordering_learns_the_prices_and_the_baskets_follow_them_through_the_mess
     _seed()
     assert not PriceListEntry.objects.exists()  # nothing but the messages tells ordering
 
-    deliver_all()
+    TestBus().run_until_quiet()
 
     assert sorted(PriceListEntry.objects.values_list("sku", "price", "price_version")) == sorted(
         (p.sku, p.price, 1) for p in DEMO_PRODUCTS
@@ -72,7 +68,7 @@ def test_seeding_fills_the_demo_baskets_and_says_what_to_do_next():
 
 def test_seeding_twice_changes_nothing_the_second_time():
     _seed()
-    deliver_all()
+    TestBus().run_until_quiet()
     first = _state()
 
     output = _seed()
@@ -85,9 +81,9 @@ def test_seeding_twice_changes_nothing_the_second_time():
 
 def test_seeding_again_refills_an_emptied_basket_and_leaves_one_checking_out():
     _seed()
-    deliver_all()
+    TestBus().run_until_quiet()
     basket_checkout(customer_id="alice")
-    deliver_all()  # the order started: alice's basket is empty again
+    TestBus().run_until_quiet()  # the order started: alice's basket is empty again
     waiting = basket_checkout(customer_id="bob")  # ordering has not answered yet
 
     output = _seed()
@@ -100,10 +96,10 @@ def test_seeding_again_refills_an_emptied_basket_and_leaves_one_checking_out():
 
 def test_the_seeded_checkouts_end_as_the_seed_says(settings):
     _seed()
-    deliver_all()
+    TestBus().run_until_quiet()
 
     orders = {basket.customer_id: basket_checkout(customer_id=basket.customer_id) for basket in DEMO_BASKETS}
-    deliver_all()
+    TestBus().run_until_quiet()
 
     outcome = {customer: Order.objects.get(id=order_id) for customer, order_id in orders.items()}
     assert outcome["alice"].status == Order.Status.PAID
@@ -112,12 +108,3 @@ def test_the_seeded_checkouts_end_as_the_seed_says(settings):
     assert {b.customer_id: b.outcome.split(":")[0] for b in DEMO_BASKETS} == {
         "alice": "Paid", "bob": "Cancelled", "carol": "Cancelled"
     }
-
-
-def test_seeding_an_unmigrated_database_is_one_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "manage.py", "seed_demo"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, env={"PATH": "/usr/bin:/bin", "BUS_DATA_DIR": str(tmp_path)})
-
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("CommandError: nothing was seeded: no such table")
-    assert "has `python manage.py migrate` run?" in result.stderr

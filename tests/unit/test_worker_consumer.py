@@ -12,7 +12,7 @@ from kombu.message import Message
 from messaging.brokers.base import publish_envelope
 from messaging.models import DeadLetter
 from messaging.task_message import delivery_id
-from messaging.worker import Consumer
+from messaging.worker import Consumer, intake_policy
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +41,7 @@ def _ordering_consumer(monkeypatch, settings, celery_takes):
     # The worker drops a stale connection before recording; here it is the test's transaction.
     monkeypatch.setattr("messaging.worker.close_old_connections", lambda: None)
     consumer = Consumer.__new__(Consumer)  # only what taking a message needs, no broker connection
+    consumer.context, consumer.intake = "ordering", intake_policy("ordering")
     consumer.app, consumer.event_dispatcher = current_app, None
     consumer.connection_errors = consumer.channel_errors = ()
     return consumer.create_task_handler()

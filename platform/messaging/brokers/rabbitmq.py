@@ -20,6 +20,7 @@ from amqp.exceptions import NotFound
 from django.conf import settings
 from kombu import Exchange, Queue
 
+from messaging import task_message
 from messaging.brokers.base import (
     DEAD_LETTER_QUEUE,
     DEFAULT_EXCHANGE,
@@ -183,8 +184,7 @@ class ConfirmedPublisher(Publisher):
     def _on_return(self, exc, exchange, routing_key, message) -> None:
         # A return carries no delivery tag: the task id header (the message id) names it.
         # RabbitMQ sends it before the message's confirm, so the batch is still open.
-        headers = message.properties.get("application_headers") or {}
-        tag = self._tag_of_id.get(str(headers.get("id")))
+        tag = self._tag_of_id.get(str(task_message.message_id_in(message.properties.get("application_headers"))))
         if tag is not None:
             self._returned.add(tag)
 

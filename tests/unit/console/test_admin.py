@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from tests.memory_bus import deliver_all
+from messaging.testing import TestBus
 
 MESSAGE_ADMINS = ["messaging_outboxmessage", "messaging_inboxmessage", "messaging_deadletter"]
 
@@ -17,7 +17,7 @@ def flow_data(catalog_product):
 
     basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
     basket_checkout(customer_id="c1")
-    deliver_all()
+    TestBus().run_until_quiet()
     DeadLetter.objects.create(context="basket", reason=DeadLetter.Reason.UNKNOWN_TYPE, error="no handler", body={})
 
 

@@ -190,11 +190,11 @@ def test_an_order_line_in_its_order_reads_as_what_was_ordered(admin_client, cata
 
     from apps.basket.services import basket_add_item, basket_checkout
     from apps.ordering.models import Order
-    from tests.memory_bus import deliver_all
+    from messaging.testing import TestBus
 
     basket_add_item(customer_id="c1", sku="MUG-1", quantity=2, unit_price=Decimal("10.00"))
     basket_checkout(customer_id="c1")
-    deliver_all()
+    TestBus().run_until_quiet()
     order = Order.objects.get()
 
     page = admin_client.get(reverse("admin:ordering_order_change", args=[order.pk])).content.decode()

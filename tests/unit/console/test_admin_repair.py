@@ -14,7 +14,7 @@ from apps.ordering.models import Order
 from messaging.delivery import consume
 from messaging.models import DeadLetter, OutboxMessage
 from tests.senders import publish
-from tests.memory_bus import deliver_all
+from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +57,7 @@ def test_the_detail_page_retries_and_its_history_shows_what_happened_next(admin_
 
     admin_client.post(reverse("admin:messaging_deadletter_retry", args=[letter.pk]))
     Order.objects.create(id=order_id, customer_id="c", total=Decimal("1.00"))
-    deliver_all()
+    TestBus().run_until_quiet()
 
     history = admin_client.get(page).content.decode()
     assert "repair history" in history.lower()

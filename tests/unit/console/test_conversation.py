@@ -13,7 +13,7 @@ from console.conversation import DeliveryState, StepState, conversation_of
 from messaging.dead_letters import dead_letter_record
 from messaging.models import DeadLetter, DeadLetterAction, InboxMessage, OutboxMessage
 from messaging.task_message import delivery_id
-from tests.memory_bus import deliver_all
+from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def checkout(**deliver_options) -> uuid.UUID:
     """A basket of one mug checked out, its messages delivered; returns the order id."""
     basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
     order_id = basket_checkout(customer_id="c1")
-    deliver_all(**deliver_options)
+    TestBus().run_until_quiet(**deliver_options)
     return order_id
 
 
@@ -136,7 +136,7 @@ def test_a_retried_dead_letter_shows_its_repair_then_the_handling_it_led_to(cata
     DeadLetter.objects.filter(id=letter.id).update(status=DeadLetter.Status.RETRIED)
 
     retrying = next(s for s in conversation_of(order_id).steps if s.message_id == letter.message_id)
-    deliver_all()
+    TestBus().run_until_quiet()
     handled = next(s for s in conversation_of(order_id).steps if s.message_id == letter.message_id)
 
     assert (retrying.state, retrying.deliveries[0].state) == (StepState.IN_FLIGHT, DeliveryState.RETRYING)
@@ -149,7 +149,7 @@ def test_a_retried_dead_letter_shows_its_repair_then_the_handling_it_led_to(cata
 
 def test_each_subscriber_of_an_event_shows_its_own_task_result(catalog_product):
     event = product_change_price(sku="MUG-1", new_price=Decimal("11.00"))
-    deliver_all()
+    TestBus().run_until_quiet()
     row = OutboxMessage.objects.get(message_type="catalog.ProductPriceChanged")
     for context in ("basket", "ordering"):
         TaskResult.objects.create(task_id=delivery_id(row.message_id, context), task_name=row.message_type,

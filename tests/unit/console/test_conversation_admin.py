@@ -15,8 +15,8 @@ from apps.payment.models import Payment
 from console.conversation_admin import conversation_url
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.task_message import delivery_id
-from tests.memory_bus import deliver_all
-from tests.unit.test_conversation import checkout, payment_gives_up
+from messaging.testing import TestBus
+from tests.unit.console.test_conversation import checkout, payment_gives_up
 
 pytestmark = pytest.mark.django_db
 
@@ -100,7 +100,7 @@ def test_the_rows_other_contexts_keep_for_an_order_link_to_its_conversation(admi
     basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
     order_id = basket_checkout(customer_id="c1")
     # The basket holds the order only while it waits for ordering: look at it then.
-    deliver_all(withholding=() if admin_name != "basket_basket" else ("ordering.OrderStarted",))
+    TestBus().run_until_quiet(withholding=() if admin_name != "basket_basket" else ("ordering.OrderStarted",))
 
     detail = admin_client.get(reverse(f"admin:{admin_name}_change", args=[row(order_id).pk]))
 
