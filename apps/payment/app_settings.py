@@ -24,3 +24,21 @@ except InvalidOperation:
 def approval_limit() -> Decimal:
     """Payments above this amount are declined by the reference payment context."""
     return getattr(settings, "PAYMENT_APPROVAL_LIMIT", _APPROVAL_LIMIT)
+
+
+#: What ``PAYMENT_PROVIDER_OUTAGE`` may say in the environment.
+_SWITCH_VALUES = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+_PROVIDER_OUTAGE_TEXT = env.str("PAYMENT_PROVIDER_OUTAGE", default="false")
+try:
+    _PROVIDER_OUTAGE = _SWITCH_VALUES[_PROVIDER_OUTAGE_TEXT.strip().lower()]
+except KeyError:
+    raise ImproperlyConfigured(
+        f"PAYMENT_PROVIDER_OUTAGE={_PROVIDER_OUTAGE_TEXT!r} is not a switch: use true or false"
+    ) from None
+
+
+def provider_outage() -> bool:
+    """A demonstration switch: while on, the payment provider is down, so every charge and refund
+    fails (``PaymentProviderUnavailableError``), is retried, and ends as a dead letter to repair.
+    Off by default; a worker reads it at start."""
+    return getattr(settings, "PAYMENT_PROVIDER_OUTAGE", _PROVIDER_OUTAGE)

@@ -14,13 +14,29 @@ from messaging import Outbox
 outbox = Outbox.for_module(__name__)
 
 
+class PaymentProviderUnavailableError(Exception):
+    """The payment provider cannot be reached: nothing was charged or refunded. Raised while
+    ``PAYMENT_PROVIDER_OUTAGE`` is on, so that the delivery is retried, then dead-lettered."""
+
+
+def _reach_the_provider(*, order_id: uuid.UUID, act: str) -> None:
+    # The reference context has no real provider: only the demonstration switch can make it fail.
+    if app_settings.provider_outage():
+        raise PaymentProviderUnavailableError(
+            f"the payment provider is unavailable (PAYMENT_PROVIDER_OUTAGE is on): cannot {act} order {order_id}"
+        )
+
+
 def payment_process(*, order_id: uuid.UUID, customer_id: str, amount: Decimal) -> Payment:
-    """Charge an order once. Amounts over the approval limit (``PAYMENT_APPROVAL_LIMIT``) are declined."""
+    """Charge an order once. Amounts over the approval limit (``PAYMENT_APPROVAL_LIMIT``) are declined;
+    while the provider is down (``PAYMENT_PROVIDER_OUTAGE``) a charge raises ``PaymentProviderUnavailableError``."""
     with transaction.atomic():
         payment = Payment.objects.filter(order_id=order_id).first()
         if payment is None:
             limit = app_settings.approval_limit()
             declined = amount > limit
+            if not declined:
+                _reach_the_provider(order_id=order_id, act="charge")
             payment = Payment.objects.create(
                 order_id=order_id,
                 customer_id=customer_id,
@@ -43,6 +59,7 @@ def payment_refund(*, order_id: uuid.UUID) -> None:
         payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
         if payment is None or payment.status != Payment.Status.SUCCEEDED:
             return
+        _reach_the_provider(order_id=order_id, act="refund")
         payment.status = Payment.Status.REFUNDED
         payment.save(update_fields=["status"])
         outbox.publish(PaymentRefunded(order_id=order_id, amount=payment.amount))
