@@ -17,6 +17,7 @@ from console.conversation_admin import (
     OutboxConversationAdmin,
     TaskResultConversationAdmin,
 )
+from console.conversation_search import search_envelopes
 from messaging.admin_mixins import ReadOnlyAdmin, short_id
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 
@@ -65,7 +66,7 @@ class DeadLetterAdmin(MessageConversationAdmin, DeadLetterRepairMixin, ReadOnlyA
         "attempts", "body_size",
     )
     list_filter = (StatusFilter, "reason", "context", "exception_type", "consumer", "message_type", "body_truncated")
-    search_fields = ("message_id", "message_type", "consumer", "error")
+    search_fields = ("message_id", "correlation_id", "message_type", "consumer", "error")
     date_hierarchy = "created_at"
     fieldsets = (
         (None, {"fields": ("id", "status", "message_id", "message_type", "correlation_id", "context", "consumer",
@@ -74,6 +75,11 @@ class DeadLetterAdmin(MessageConversationAdmin, DeadLetterRepairMixin, ReadOnlyA
         ("Message as received", {"fields": ("body_pretty", "body_size", "body_truncated", "headers_pretty")}),
     )
     readonly_fields = ("traceback_pre", "body_pretty", "headers_pretty")
+
+    def get_search_results(self, request, queryset, search_term):
+        # The body is the message as received: an order id, a SKU or a customer in its data
+        # finds the dead letter, as the outbox's search finds the message; so do its own columns.
+        return search_envelopes(queryset, search_term, envelope_field="body", other_fields=self.search_fields), False
 
     @admin.display(description="traceback")
     def traceback_pre(self, obj):
