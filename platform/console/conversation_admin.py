@@ -80,6 +80,8 @@ class MessageConversationAdmin(ConversationLinkAdmin):
     """For the bus's message tables: the conversation link and filter, by correlation id."""
 
     conversation_field = "correlation_id"
+    # The bus's own records are what holds a conversation up, not what is held up.
+    shows_dead_letters = False
 
     def conversation_key(self, obj):
         # A dead letter whose envelope could not be read has no conversation, but maybe a message id.
