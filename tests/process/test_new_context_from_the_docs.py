@@ -60,7 +60,7 @@ def test_a_context_added_and_tested_as_the_docs_say_works(tmp_path):
     shell_blocks = [code for language, code in add_a_context if language == "sh"]
     python_blocks = [code for language, code in add_a_context if language == "python"]
 
-    # 1. Make the app: the guide's commands, as written.
+    # 1. Make the app: the guide's commands (mkdir, manage.py startapp, rm), as written.
     _run(shell_blocks[0].replace("python ", f"{sys.executable} "), project, env)
     assert not (project / "apps/shipping/views.py").exists()
     # Its apps.py, then every file the guide names (the first block of each: later ones are variations).
