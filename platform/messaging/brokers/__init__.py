@@ -8,7 +8,7 @@
 
 ``current()`` is the adapter of ``CELERY_BROKER_URL``; the Celery app takes its
 transport and options from it (``config.celery_app``). What each broker
-promises is in the README's broker table, and ``Broker``'s flags say it to code.
+promises is in the docs' broker table (docs/reference/brokers.md), and ``Broker``'s flags say it to code.
 """
 
 from __future__ import annotations

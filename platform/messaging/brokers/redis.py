@@ -47,7 +47,7 @@ A publish counts once Redis has answered it (the relay marks a row only
 then); with ``appendonly yes`` Redis writes each command to its AOF before
 answering, and ``appendfsync everysec`` fsyncs that file every second: a
 killed ``redis-server`` loses nothing, a machine that loses power loses up to
-a second of answered writes (README, "Choosing a broker").
+a second of answered writes (docs/how-to/choose-a-broker.md).
 
 Retries wait in the worker (a Celery countdown) and go back to the failing
 consumer's queue alone, so ``visibility_timeout`` must exceed the longest a
