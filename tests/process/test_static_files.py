@@ -8,7 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.process
 
 #: Run under the production settings: collect, then ask config.wsgi.application (what gunicorn serves).
 THROUGH_THE_WSGI_APP = textwrap.dedent("""

@@ -1,9 +1,7 @@
-"""Rules about the repository itself that a refactoring must not break."""
+"""Rules about the repository itself that a refactoring must not break (those a fresh
+process or a command-line tool checks: ``tests/process/test_project_layout.py``)."""
 
-import os
-import shutil
-import subprocess
-import sys
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -13,37 +11,38 @@ from django.core.management import call_command
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_platform_folder_does_not_shadow_the_standard_library():
-    result = subprocess.run(
-        [sys.executable, "-c", "import platform, celery; print(platform.system(), platform.__file__)"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )
-    system, location = result.stdout.split()
-    assert system == "Linux"
-    assert not location.startswith(str(ROOT))
-    assert not (ROOT / "platform" / "__init__.py").exists()
-
-
 @pytest.mark.django_db
 def test_models_and_migrations_agree():
     call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
 
 
-def test_contexts_import_each_other_only_through_messages():
-    result = subprocess.run(["lint-imports"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "platform")})
-    assert result.returncode == 0, result.stdout + result.stderr
+#: The test tools production never needs, whichever file lists them.
+TEST_TOOLS = {"pytest", "pytest-django", "hypothesis", "import-linter", "playwright", "mkdocs", "mkdocs-material"}
 
 
-def test_docker_compose_file_is_valid_and_has_no_default_credentials(tmp_path):
-    compose = shutil.which("docker-compose")
-    assert compose, "docker-compose is not installed (scripts/test installs it)"
-    secrets = {"DJANGO_SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", "RABBITMQ_PASSWORD": "r", "FLOWER_BASIC_AUTH": "u:p"}
-    base_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+def _requirements(path: Path) -> set[str]:
+    """The distributions ``path`` pins, with the files it includes (``-r``), by normalised name."""
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r"):
+            names |= _requirements(path.parent / line[2:].strip())
+        elif line:
+            names.add(re.split(r"[\[=<>~!; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
 
-    configured = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True, text=True,
-                                env={**base_env, **secrets})
-    unconfigured = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=base_env)
 
-    assert configured.returncode == 0, configured.stderr
-    assert unconfigured.returncode != 0 and "in .env" in unconfigured.stderr
+def test_the_runtime_requirements_name_no_tool_of_the_tests_the_benchmarks_or_the_docs():
+    runtime = _requirements(ROOT / "requirements.txt")
+    other_roles = [ROOT / "tests" / "requirements.txt", ROOT / "bench" / "requirements.txt",
+                   ROOT / "docs" / "requirements.txt"]
+    tools = TEST_TOOLS.union(*(_requirements(path) for path in other_roles if path.exists()))
+
+    assert {"django", "celery", "psycopg", "gunicorn"} <= runtime
+    assert not runtime & tools
+
+
+def test_the_production_image_installs_the_runtime_requirements_only():
+    installs = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line]
+
+    assert installs and all(re.findall(r"-r\s+(\S+)", line) == ["requirements.txt"] for line in installs), installs

@@ -15,10 +15,18 @@ from apps.catalog.messages import ProductPriceChanged
 from messaging.brokers.base import ConfirmTimeoutError, PublishRefusedError
 from messaging.brokers.rabbitmq import ConfirmedPublisher
 from messaging.models import OutboxMessage
+from tests.brokers import on_broker
 from tests.senders import publish
 from messaging.relay import Relay
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def on_rabbitmq(settings):
+    """The relay these tests drive is RabbitMQ's (publisher confirms, mandatory publishes,
+    returns), whatever broker the environment names: the fake channel answers as RabbitMQ."""
+    on_broker(settings, "rabbitmq")
 
 
 class ConfirmingChannel:

@@ -5,7 +5,8 @@ hosts, the URLs of the database and the broker. ``local`` reads them with the em
 defaults (SQLite, the filesystem broker, a public key) and ``production`` requires each;
 both hand the URLs to ``database()`` and ``relay_poll_interval()``
 below, so what depends on the kind of database or broker follows the URL in every
-environment. ``test`` is ``local`` with whatever the test setup exports.
+environment. ``test`` reads them as ``local`` does (the embedded default unless the test
+setup exports services) and sets what tests need, such as quick retries.
 """
 
 from datetime import timedelta
