@@ -18,4 +18,4 @@ def on_order_started(event: OrderStarted) -> None:
 
 @event_subscriber(OrderCancelled)
 def on_order_cancelled(event: OrderCancelled) -> None:
-    basket_reopen_for_order(order_id=event.order_id)
+    basket_reopen_for_order(order_id=event.order_id, placed=event.placed)

@@ -100,12 +100,19 @@ def basket_reprice(*, sku: str, new_price: Decimal, price_version: int) -> int:
     return len(lines)
 
 
-def basket_reopen_for_order(*, order_id: uuid.UUID) -> None:
-    """The order was cancelled before the basket heard it start: it can be checked out again, lines and all.
+def basket_reopen_for_order(*, order_id: uuid.UUID, placed: bool) -> None:
+    """The order was cancelled: the basket waiting for it opens again.
 
+    An order never placed (cancelled by its deadline first) gives the basket back
+    its lines, to check out again. An order that was placed took the lines: the
+    basket starts afresh, as when it hears the order start, so the end is the
+    same whichever of ``OrderStarted`` and ``OrderCancelled`` it hears first.
     A basket that already moved on (emptied when the order started, or checking
     out another order) is left as it is.
     """
+    if placed:
+        basket_empty_for_order(order_id=order_id)
+        return
     with transaction.atomic():
         basket = Basket.objects.select_for_update().filter(pending_order_id=order_id).first()
         if basket is None:
@@ -115,7 +122,7 @@ def basket_reopen_for_order(*, order_id: uuid.UUID) -> None:
 
 
 def basket_empty_for_order(*, order_id: uuid.UUID) -> None:
-    """The order started: the basket it came from starts afresh."""
+    """The order was placed: its lines are the order's, and the basket it came from starts afresh."""
     with transaction.atomic():
         basket = Basket.objects.select_for_update().filter(pending_order_id=order_id).first()
         if basket is None:

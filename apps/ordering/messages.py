@@ -50,3 +50,7 @@ class OrderPaid(Event):
 class OrderCancelled(Event):
     order_id: uuid.UUID
     reason: str
+    #: Whether the order had been placed (``OrderStarted`` published for it): its lines were then
+    #: the order's. False for one cancelled by its deadline before it was placed, and for a
+    #: message sent before this field existed.
+    placed: bool = False

@@ -84,7 +84,7 @@ def order_cancel(*, order_id: uuid.UUID, reason: str) -> None:
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
         if stock_was_reserved:
             outbox.send(ReleaseStock(order_id=order_id))
-        outbox.publish(OrderCancelled(order_id=order_id, reason=reason))
+        outbox.publish(OrderCancelled(order_id=order_id, reason=reason, placed=True))
 
 
 def order_expire(*, order_id: uuid.UUID, customer_id: str) -> None:
@@ -102,7 +102,7 @@ def order_expire(*, order_id: uuid.UUID, customer_id: str) -> None:
             "cancel_reason": f"{DEADLINE_REASON} before the order was placed",
         })
         if recorded:
-            outbox.publish(OrderCancelled(order_id=order_id, reason=DEADLINE_REASON))
+            outbox.publish(OrderCancelled(order_id=order_id, reason=DEADLINE_REASON, placed=False))
         else:
             order_cancel(order_id=order_id, reason=DEADLINE_REASON)
 
