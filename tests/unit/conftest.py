@@ -14,6 +14,7 @@ class ProcessStartedError(AssertionError):
 @pytest.fixture(autouse=True)
 def no_subprocesses(monkeypatch):
     def refuse(self, args, *rest, **options):
-        raise ProcessStartedError(f"unit tests run in-process: move this test to tests/process (it started {args!r})")
+        raise ProcessStartedError(
+            f"unit tests run in-process: move this test to tests/process (it tried to start {args!r})")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
