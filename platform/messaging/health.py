@@ -8,6 +8,12 @@ while it cannot publish. A process that is stuck writes nothing, so its file
 goes stale. ``manage.py bus_health <name>`` reads the file for a supervisor
 (a compose healthcheck, a Kubernetes exec probe) and exits non-zero unless the
 process is healthy.
+
+One file per process, named by its name and pid (``worker-basket.4242.json``): two
+workers of one context on one host each say how they are. A reader looks at the
+files of the processes still running on this host (``BUS_HEALTH_DIR`` is a local
+folder, never one shared between hosts or containers); a file left by a process
+that died without a word is ignored, and removed by the next process of its name.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ logger = logging.getLogger(__name__)
 HEALTHY_STATES = {"consuming", "publishing", "idle", "stopping"}
 
 
-def health_file(name: str) -> Path:
-    return Path(settings.BUS_HEALTH_DIR) / f"{name}.json"
+def health_file(name: str, pid: int | None = None) -> Path:
+    """The liveness file of process ``pid`` (this one by default) named ``name``."""
+    return Path(settings.BUS_HEALTH_DIR) / f"{name}.{os.getpid() if pid is None else pid}.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +56,48 @@ class Health:
         return None
 
 
-def read_health(name: str) -> Health | None:
+def read_health(name: str, pid: int | None = None) -> Health | None:
+    """What process ``pid`` named ``name`` last said; without a pid, the latest word of any
+    running process of that name. None if there is none."""
+    if pid is not None:
+        return _read(health_file(name, pid))
+    return max(read_healths(name), key=lambda health: health.time, default=None)
+
+
+def read_healths(name: str) -> list[Health]:
+    """What each running process named ``name`` last said, by pid."""
+    found = []
+    for pid, path in _files_of(name):
+        health = _read(path) if _is_running(pid) else None
+        if health is not None:
+            found.append(health)
+    return found
+
+
+def _files_of(name: str) -> list[tuple[int, Path]]:
+    files = []
+    for path in sorted(Path(settings.BUS_HEALTH_DIR).glob(f"{name}.*.json")):
+        pid = path.name.removeprefix(f"{name}.").removesuffix(".json")
+        if pid.isdigit():
+            files.append((int(pid), path))
+    return files
+
+
+def _read(path: Path) -> Health | None:
     try:
-        return Health(**json.loads(health_file(name).read_text()))
+        return Health(**json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, the pid is only looked up
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 class Heartbeat:
@@ -73,7 +117,9 @@ class Heartbeat:
         path = health_file(self.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = path.with_suffix(f".{os.getpid()}.tmp")
+            if self._last is None:
+                self._forget_the_dead()
+            scratch = path.with_suffix(".tmp")
             scratch.write_text(json.dumps(dataclasses.asdict(
                 Health(name=self.name, state=state, detail=detail[:500], pid=os.getpid(), time=now))))
             os.replace(scratch, path)
@@ -85,6 +131,12 @@ class Heartbeat:
                 self._complained_at = now
             return
         self._last, self._written_at = (state, detail), now
+
+    def _forget_the_dead(self) -> None:
+        # Files of processes of this name that were killed (SIGKILL, a crash) before they could forget.
+        for pid, path in _files_of(self.name):
+            if not _is_running(pid):
+                path.unlink(missing_ok=True)
 
     def forget(self) -> None:
         """A clean stop: no file, so nobody mistakes the stopped process for a stuck one."""

@@ -208,9 +208,8 @@ def _readiness(processes: dict[str, subprocess.Popen], options) -> dict:
 
 
 def _healthy(health_name: str, pid: int) -> bool:
-    health = read_health(health_name)
-    # A file left by an earlier run has another pid.
-    return health is not None and health.pid == pid and health.problem(max_age=settings.BUS_HEALTH_MAX_AGE) is None
+    health = read_health(health_name, pid)
+    return health is not None and health.problem(max_age=settings.BUS_HEALTH_MAX_AGE) is None
 
 
 def _listening(port: int) -> bool:
