@@ -3,7 +3,8 @@
 Both are a person's acts, each recorded as a ``DeadLetterAction`` (who, when,
 why), in the transaction that changes the dead letter's status; only an open
 dead letter is acted on, and a row is locked while it is, so two operators
-never retry one message twice.
+never retry one message twice. Both are final: a discarded dead letter is
+never retried nor reopened (its message, if needed after all, is published anew).
 
 A retry writes the message again, with its original envelope and id, to the
 outbox (``outbox.redeliver``): the relay publishes it, confirmed like any
@@ -94,8 +95,8 @@ def discard(
     report = RepairReport()
     with transaction.atomic():
         for dead_letter in _locked(dead_letters):
-            if dead_letter.status != DeadLetter.Status.OPEN:
-                report.refused.append((dead_letter, f"it is {dead_letter.get_status_display().lower()} already"))
+            if why := _why_not_open(dead_letter):
+                report.refused.append((dead_letter, why))
                 continue
             report.done.append(dead_letter)
             if not dry_run:
@@ -105,8 +106,8 @@ def discard(
 
 def why_not_retryable(dead_letter: DeadLetter) -> str | None:
     """Why this dead letter cannot be retried, or None if it can."""
-    if dead_letter.status != DeadLetter.Status.OPEN:
-        return f"it is {dead_letter.get_status_display().lower()} already"
+    if why := _why_not_open(dead_letter):
+        return why
     if dead_letter.body_truncated:
         return "only the start of its body was kept (BUS_DEAD_LETTER_BODY_LIMIT): it cannot be sent again"
     try:
@@ -160,6 +161,16 @@ def failure_groups(dead_letters: QuerySet | None = None) -> QuerySet:
 def group_members(group: dict) -> QuerySet:
     """The open dead letters of one group (a row of ``failure_groups``)."""
     return DeadLetter.objects.filter(status=DeadLetter.Status.OPEN, **{field: group[field] for field in GROUP_FIELDS})
+
+
+def _why_not_open(dead_letter: DeadLetter) -> str | None:
+    if dead_letter.status == DeadLetter.Status.OPEN:
+        return None
+    why = f"it is {dead_letter.get_status_display().lower()} already"
+    if dead_letter.status == DeadLetter.Status.DISCARDED:
+        why += (": a discarded dead letter is final (if its message is needed after all, "
+                "publish its data as a new message)")
+    return why
 
 
 def _locked(dead_letters: Iterable[DeadLetter]) -> QuerySet:

@@ -73,7 +73,8 @@ class Command(BaseCommand):
 
     def _selected(self, options):
         rows = DeadLetter.objects.all()
-        status = options.get("status", DeadLetter.Status.OPEN)
+        # Acts take open dead letters; named by id, any, so a retried or discarded one is refused with why.
+        status = options.get("status", "all" if options["ids"] else DeadLetter.Status.OPEN)
         if status != "all":
             rows = rows.filter(status=status)
         if options["ids"]:
