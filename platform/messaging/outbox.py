@@ -24,6 +24,7 @@ import math
 import uuid
 from typing import Any
 
+from asgiref.local import Local
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
@@ -304,22 +305,46 @@ def _aware(deliver_at: datetime.datetime) -> datetime.datetime:
 
 
 def nudge_relay() -> None:
-    """Wake the relays when this transaction commits (their poll is the safety net).
+    """Wake the relays once this transaction commits (at once outside one); their poll is the safety net.
 
-    Once per transaction: PostgreSQL would fold repeated NOTIFYs into one at
-    commit anyway, but each would still cost a round trip. A marker among the
-    transaction's on-commit callbacks says it was sent; a savepoint rolled back
-    drops both the marker and its NOTIFY, so the next write sends it again.
+    One NOTIFY per committed transaction, however many messages it wrote: each
+    write leaves an on-commit callback (kept or dropped with its savepoint, as
+    Django does), and the first to run at commit sends the NOTIFY for them all.
+    A transaction rolled back sends nothing. Robust callbacks: a NOTIFY that
+    fails after the commit is logged, never raised into the caller whose
+    transaction did commit (the poll then publishes the rows).
     """
     if connection.vendor != "postgresql":
         return
-    if connection.in_atomic_block:
-        if any(callback is _relay_nudged for _, callback, _ in connection.run_on_commit):
+    transaction.on_commit(_pending_nudge().send, robust=True)
+
+
+class _Nudge:
+    """The NOTIFY one transaction owes the relays, sent once."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def send(self) -> None:
+        if self.sent:
             return
-        transaction.on_commit(_relay_nudged)
+        self.sent = True
+        _notify_relays()
+
+
+def _notify_relays() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_notify(%s, '')", [RELAY_CHANNEL])
 
 
-def _relay_nudged() -> None:
-    """The marker ``nudge_relay`` leaves in a transaction; nothing to do at commit."""
+#: Where Django keeps a connection (per thread, per async context): the nudge its transaction's callbacks share.
+_nudges = Local()
+
+
+def _pending_nudge() -> _Nudge:
+    # A nudge not sent yet is shared by every write until a commit sends it; one left
+    # by a rolled-back transaction is simply taken over by the next.
+    nudge = getattr(_nudges, "pending", None)
+    if nudge is None or nudge.sent:
+        nudge = _nudges.pending = _Nudge()
+    return nudge
