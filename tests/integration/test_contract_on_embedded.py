@@ -35,8 +35,15 @@ class TestContractOnEmbedded(BrokerContract):
     def test_a_worker_killed_after_commit_but_before_ack_redelivers_and_the_inbox_absorbs_it(self, bus, platform):
         raise AssertionError("skipped")
 
-    @pytest.mark.skip(reason="after its pool process is SIGKILLed, the embedded worker takes the redelivered "
-                             "message but never runs it, and the class's later tests stall (seen here, "
-                             "not yet understood): the embedded broker is for trying the platform")
+    # Why, reproduced with billiard alone: the filesystem transport has no event loop, so Celery
+    # runs billiard's plain Pool, whose processes read jobs from one shared pipe under one
+    # lock. An idle pool process waits for the next job holding that lock; SIGKILLed then (this
+    # test kills every pool process, the idle one too), it never releases it, the new processes
+    # wait for it forever, and the worker takes messages up to its prefetch and runs none
+    # (killing only the busy process is fine). On RabbitMQ and Redis, Celery's AsynPool gives
+    # each process a pipe of its own. Run, it wedges the class's one catalog worker: skipped.
+    @pytest.mark.skip(reason="the embedded worker's pool (billiard's, without an event loop) deadlocks when an "
+                             "idle pool process is SIGKILLed while it holds the shared job-pipe lock; the "
+                             "wedged worker would stall the class's later tests")
     def test_a_handler_killed_before_commit_is_redelivered_and_applied_once(self, bus, platform):
         raise AssertionError("skipped")
