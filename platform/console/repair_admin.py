@@ -1,11 +1,14 @@
 """The dead-letter admin's repair tools: retry and discard (one, a selection, a group),
-the failure groups page, and each dead letter's repair history.
+reopen a discarded one, the failure groups page, and each dead letter's repair history.
 
 Everything goes through ``messaging.repair``, the service ``manage.py
 dead_letters`` uses too. Retrying needs the ``messaging.retry_deadletter``
-permission, discarding ``messaging.discard_deadletter``; each act is recorded
-under the admin user's name. Repair changes state, so it is POST only.
+permission, discarding and reopening (undoing a discard) ``messaging.discard_deadletter``;
+each act is recorded under the admin user's name. Repair changes state, so it is POST only.
 """
+
+import dataclasses
+from collections.abc import Callable
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -19,6 +22,29 @@ from django.utils.http import urlencode
 
 from messaging import repair
 from messaging.models import DeadLetter, DeadLetterAction
+
+@dataclasses.dataclass(frozen=True)
+class NoteAct:
+    """An act that needs a note saying why: its service, and the words of its page."""
+
+    service: Callable[..., repair.RepairReport]
+    #: The changelist action that posts the page back.
+    action: str
+    title: str
+    intro: str
+    question: str
+    submit: str
+    done: str
+
+
+DISCARD = NoteAct(repair.discard, "discard_selected", "Discard dead letters",
+                  "Discarding archives these dead letters: nothing is sent, and the note stays in each one's "
+                  "repair history. A discard can be undone (Reopen).",
+                  "Why do these need no repair?", "Discard", "discarded")
+REOPEN = NoteAct(repair.reopen, "reopen_selected", "Reopen dead letters",
+                 "Reopening makes these discarded dead letters open again, to be retried or discarded: nothing "
+                 "is sent yet, and the note stays in each one's repair history.",
+                 "Why do these need repair after all?", "Reopen", "reopened")
 
 #: What the status filter shows when none is chosen: what still needs a person.
 DEFAULT_STATUS = DeadLetter.Status.OPEN
@@ -50,7 +76,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 class DeadLetterActionInline(admin.TabularInline):
-    """The repair history: who retried or discarded it, when, why, and what happened next."""
+    """The repair history: who retried, discarded or reopened it, when, why, and what happened next."""
 
     model = DeadLetterAction
     verbose_name = "repair"
@@ -84,7 +110,7 @@ class DeadLetterActionInline(admin.TabularInline):
 class DeadLetterRepairMixin:
     """Retry and discard actions, per-row buttons and the failure groups page for ``DeadLetterAdmin``."""
 
-    actions = ["retry_selected", "discard_selected"]
+    actions = ["retry_selected", "discard_selected", "reopen_selected"]
     inlines = [DeadLetterActionInline]
     change_form_template = "admin/messaging/deadletter/change_form.html"
     change_list_template = "admin/messaging/deadletter/change_list.html"
@@ -103,6 +129,7 @@ class DeadLetterRepairMixin:
             path("groups/", view(self.groups_view), name="messaging_deadletter_groups"),
             path("<uuid:pk>/retry/", view(self.retry_view), name="messaging_deadletter_retry"),
             path("<uuid:pk>/discard/", view(self.discard_view), name="messaging_deadletter_discard"),
+            path("<uuid:pk>/reopen/", view(self.reopen_view), name="messaging_deadletter_reopen"),
             *super().get_urls(),
         ]
 
@@ -115,12 +142,11 @@ class DeadLetterRepairMixin:
 
     @admin.action(description="Discard selected dead letters…", permissions=["discard"])
     def discard_selected(self, request, queryset: QuerySet):
-        note = request.POST.get("note", "").strip()
-        if request.POST.get("confirmed") and note:
-            self._discard(request, queryset, note)
-            return None
-        # Django's pattern for an action that needs more input (as delete_selected does).
-        return self._discard_form(request, queryset, note_missing=bool(request.POST.get("confirmed")))
+        return self._with_note(request, queryset, DISCARD)
+
+    @admin.action(description="Reopen selected discarded dead letters…", permissions=["discard"])
+    def reopen_selected(self, request, queryset: QuerySet):
+        return self._with_note(request, queryset, REOPEN)
 
     # One dead letter (the buttons on its page)
 
@@ -131,14 +157,10 @@ class DeadLetterRepairMixin:
         return HttpResponseRedirect(reverse("admin:messaging_deadletter_change", args=[pk]))
 
     def discard_view(self, request, pk):
-        dead_letter = self._one_for(request, pk, self.has_discard_permission)
-        queryset = DeadLetter.objects.filter(pk=dead_letter.pk)
-        note = request.POST.get("note", "").strip()
-        if not note:
-            return self._discard_form(request, queryset, note_missing=bool(request.POST.get("confirmed")),
-                                      form_url=request.path)
-        self._discard(request, queryset, note)
-        return HttpResponseRedirect(reverse("admin:messaging_deadletter_change", args=[pk]))
+        return self._one_with_note(request, pk, DISCARD)
+
+    def reopen_view(self, request, pk):
+        return self._one_with_note(request, pk, REOPEN)
 
     # The failure groups page
 
@@ -180,7 +202,7 @@ class DeadLetterRepairMixin:
             if not note:
                 self.message_user(request, "A discard needs a note saying why.", messages.ERROR)
             else:
-                self._discard(request, members, note)
+                self._act_with_note(request, members, DISCARD, note)
         return HttpResponseRedirect(reverse("admin:messaging_deadletter_groups"))
 
     # Shared
@@ -192,16 +214,35 @@ class DeadLetterRepairMixin:
             raise PermissionDenied
         return get_object_or_404(DeadLetter, pk=pk)
 
-    def _discard(self, request, queryset, note: str) -> None:
-        report = repair.discard(queryset, actor=request.user.get_username(), user=request.user, note=note)
-        self._announce(request, report, "discarded")
+    def _with_note(self, request, queryset, act: NoteAct):
+        note = request.POST.get("note", "").strip()
+        if request.POST.get("confirmed") and note:
+            self._act_with_note(request, queryset, act, note)
+            return None
+        # Django's pattern for an action that needs more input (as delete_selected does).
+        return self._note_form(request, queryset, act, note_missing=bool(request.POST.get("confirmed")))
 
-    def _discard_form(self, request, queryset, *, note_missing: bool, form_url: str = ""):
+    def _one_with_note(self, request, pk, act: NoteAct):
+        dead_letter = self._one_for(request, pk, self.has_discard_permission)
+        queryset = DeadLetter.objects.filter(pk=dead_letter.pk)
+        note = request.POST.get("note", "").strip()
+        if not note:
+            return self._note_form(request, queryset, act, note_missing=bool(request.POST.get("confirmed")),
+                                   form_url=request.path)
+        self._act_with_note(request, queryset, act, note)
+        return HttpResponseRedirect(reverse("admin:messaging_deadletter_change", args=[pk]))
+
+    def _act_with_note(self, request, queryset, act: NoteAct, note: str) -> None:
+        report = act.service(queryset, actor=request.user.get_username(), user=request.user, note=note)
+        self._announce(request, report, act.done)
+
+    def _note_form(self, request, queryset, act: NoteAct, *, note_missing: bool, form_url: str = ""):
         """The page asking why; it posts back as the changelist action, or to ``form_url`` for one row."""
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": "Discard dead letters",
+            "title": act.title,
+            "act": act,
             "dead_letters": queryset,
             "note_missing": note_missing,
             "form_url": form_url,

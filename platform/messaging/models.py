@@ -154,11 +154,12 @@ class DeadLetter(models.Model):
 
 
 class DeadLetterAction(models.Model):
-    """Who retried or discarded a dead letter, when, and why: its repair history."""
+    """Who retried, discarded or reopened a dead letter, when, and why: its repair history."""
 
     class Action(models.TextChoices):
         RETRIED = "retried", "Retried"
         DISCARDED = "discarded", "Discarded"
+        REOPENED = "reopened", "Reopened"
 
     dead_letter = models.ForeignKey(DeadLetter, related_name="actions", on_delete=models.CASCADE)
     action = models.CharField(max_length=16, choices=Action.choices)
@@ -167,7 +168,7 @@ class DeadLetterAction(models.Model):
     #: Who did it, in words that outlive the user row ("admin", "cli:root@host").
     actor = models.CharField(max_length=255)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
-    #: Why it was discarded (required then); empty for a retry.
+    #: Why it was discarded or reopened (required then); empty for a retry.
     note = models.TextField(blank=True)
     #: The outbox row a retry wrote. Not a database constraint: the retention purge
     #: deletes published rows in bulk without looking here; a purged row is just gone.

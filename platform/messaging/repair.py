@@ -1,10 +1,13 @@
-"""Repairing dead letters: retry one back to the consumer that failed, or discard it.
+"""Repairing dead letters: retry one back to the consumer that failed, or discard it,
+and reopen one that was discarded by mistake.
 
-Both are a person's acts, each recorded as a ``DeadLetterAction`` (who, when,
-why), in the transaction that changes the dead letter's status; only an open
-dead letter is acted on, and a row is locked while it is, so two operators
-never retry one message twice. Both are final: a discarded dead letter is
-never retried nor reopened (its message, if needed after all, is published anew).
+Each is a person's act, recorded as a ``DeadLetterAction`` (who, when, why), in
+the transaction that changes the dead letter's status; a row is locked while it
+is acted on, so two operators never retry one message twice. Retry and discard
+take open dead letters; a retry is final (what happens next is a new dead letter,
+or the message handled). A discard can be undone: ``reopen`` makes a discarded
+dead letter open again, with a note saying why, and it can then be retried or
+discarded like any other.
 
 A retry writes the message again, with its original envelope and id, to the
 outbox (``outbox.redeliver``): the relay publishes it, confirmed like any
@@ -82,7 +85,8 @@ def retry(dead_letters: Iterable[DeadLetter], *, actor: str, user=None, dry_run:
             if key not in sent:
                 envelope = Envelope.model_validate(dead_letter.body)
                 sent[key] = outbox.redeliver(envelope, context=dead_letter.context)
-            _record(dead_letter, DeadLetter.Status.RETRIED, actor=actor, user=user, outbox_message=sent[key])
+            _record(dead_letter, DeadLetter.Status.RETRIED, DeadLetterAction.Action.RETRIED,
+                    actor=actor, user=user, outbox_message=sent[key])
     return report
 
 
@@ -100,7 +104,29 @@ def discard(
                 continue
             report.done.append(dead_letter)
             if not dry_run:
-                _record(dead_letter, DeadLetter.Status.DISCARDED, actor=actor, user=user, note=note.strip())
+                _record(dead_letter, DeadLetter.Status.DISCARDED, DeadLetterAction.Action.DISCARDED,
+                        actor=actor, user=user, note=note.strip())
+    return report
+
+
+def reopen(
+    dead_letters: Iterable[DeadLetter], *, actor: str, note: str, user=None, dry_run: bool = False
+) -> RepairReport:
+    """Make each discarded dead letter open again, with why (a discard made by mistake, or a
+    message needed after all); nothing is sent until it is retried."""
+    if not note.strip():
+        raise ValueError("reopening needs a note saying why")
+    report = RepairReport()
+    with transaction.atomic():
+        for dead_letter in _locked(dead_letters):
+            if dead_letter.status != DeadLetter.Status.DISCARDED:
+                report.refused.append((dead_letter, f"it is {dead_letter.get_status_display().lower()}: "
+                                                    "only a discarded dead letter is reopened"))
+                continue
+            report.done.append(dead_letter)
+            if not dry_run:
+                _record(dead_letter, DeadLetter.Status.OPEN, DeadLetterAction.Action.REOPENED,
+                        actor=actor, user=user, note=note.strip())
     return report
 
 
@@ -168,8 +194,7 @@ def _why_not_open(dead_letter: DeadLetter) -> str | None:
         return None
     why = f"it is {dead_letter.get_status_display().lower()} already"
     if dead_letter.status == DeadLetter.Status.DISCARDED:
-        why += (": a discarded dead letter is final (if its message is needed after all, "
-                "publish its data as a new message)")
+        why += ": reopen it first if it needs repair after all"
     return why
 
 
@@ -179,11 +204,7 @@ def _locked(dead_letters: Iterable[DeadLetter]) -> QuerySet:
     return DeadLetter.objects.select_for_update().filter(pk__in=ids).order_by("created_at", "pk")
 
 
-def _record(dead_letter: DeadLetter, status: str, **action) -> None:
+def _record(dead_letter: DeadLetter, status: str, action: str, **fields) -> None:
     dead_letter.status = status
     dead_letter.save(update_fields=["status"])
-    DeadLetterAction.objects.create(
-        dead_letter=dead_letter,
-        action=DeadLetterAction.Action.RETRIED if status == DeadLetter.Status.RETRIED else DeadLetterAction.Action.DISCARDED,
-        **action,
-    )
+    DeadLetterAction.objects.create(dead_letter=dead_letter, action=action, **fields)

@@ -1,4 +1,4 @@
-"""``manage.py dead_letters list|retry|discard``: the admin's dead-letter actions from a shell.
+"""``manage.py dead_letters list|retry|discard|reopen``: the admin's dead-letter actions from a shell.
 
 The same service as the admin's (``messaging.repair``); each act is recorded
 in the dead letter's history under ``cli:<user>@<host>`` (or ``--actor``).
@@ -23,14 +23,15 @@ DEFAULT_LIST_LIMIT = 50
 
 
 class Command(BaseCommand):
-    help = "List, retry or discard dead letters (the admin's actions, from a shell)."
+    help = "List, retry, discard or reopen dead letters (the admin's actions, from a shell)."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="list|retry|discard")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="list|retry|discard|reopen")
         for name, text in (
             ("list", "show dead letters, newest first (open ones unless --status says otherwise)"),
             ("retry", "send open dead letters back to the consumer that failed"),
             ("discard", "archive open dead letters with a note; nothing is sent"),
+            ("reopen", "make discarded dead letters open again, with a note; nothing is sent"),
         ):
             action = actions.add_parser(name, help=text, description=text)
             action.add_argument("--id", dest="ids", action="append", default=[], metavar="UUID",
@@ -49,6 +50,8 @@ class Command(BaseCommand):
                 action.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
             if name == "discard":
                 action.add_argument("--note", required=True, help="why these need no repair (kept in the history)")
+            if name == "reopen":
+                action.add_argument("--note", required=True, help="why they need repair after all (kept in the history)")
 
     def handle(self, *args, **options):
         rows = self._selected(options)
@@ -60,9 +63,12 @@ class Command(BaseCommand):
         if options["action"] == "retry":
             report = repair.retry(rows, actor=actor, dry_run=options["dry_run"])
             verb = "would retry" if options["dry_run"] else "retried"
-        else:
+        elif options["action"] == "discard":
             report = repair.discard(rows, actor=actor, note=options["note"], dry_run=options["dry_run"])
             verb = "would discard" if options["dry_run"] else "discarded"
+        else:
+            report = repair.reopen(rows, actor=actor, note=options["note"], dry_run=options["dry_run"])
+            verb = "would reopen" if options["dry_run"] else "reopened"
         for dead_letter in report.done:
             self.stdout.write(f"{verb} {_line(dead_letter)}")
         for dead_letter, why in report.refused:
@@ -73,8 +79,10 @@ class Command(BaseCommand):
 
     def _selected(self, options):
         rows = DeadLetter.objects.all()
-        # Acts take open dead letters; named by id, any, so a retried or discarded one is refused with why.
-        status = options.get("status", "all" if options["ids"] else DeadLetter.Status.OPEN)
+        # Acts take the dead letters they act on (reopen the discarded ones, the others open ones);
+        # named by id, any, so one in another status is refused with why.
+        acted_on = DeadLetter.Status.DISCARDED if options["action"] == "reopen" else DeadLetter.Status.OPEN
+        status = options.get("status", "all" if options["ids"] else acted_on)
         if status != "all":
             rows = rows.filter(status=status)
         if options["ids"]:
