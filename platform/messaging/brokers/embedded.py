@@ -1,9 +1,12 @@
 """The embedded broker, for trying the platform: kombu's filesystem transport
 with one folder per queue, in ``BUS_DATA_DIR``.
 
-What it cannot promise (the adapter ``Embedded`` says so, and the README's
-broker table): it has no delivery limit and no dead-letter queue, and a
-message taken by a worker whose whole process is killed is gone. A retry
+What it cannot promise (the adapter ``Embedded`` says so, and the docs' broker
+table): it has no delivery limit and no dead-letter queue, and a message taken
+by a worker whose whole process is killed is gone. With no event loop, Celery
+runs billiard's plain pool, whose processes share one job pipe and its lock: an
+idle pool process killed while it waits holds that lock for good, and the
+worker takes messages it never runs until restarted. A retry
 waits in the worker (a Celery countdown) and goes back to its own queue.
 
 kombu's own filesystem transport keeps every queue's messages in one folder
