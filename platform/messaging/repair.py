@@ -96,17 +96,8 @@ def discard(
     """Archive each open dead letter with the reason it needs no repair; nothing is sent."""
     if not note.strip():
         raise ValueError("a discard needs a note saying why")
-    report = RepairReport()
-    with transaction.atomic():
-        for dead_letter in _locked(dead_letters):
-            if why := _why_not_open(dead_letter):
-                report.refused.append((dead_letter, why))
-                continue
-            report.done.append(dead_letter)
-            if not dry_run:
-                _record(dead_letter, DeadLetter.Status.DISCARDED, DeadLetterAction.Action.DISCARDED,
-                        actor=actor, user=user, note=note.strip())
-    return report
+    return _act_on_each(dead_letters, _why_not_open, DeadLetter.Status.DISCARDED, DeadLetterAction.Action.DISCARDED,
+                        dry_run=dry_run, actor=actor, user=user, note=note.strip())
 
 
 def reopen(
@@ -116,18 +107,8 @@ def reopen(
     message needed after all); nothing is sent until it is retried."""
     if not note.strip():
         raise ValueError("reopening needs a note saying why")
-    report = RepairReport()
-    with transaction.atomic():
-        for dead_letter in _locked(dead_letters):
-            if dead_letter.status != DeadLetter.Status.DISCARDED:
-                report.refused.append((dead_letter, f"it is {dead_letter.get_status_display().lower()}: "
-                                                    "only a discarded dead letter is reopened"))
-                continue
-            report.done.append(dead_letter)
-            if not dry_run:
-                _record(dead_letter, DeadLetter.Status.OPEN, DeadLetterAction.Action.REOPENED,
-                        actor=actor, user=user, note=note.strip())
-    return report
+    return _act_on_each(dead_letters, _why_not_discarded, DeadLetter.Status.OPEN, DeadLetterAction.Action.REOPENED,
+                        dry_run=dry_run, actor=actor, user=user, note=note.strip())
 
 
 def why_not_retryable(dead_letter: DeadLetter) -> str | None:
@@ -196,6 +177,27 @@ def _why_not_open(dead_letter: DeadLetter) -> str | None:
     if dead_letter.status == DeadLetter.Status.DISCARDED:
         why += ": reopen it first if it needs repair after all"
     return why
+
+
+def _why_not_discarded(dead_letter: DeadLetter) -> str | None:
+    if dead_letter.status == DeadLetter.Status.DISCARDED:
+        return None
+    return f"it is {dead_letter.get_status_display().lower()}: only a discarded dead letter is reopened"
+
+
+def _act_on_each(dead_letters: Iterable[DeadLetter], why_not, status: str, action: str, *, dry_run: bool,
+                 **fields) -> RepairReport:
+    """Give each dead letter ``status``, recording ``action``, unless ``why_not`` says why not."""
+    report = RepairReport()
+    with transaction.atomic():
+        for dead_letter in _locked(dead_letters):
+            if why := why_not(dead_letter):
+                report.refused.append((dead_letter, why))
+                continue
+            report.done.append(dead_letter)
+            if not dry_run:
+                _record(dead_letter, status, action, **fields)
+    return report
 
 
 def _locked(dead_letters: Iterable[DeadLetter]) -> QuerySet:

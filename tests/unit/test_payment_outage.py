@@ -15,12 +15,6 @@ from apps.payment.models import Payment
 from apps.payment.services import PaymentProviderUnavailableError, payment_process
 from messaging.models import DeadLetter
 from messaging.repair import retry
-from messaging.testing import TestBus
-
-
-@pytest.fixture
-def bus(db):
-    return TestBus()
 
 
 @pytest.fixture

@@ -1,16 +1,12 @@
 """A discarded dead letter is neither retried nor discarded again, until a person reopens it
 with a note: then it is open, retried like any other, and its history tells it all."""
 
-from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import override_settings
 
-from apps.basket.services import basket_add_item, basket_checkout
-from apps.catalog.services import product_create
 from apps.ordering.models import Order
 from messaging import repair
 from messaging.models import DeadLetter, DeadLetterAction, OutboxMessage
@@ -22,16 +18,10 @@ REOPEN_FIRST = "it is discarded already: reopen it first if it needs repair afte
 
 
 @pytest.fixture
-def discarded():
+def discarded(payment_dead_letter):
     """A payment dead-lettered by a provider outage, then discarded by an operator."""
-    product_create(sku="MUG-1", name="Mug", price=Decimal("10.00"), stock=5)
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
-    basket_checkout(customer_id="c1")
-    with override_settings(PAYMENT_PROVIDER_OUTAGE=True):
-        TestBus().run_until_quiet()
-    dead_letter = DeadLetter.objects.get()
-    assert repair.discard([dead_letter], actor="bob", note="paid by phone").done
-    return dead_letter
+    assert repair.discard([payment_dead_letter], actor="bob", note="paid by phone").done
+    return payment_dead_letter
 
 
 def _nothing_sent_again():

@@ -1,32 +1,22 @@
 """A discarded dead letter in the admin: retry is refused with why; Reopen, with a note, opens it again."""
 
-from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
-from django.test import override_settings
 from django.urls import reverse
 
-from apps.basket.services import basket_add_item, basket_checkout
-from apps.catalog.services import product_create
 from messaging import repair
 from messaging.models import DeadLetter, DeadLetterAction, OutboxMessage
-from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def discarded():
-    product_create(sku="MUG-1", name="Mug", price=Decimal("10.00"), stock=5)
-    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
-    basket_checkout(customer_id="c1")
-    with override_settings(PAYMENT_PROVIDER_OUTAGE=True):
-        TestBus().run_until_quiet()
-    dead_letter = DeadLetter.objects.get()
-    repair.discard([dead_letter], actor="bob", note="paid by phone")
-    return dead_letter
+def discarded(payment_dead_letter):
+    """A payment dead-lettered by a provider outage, then discarded by an operator."""
+    assert repair.discard([payment_dead_letter], actor="bob", note="paid by phone").done
+    return payment_dead_letter
 
 
 def _messages(response) -> list[str]:
