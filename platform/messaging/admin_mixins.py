@@ -121,7 +121,8 @@ class ConversationLinkAdmin:
         held_up = _held_up(key, getattr(obj, OPEN_DEAD_LETTERS, 0)) if key else ""
         if url is None:
             return held_up or "—"
-        link = format_html('<a href="{}">{} \u2192</a>', url, short_id(key))
+        link = format_html('<a class="bus-conversation" href="{}"><code title="{}">{}</code> \u2192</a>',
+                           url, key, str(key)[:SHORT_ID_LENGTH])
         return format_html("{} {}", link, held_up) if held_up else link
 
     def get_list_display(self, request):

@@ -77,6 +77,11 @@ def readonly_field(page: Page, field: str) -> Locator:
     return page.locator(f".field-{field} .readonly")
 
 
+def open_conversation(page: Page) -> None:
+    """On a change page: follow the row's link to its conversation (beside it, a "held up" link may stand)."""
+    readonly_field(page, "conversation_link").locator("a.bus-conversation").click()
+
+
 def order_is_paid(page: Page) -> bool:
     """On an order's page: its status reads Paid."""
     return readonly_field(page, "status").inner_text() == "Paid"

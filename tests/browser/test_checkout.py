@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.pages import (
     change_list_rows,
+    open_conversation,
     order_is_paid,
     readonly_field,
     reload_until,
@@ -71,7 +72,7 @@ def test_a_seeded_basket_checked_out_from_the_admin_reaches_paid_and_its_convers
     snap(page, "order-paid")
 
     # And its conversation shows each step: who sent it, which context handled it.
-    readonly_field(page, "conversation_link").get_by_role("link").click()
+    open_conversation(page)
     expect(page.get_by_role("heading", name=f"Conversation {order_id}")).to_be_visible()
     for message_type, sender, receiver in PAID_CHECKOUT:
         cells = timeline_step(page, message_type)

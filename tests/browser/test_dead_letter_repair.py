@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.pages import (
     change_list_rows,
+    open_conversation,
     order_is_paid,
     readonly_field,
     reload_until,
@@ -119,8 +120,9 @@ def test_a_dead_letter_retried_from_its_page_is_handled_by_the_worker_and_its_or
     # the operator finds it stuck, and from it the failing step of its conversation.
     page.goto(f"/admin/ordering/order/{order_id}/change/")
     expect(readonly_field(page, "status")).to_have_text("Awaiting stock confirmation")
+    expect(readonly_field(page, "conversation_link").locator("a.bus-held-up")).to_have_text("held up: 1 dead letter")
     snap(page, "order-stuck")
-    readonly_field(page, "conversation_link").get_by_role("link").click()
+    open_conversation(page)
     failing = page.locator(f"#message-{message_id}")
     expect(failing.locator("td").nth(2)).to_have_text("catalog")
     expect(failing.locator("td").nth(6)).to_contain_text("ordering dead-lettered")
@@ -149,7 +151,7 @@ def test_a_dead_letter_retried_from_its_page_is_handled_by_the_worker_and_its_or
     page.goto(f"/admin/ordering/order/{order_id}/change/")
     reload_until(page, order_is_paid, what="the repaired order to show Paid", snap=snap)
     snap(page, "order-paid")
-    readonly_field(page, "conversation_link").get_by_role("link").click()
+    open_conversation(page)
     expect(page.locator(f"#message-{message_id} td").nth(7)).to_contain_text("done")
     for message_type in ("payment.ProcessPayment", "payment.PaymentSucceeded", "ordering.OrderPaid"):
         expect(page.locator("#timeline tbody tr").filter(has_text=message_type)).to_have_count(1)
@@ -190,9 +192,10 @@ def test_a_dead_letter_discarded_with_a_note_keeps_it_in_its_repair_history(page
     expect(history.locator("td.field-actor")).to_have_text(live_platform.admin_username)
     expect(history.locator("td.field-note")).to_have_text(note)
     expect(page.get_by_role("button", name=re.compile("^(Retry|Discard…)$"))).to_have_count(0)
+    expect(page.get_by_role("button", name="Reopen…")).to_be_visible()  # a discard made by mistake is undone
     snap(page, "dead-letter-discarded")
     # Its conversation says so too.
-    readonly_field(page, "conversation_link").get_by_role("link").click()
+    open_conversation(page)
     expect(page.locator(f"#message-{message_id}")).to_contain_text(
         f"Discarded by {live_platform.admin_username} at")
     expect(page.locator(f"#message-{message_id}")).to_contain_text(note)

@@ -9,7 +9,14 @@ import pytest
 from messaging.task_message import delivery_id
 from playwright.sync_api import expect
 
-from tests.browser.pages import change_list_rows, readonly_field, reload_until, save_changes, save_new
+from tests.browser.pages import (
+    change_list_rows,
+    open_conversation,
+    readonly_field,
+    reload_until,
+    save_changes,
+    save_new,
+)
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.browser
@@ -44,7 +51,7 @@ def test_an_event_two_contexts_subscribe_to_is_a_task_of_each_in_flower(page, li
     expect(announcement).to_have_count(1)
     announcement.locator("th a").click()
     message_id = readonly_field(page, "message_id").inner_text()
-    readonly_field(page, "conversation_link").get_by_role("link").click()
+    open_conversation(page)
     received_by = page.locator(f"#message-{message_id} td").nth(6)
     reload_until(page, lambda _: all(re.search(rf"\b{context}\s+handled\b", received_by.inner_text())
                                      for context in SUBSCRIBERS),
