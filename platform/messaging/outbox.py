@@ -316,6 +316,12 @@ def nudge_relay() -> None:
     """
     if connection.vendor != "postgresql":
         return
+    if not connection.in_atomic_block and not connection.get_autocommit():
+        # Manual transaction management (set_autocommit(False)) has no on-commit hooks; a
+        # NOTIFY inside the transaction is what PostgreSQL itself holds until COMMIT, and
+        # drops on rollback.
+        _notify_relays()
+        return
     transaction.on_commit(_pending_nudge().send, robust=True)
 
 

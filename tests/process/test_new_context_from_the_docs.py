@@ -74,6 +74,7 @@ def test_a_context_added_and_tested_as_the_docs_say_works(tmp_path):
             (project / named.group(1)).write_text(code)
     assert written == {f"apps/shipping/{name}.py" for name in ("models", "messages", "services", "handlers", "admin")}
     # INSTALLED_APPS lives where the guide says.
+    assert "`INSTALLED_APPS`, which lives in `platform/config/settings/base.py`" in (GUIDES / "add-a-context.md").read_text()
     settings_file = project / "platform/config/settings/base.py"
     settings_text = settings_file.read_text()
     assert '    "apps.payment",\n' in settings_text

@@ -92,3 +92,21 @@ def test_a_checkout_ends_the_same_whichever_event_the_basket_hears_first(checkou
     # then the basket ends the same every time: open again, with its lines only if the order was never placed
     assert set(ends.values()) == {(Basket.Status.OPEN, None, expected_lines)}, ends
     assert not bus.dead_letters()
+
+
+def test_an_order_cancelled_announced_before_placed_was_a_field_still_reopens_the_basket():
+    # Given a checkout whose cancellation was written by ordering's code before `placed` existed
+    # (such a message may wait in basket's queue across the deploy)
+    bus = TestBus()
+    product_create(sku="MUG-1", name="Mug", price=Decimal("10.00"), stock=5)
+    _stock_rejected(bus)
+    [cancelled] = bus.sent("ordering.OrderCancelled")
+    old_format = {**cancelled, "data": {k: v for k, v in cancelled["data"].items() if k != "placed"}}
+
+    # When the basket hears it, without OrderStarted (its lines come back: the old behaviour, documented)
+    [delivery] = bus.deliver(old_format, context="basket")
+
+    # Then it is handled, not dead-lettered, and the basket is open again
+    assert delivery.outcome == "handled", delivery.report
+    assert not bus.dead_letters()
+    assert _basket_state() == (Basket.Status.OPEN, None, (("MUG-1", 9),))

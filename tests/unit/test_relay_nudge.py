@@ -72,6 +72,33 @@ def test_each_committed_transaction_nudges_once(notifies, django_capture_on_comm
     assert notifies == [outbox.RELAY_CHANNEL] * 2
 
 
+@pytest.mark.django_db(transaction=True)  # set_autocommit is refused inside the test's own atomic block
+def test_in_manual_transaction_management_the_nudge_goes_inside_the_transaction(notifies):
+    # on_commit() refuses this mode; PostgreSQL holds a NOTIFY until COMMIT and drops it on rollback.
+    transaction.set_autocommit(False)
+    try:
+        outbox.nudge_relay()
+        assert notifies == [outbox.RELAY_CHANNEL]
+    finally:
+        transaction.rollback()
+        transaction.set_autocommit(True)
+
+
+def test_a_notify_failing_after_the_commit_is_logged_and_never_raised(monkeypatch, caplog,
+                                                                     django_capture_on_commit_callbacks):
+    def refused():
+        raise ConnectionError("the database went away after the commit")
+
+    monkeypatch.setattr(connection, "vendor", "postgresql")
+    monkeypatch.setattr(outbox, "_notify_relays", refused)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
+            outbox.nudge_relay()
+
+    assert "the database went away after the commit" in caplog.text
+
+
 def test_no_private_transaction_api_is_read():
     import inspect
 

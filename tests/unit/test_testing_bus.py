@@ -109,3 +109,11 @@ def test_a_message_loop_is_reported_instead_of_running_forever(bus, monkeypatch)
 def test_delivering_again_a_message_never_written_is_a_clear_error(bus):
     with pytest.raises(LookupError, match="no message"):
         bus.deliver_again(uuid.uuid4())
+
+
+def test_a_command_no_context_handles_fails_the_run_as_the_relay_refuses_it(bus, monkeypatch):
+    bus.send(ExpireOrder(order_id=uuid.uuid4(), customer_id="c-1"))
+    monkeypatch.setattr("messaging.testing.receiving_contexts", lambda message_type: [])
+
+    with pytest.raises(AssertionError, match="no context handles ordering.ExpireOrder"):
+        bus.run_until_quiet()
