@@ -14,6 +14,8 @@ workers of one context on one host each say how they are. A reader looks at the
 files of the processes still running on this host (``BUS_HEALTH_DIR`` is a local
 folder, never one shared between hosts or containers); a file left by a process
 that died without a word is ignored, and removed by the next process of its name.
+A file names its process's start time too, so a pid the system has given to
+another process since does not make a dead one look alive.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Health:
     detail: str
     pid: int
     time: float
+    #: When the process started (clock ticks since boot, from /proc): with the pid, what
+    #: tells it from a later process given the same pid. None where /proc cannot say.
+    started: int | None = None
 
     def problem(self, *, max_age: float, now: float | None = None) -> str | None:
         """Why this process is not healthy, or None."""
@@ -68,8 +73,8 @@ def read_healths(name: str) -> list[Health]:
     """What each running process named ``name`` last said, by pid."""
     found = []
     for pid, path in _files_of(name):
-        health = _read(path) if _is_running(pid) else None
-        if health is not None:
+        health = _read(path)
+        if health is not None and _is_running(pid, health.started):
             found.append(health)
     return found
 
@@ -90,14 +95,24 @@ def _read(path: Path) -> Health | None:
         return None
 
 
-def _is_running(pid: int) -> bool:
+def _is_running(pid: int, started: int | None = None) -> bool:
+    """Whether process ``pid`` is alive and, if ``started`` is known, still the one that started then."""
     try:
         os.kill(pid, 0)  # signal 0: nothing is sent, the pid is only looked up
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process
-    return True
+        pass  # someone else's process: alive
+    return started is None or _start_time(pid) in (None, started)
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``, field 22)."""
+    try:
+        # The command name (field 2) may hold spaces and parentheses: count from its closing one.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Heartbeat:
@@ -121,7 +136,8 @@ class Heartbeat:
                 self._forget_the_dead()
             scratch = path.with_suffix(".tmp")
             scratch.write_text(json.dumps(dataclasses.asdict(
-                Health(name=self.name, state=state, detail=detail[:500], pid=os.getpid(), time=now))))
+                Health(name=self.name, state=state, detail=detail[:500], pid=os.getpid(), time=now,
+                       started=_start_time(os.getpid())))))
             os.replace(scratch, path)
         except OSError as exc:
             # Never stop the work for its report (a full or read-only disk): the file
@@ -135,7 +151,8 @@ class Heartbeat:
     def _forget_the_dead(self) -> None:
         # Files of processes of this name that were killed (SIGKILL, a crash) before they could forget.
         for pid, path in _files_of(self.name):
-            if not _is_running(pid):
+            health = _read(path)
+            if not _is_running(pid, health.started if health else None):
                 path.unlink(missing_ok=True)
 
     def forget(self) -> None:

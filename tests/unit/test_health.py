@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from messaging import health as health_module
 from messaging.health import Health, Heartbeat, health_file, read_health, read_healths
 
 
@@ -19,9 +20,9 @@ def health_dir(settings, tmp_path):
     return tmp_path
 
 
-def _another_process_says(name: str, pid: int, state: str, *, seconds_ago: float = 0) -> None:
+def _another_process_says(name: str, pid: int, state: str, *, seconds_ago: float = 0, started=None) -> None:
     """A liveness file as the process ``pid`` writes it."""
-    health = Health(name=name, state=state, detail="", pid=pid, time=time.time() - seconds_ago)
+    health = Health(name=name, state=state, detail="", pid=pid, time=time.time() - seconds_ago, started=started)
     health_file(name, pid).write_text(json.dumps(dataclasses.asdict(health)))
 
 
@@ -85,3 +86,23 @@ def test_a_process_that_stops_cleanly_takes_its_own_file_only():
     Heartbeat("worker-basket").forget()
 
     assert [health.pid for health in read_healths("worker-basket")] == [os.getppid()]
+
+
+def test_a_dead_processs_file_whose_pid_was_given_to_another_process_is_ignored_and_forgotten():
+    # Given a file of a killed worker whose pid the system has since given to another process
+    # (our parent stands for it: running, but started at another time than the file says)
+    parent_started = health_module._start_time(os.getppid())
+    assert parent_started is not None
+    _another_process_says("worker-basket", os.getppid(), "consuming", seconds_ago=3600, started=parent_started + 1)
+
+    # then no reader counts it, and the next process of that name removes it
+    assert read_healths("worker-basket") == []
+    Heartbeat("worker-basket").beat("consuming")
+    assert not health_file("worker-basket", os.getppid()).exists()
+    assert _bus_health("worker-basket") == f"worker-basket: consuming (pid {os.getpid()})\n"
+
+
+def test_a_process_writes_its_start_time_with_its_pid():
+    Heartbeat("relay").beat("idle")
+
+    assert read_health("relay", os.getpid()).started == health_module._start_time(os.getpid())
