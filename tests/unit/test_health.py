@@ -65,6 +65,7 @@ def test_bus_health_is_healthy_only_when_every_process_of_the_name_is():
         _bus_health("worker-basket", "--pid", str(os.getppid()))
 
 
+@pytest.mark.allows_fork  # to make a pid that has exited
 def test_a_file_left_by_a_process_that_died_is_ignored_and_removed_by_the_next_of_its_name(health_dir):
     dead = _a_pid_that_has_exited()
     _another_process_says("relay", dead, "idle")
