@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.catalog.messages import ProductPriceChanged, ReleaseStock
-from bench import bare_celery, guarded_celery, raw_relay
+from bench import bare_celery, raw_relay
 from bench.processes import ROOT, ProcessGroup
 from messaging.delivery import consume
 from messaging.models import InboxMessage, OutboxMessage
@@ -101,11 +101,10 @@ class Run:
         return {"postgres": "postgres", "rabbitmq": "beam.smp"}
 
 
-def interleaved(run: Run, platform: Callable[[], dict], *baselines: Callable[[], dict]) -> dict:
-    """Every measurement, in an order that alternates with the repeat (the baselines first, then
-    the platform; or the platform first, then the baselines in the other order)."""
-    order = [*baselines, platform] if run.baseline_first() else [platform, *reversed(baselines)]
-    return {key: value for measure in order for key, value in measure().items()}
+def interleaved(run: Run, platform: Callable[[], dict], baseline: Callable[[], dict]) -> dict:
+    """Both measurements, in an order that alternates with the repeat."""
+    first, second = (baseline, platform) if run.baseline_first() else (platform, baseline)
+    return {**first(), **second()}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -129,12 +128,11 @@ def purge_queues() -> None:
     # Bare Celery's queues through its own app: on Redis that is kombu's transport, which
     # keeps a queue in a list; declared through the bus's, they would be streams, which
     # kombu's LLEN refuses (WRONGTYPE) and bare Celery's workers exit at start.
-    for app in (bare_celery.app, guarded_celery.app):
-        with app.connection_for_write() as conn:
-            channel = conn.default_channel
-            for queue in app.conf.task_queues:
-                queue(channel).declare()
-                queue(channel).purge()
+    with bare_celery.app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in bare_celery.app.conf.task_queues:
+            queue(channel).declare()
+            queue(channel).purge()
 
 
 def price_changes(count: int, prefix: str = "BENCH") -> list[ProductPriceChanged]:
@@ -183,7 +181,7 @@ def cpu_seconds(started: dict[str, int], services: dict[str, str]) -> dict[str, 
 
     The services by a word of their command line (``Run.services``); the bench's
     own processes (``started``: name to pid, pool children included) as workers,
-    relay, bare workers or guarded workers (the baselines').
+    relay or bare workers.
     """
     ticks = os.sysconf("SC_CLK_TCK")
     processes = {}  # pid: (parent pid, command, CPU seconds)
@@ -194,21 +192,15 @@ def cpu_seconds(started: dict[str, int], services: dict[str, str]) -> dict[str, 
         except OSError:
             continue  # gone meanwhile
         processes[int(pid)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / ticks)
-    used = dict.fromkeys([*services, "workers", "relay", "bare workers", "guarded workers"], 0.0)
-    groups = {pid: _group_of(name) for name, pid in started.items()}
+    used = dict.fromkeys([*services, "workers", "relay", "bare workers"], 0.0)
+    groups = {pid: ("bare workers" if name.startswith("bare") else "relay" if name == "relay" else "workers")
+              for name, pid in started.items()}
     for pid, (parent, command, cpu) in processes.items():
         group = groups.get(pid) or groups.get(parent)
         group = group or next((name for name, word in services.items() if word in command), None)
         if group:
             used[group] += cpu
     return used
-
-
-def _group_of(process_name: str) -> str:
-    for prefix in ("bare", "guarded"):
-        if process_name.startswith(prefix):
-            return f"{prefix} workers"
-    return "relay" if process_name == "relay" else "workers"
 
 
 def cpu_ms_per_message(before: dict[str, float], after: dict[str, float], messages: int, side: str) -> dict:
@@ -365,11 +357,9 @@ def duplicates(run: Run) -> dict:
 # -- end to end, with worker processes -----------------------------------------------------------
 
 class EndToEnd:
-    """The platform's workers and relay beside bare Celery's workers, at one concurrency: with its
-    defaults (``bench.bare_celery``), and, for events, with the platform's guarantees written by
-    hand (``bench.guarded_celery``).
+    """The platform's workers and relay beside bare Celery's workers, at one concurrency.
 
-    Every set runs at once (an idle Celery worker costs next to nothing), so a
+    Both sets run at once (an idle Celery worker costs next to nothing), so a
     repeat measures them one after the other without restarting anything.
     """
 
@@ -387,20 +377,17 @@ class EndToEnd:
             for subscriber in SUBSCRIBERS:
                 self._start_bare(f"bare-{subscriber}", bare_celery.event_queue(subscriber))
             self._start_bare("bare-commands", bare_celery.COMMANDS_QUEUE)
-            for subscriber in SUBSCRIBERS:
-                self._start_bare(f"guarded-{subscriber}", guarded_celery.event_queue(subscriber),
-                                 app="bench.guarded_celery", options=["--task-events"])
             self.group.wait_ready()
         except BaseException:
             self.group.stop()
             raise
         return self
 
-    def _start_bare(self, name: str, queue: str, *, app: str = "bench.bare_celery", options=()) -> None:
+    def _start_bare(self, name: str, queue: str) -> None:
         self.group.start(name, [
-            sys.executable, "-m", "celery", "-A", app, "worker", f"--queues={queue}",
+            sys.executable, "-m", "celery", "-A", "bench.bare_celery", "worker", f"--queues={queue}",
             f"--concurrency={self.concurrency}", "--pool=prefork", f"--hostname={name}@%h",
-            "--without-gossip", "--without-mingle", "--loglevel=INFO", *options,
+            "--without-gossip", "--without-mingle", "--loglevel=INFO",
         ], ready_line=" ready.")
 
     def __exit__(self, *exc) -> None:
@@ -417,7 +404,7 @@ class EndToEnd:
             with transaction.atomic():
                 catalog.publish_many(events)
             cpu_before, started = self._cpu(), time.monotonic()
-            pids = {k: v for k, v in self.group.pids().items() if _group_of(k) in ("workers", "relay")}
+            pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
             profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
             finished = wait_for_rows(2 * count, consumer_like="apps.")
             cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "platform")
@@ -434,17 +421,7 @@ class EndToEnd:
             cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "baseline")
             return {"baseline": 2 * count / (finished - started), **cpu}
 
-        def guarded() -> dict:
-            empty_bus_tables()
-            changes = [(str(uuid.uuid4()), event.sku, str(event.new_price), event.price_version)
-                       for event in price_changes(count, prefix="GUARDED")]
-            cpu_before, started = self._cpu(), time.monotonic()
-            guarded_celery.send_price_changes(changes)
-            finished = wait_for_rows(2 * count, consumer_like="guarded-")
-            cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "guarded")
-            return {"guarded": 2 * count / (finished - started), **cpu}
-
-        return interleaved(self.run, platform, baseline, guarded)
+        return interleaved(self.run, platform, baseline)
 
     def commands(self, count: int) -> dict:
         """Handled commands per second, ``count`` commands to one context."""
