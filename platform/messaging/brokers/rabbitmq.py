@@ -24,6 +24,7 @@ from messaging import task_message
 from messaging.brokers.base import (
     DEAD_LETTER_QUEUE,
     DEFAULT_EXCHANGE,
+    PERSISTENT,
     BatchOutcome,
     Broker,
     ConfirmTimeoutError,
@@ -139,11 +140,23 @@ class ConfirmedPublisher(Publisher):
         tags = []
         try:
             for message in messages:
-                publish_outgoing(self.producer, message, mandatory=True)
+                wire = self.wire(message)
+                if wire is None:
+                    publish_outgoing(self.producer, message, mandatory=True)
+                else:
+                    # The relay's rows: straight onto the channel, without a kombu Producer's
+                    # publish (which would encode the envelope again), as that publish would.
+                    self.channel.basic_publish(
+                        self.channel.prepare_message(
+                            wire.body, 0, task_message.CONTENT_TYPE, task_message.CONTENT_ENCODING,
+                            wire.headers, {**wire.properties, "delivery_mode": PERSISTENT},
+                        ),
+                        exchange=message.exchange_name, routing_key=message.routing_key, mandatory=True,
+                    )
                 self._published += 1
                 tags.append(self._published)
                 self._unsettled.add(self._published)
-                self._tag_of_id[str(message.envelope["id"])] = self._published
+                self._tag_of_id[message.message_id] = self._published
             self._wait_for_confirms()
         except Exception as exc:
             outcome.error = exc
