@@ -15,16 +15,21 @@ import pytest
 from kombu.message import Message
 from kombu.transport.pyamqp import Channel as AmqpChannel
 from kombu.transport.virtual import Channel as VirtualChannel
-
-from apps.catalog.messages import ProductPriceChanged, ReleaseStock
 from messaging.brokers.base import Outgoing
 from messaging.brokers.rabbitmq import ConfirmedPublisher
 from messaging.brokers.redis import RedisPublisher
 from messaging.models import OutboxMessage
 from messaging.relay import Relay
-from messaging.task_message import StoredEnvelope, TaskMessageTemplate, for_envelope, problem_with
+from messaging.task_message import (
+    StoredEnvelope,
+    TaskMessageTemplate,
+    for_envelope,
+    problem_with,
+)
 from messaging.topology import Topology
 from messaging.worker import intake_policy
+
+from apps.catalog.messages import ProductPriceChanged, ReleaseStock
 from tests.brokers import on_broker
 from tests.senders import publish, send
 
