@@ -10,6 +10,13 @@ On RabbitMQ the events' exchange is a fanout exchange. On Redis it is kombu's
 into each queue's list: kombu's ``fanout`` there is Redis pub/sub, which keeps
 nothing for a subscriber that is not listening, so it is no baseline for a
 durable bus (the platform's transport copies the same way).
+
+``by_hand`` is the other baseline, **the same guarantees by hand**: bare Celery
+with late acks (and reject on worker loss), prefetch 1, task events on, each
+result stored by django-celery-results, and a task that claims the inbox row
+(``INSERT … ON CONFLICT DO NOTHING``) and, if it was new, makes the handler's ORM
+write, in one transaction: what the platform promises, written without it, on
+queues of its own. ``celery -A bench.bare_celery:by_hand worker -Q <queue>``.
 """
 
 import os
@@ -27,8 +34,10 @@ django.setup()
 
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 from kombu import Exchange, Queue  # noqa: E402
 
+from apps.ordering.models import PriceListEntry  # noqa: E402
 from messaging.models import InboxMessage  # noqa: E402
 
 ON_REDIS = settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
@@ -80,3 +89,69 @@ def send_commands(ids: list[str]) -> None:
         for message_id in ids:
             app.send_task(TASK_NAME, args=[message_id], task_id=message_id, queue=COMMANDS_QUEUE,
                           producer=producer)
+
+
+# -- the same guarantees by hand -------------------------------------------------------------------
+
+BY_HAND_EXCHANGE = Exchange("bench.byhand.events", type="direct" if ON_REDIS else "fanout", durable=True)
+BY_HAND_COMMANDS_QUEUE = "bench.byhand.commands"
+BY_HAND_TASK = "bench.byhand.record_once"
+#: Its workers' names start with this (``bare-`` as well: the CPU tables count them as bare workers).
+BY_HAND_WORKER_PREFIX = "bare-byhand-"
+
+
+def by_hand_event_queue(subscriber: str) -> str:
+    return f"bench.byhand.{subscriber}"
+
+
+by_hand = Celery("byhand", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+by_hand.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    result_accept_content=["json"],
+    result_backend="django-db",
+    result_extended=True,
+    task_ignore_result=False,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    worker_send_task_events=True,
+    task_queues=[
+        *(Queue(by_hand_event_queue(s), exchange=BY_HAND_EXCHANGE, routing_key="record", durable=True)
+          for s in SUBSCRIBERS),
+        Queue(BY_HAND_COMMANDS_QUEUE, routing_key=BY_HAND_COMMANDS_QUEUE, durable=True),
+    ],
+    worker_hijack_root_logger=False,
+)
+by_hand.conf.CELERY_DB_REUSE_MAX = 1000
+
+_CLAIM = (f"INSERT INTO {InboxMessage._meta.db_table} (message_id, consumer, message_type, correlation_id, handled_at) "
+          "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (message_id, consumer) DO NOTHING")
+
+
+@by_hand.task(name=BY_HAND_TASK, bind=True)
+def record_once(task, message_id: str) -> None:
+    """The inbox row, claimed once per message and worker, and the handler's ORM write, in one transaction."""
+    consumer = task.request.hostname
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM, [uuid.UUID(message_id), consumer, BY_HAND_TASK, uuid.UUID(message_id)])
+            claimed = cursor.rowcount == 1
+        if claimed:  # a redelivery changes nothing twice
+            PriceListEntry.objects.create(sku=f"{consumer.split('@')[0]}:{message_id}"[:64], price="12.50",
+                                          price_version=1)
+
+
+def send_events_by_hand(ids: list[str]) -> None:
+    with by_hand.producer_or_acquire() as producer:
+        for message_id in ids:
+            by_hand.send_task(BY_HAND_TASK, args=[message_id], task_id=message_id, exchange=BY_HAND_EXCHANGE,
+                              routing_key="record", producer=producer)
+
+
+def send_commands_by_hand(ids: list[str]) -> None:
+    with by_hand.producer_or_acquire() as producer:
+        for message_id in ids:
+            by_hand.send_task(BY_HAND_TASK, args=[message_id], task_id=message_id, queue=BY_HAND_COMMANDS_QUEUE,
+                              producer=producer)

@@ -107,6 +107,15 @@ def interleaved(run: Run, platform: Callable[[], dict], baseline: Callable[[], d
     return {**first(), **second()}
 
 
+def rotated(run: Run, *measurements: Callable[[], dict]) -> dict:
+    """Every measurement, each repeat starting with the next one: none always runs first or last."""
+    start = run.repeat % len(measurements)
+    figures = {}
+    for measure in measurements[start:] + measurements[:start]:
+        figures.update(measure())
+    return figures
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 def empty_bus_tables() -> None:
@@ -128,11 +137,12 @@ def purge_queues() -> None:
     # Bare Celery's queues through its own app: on Redis that is kombu's transport, which
     # keeps a queue in a list; declared through the bus's, they would be streams, which
     # kombu's LLEN refuses (WRONGTYPE) and bare Celery's workers exit at start.
-    with bare_celery.app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in bare_celery.app.conf.task_queues:
-            queue(channel).declare()
-            queue(channel).purge()
+    for app in (bare_celery.app, bare_celery.by_hand):
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in app.conf.task_queues:
+                queue(channel).declare()
+                queue(channel).purge()
 
 
 def price_changes(count: int, prefix: str = "BENCH") -> list[ProductPriceChanged]:
@@ -363,8 +373,11 @@ class EndToEnd:
     repeat measures them one after the other without restarting anything.
     """
 
-    def __init__(self, run: Run, concurrency: int, *, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, run: Run, concurrency: int, *, settings: dict[str, str] | None = None,
+                 by_hand: bool = True) -> None:
         self.run, self.concurrency = run, concurrency
+        #: Whether "the same guarantees by hand" runs too (its workers started beside the others).
+        self.by_hand = by_hand
         self.group = ProcessGroup({**run.env, **(settings or {})}, run.logs)
 
     def __enter__(self) -> EndToEnd:
@@ -377,17 +390,22 @@ class EndToEnd:
             for subscriber in SUBSCRIBERS:
                 self._start_bare(f"bare-{subscriber}", bare_celery.event_queue(subscriber))
             self._start_bare("bare-commands", bare_celery.COMMANDS_QUEUE)
+            if self.by_hand:
+                prefix = bare_celery.BY_HAND_WORKER_PREFIX
+                for subscriber in SUBSCRIBERS:
+                    self._start_bare(f"{prefix}{subscriber}", bare_celery.by_hand_event_queue(subscriber), by_hand=True)
+                self._start_bare(f"{prefix}commands", bare_celery.BY_HAND_COMMANDS_QUEUE, by_hand=True)
             self.group.wait_ready()
         except BaseException:
             self.group.stop()
             raise
         return self
 
-    def _start_bare(self, name: str, queue: str) -> None:
+    def _start_bare(self, name: str, queue: str, *, by_hand: bool = False) -> None:
         self.group.start(name, [
-            sys.executable, "-m", "celery", "-A", "bench.bare_celery", "worker", f"--queues={queue}",
-            f"--concurrency={self.concurrency}", "--pool=prefork", f"--hostname={name}@%h",
-            "--without-gossip", "--without-mingle", "--loglevel=INFO",
+            sys.executable, "-m", "celery", "-A", "bench.bare_celery:by_hand" if by_hand else "bench.bare_celery",
+            "worker", f"--queues={queue}", f"--concurrency={self.concurrency}", "--pool=prefork",
+            f"--hostname={name}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO",
         ], ready_line=" ready.")
 
     def __exit__(self, *exc) -> None:
@@ -421,7 +439,18 @@ class EndToEnd:
             cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "baseline")
             return {"baseline": 2 * count / (finished - started), **cpu}
 
-        return interleaved(self.run, platform, baseline)
+        def by_hand() -> dict:
+            empty_bus_tables()
+            ids = [str(uuid.uuid4()) for _ in range(count)]
+            cpu_before, started = self._cpu(), time.monotonic()
+            bare_celery.send_events_by_hand(ids)
+            finished = wait_for_rows(2 * count, consumer_like=bare_celery.BY_HAND_WORKER_PREFIX)
+            cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "by_hand")
+            return {"by_hand": 2 * count / (finished - started), **cpu}
+
+        if not self.by_hand:
+            return interleaved(self.run, platform, baseline)
+        return rotated(self.run, baseline, platform, by_hand)
 
     def commands(self, count: int) -> dict:
         """Handled commands per second, ``count`` commands to one context."""
@@ -442,7 +471,17 @@ class EndToEnd:
             finished = wait_for_rows(count, consumer_like="bare-commands")
             return {"baseline": count / (finished - started)}
 
-        return interleaved(self.run, platform, baseline)
+        def by_hand() -> dict:
+            empty_bus_tables()
+            ids = [str(uuid.uuid4()) for _ in range(count)]
+            started = time.monotonic()
+            bare_celery.send_commands_by_hand(ids)
+            finished = wait_for_rows(count, consumer_like=f"{bare_celery.BY_HAND_WORKER_PREFIX}commands")
+            return {"by_hand": count / (finished - started)}
+
+        if not self.by_hand:
+            return interleaved(self.run, platform, baseline)
+        return rotated(self.run, baseline, platform, by_hand)
 
     def latency(self, seconds: float, rate: float) -> dict:
         """Milliseconds from the publishing commit to each subscriber's inbox row, at a light steady rate."""
@@ -493,7 +532,8 @@ def end_to_end(run: Run) -> dict:
     """Events, commands and latency at the default concurrency; events at every level for the scale figure."""
     sizes, figures = run.sizes, {}
     for concurrency in sizes.concurrency_levels:
-        with EndToEnd(run, concurrency) as e2e:
+        # "The same guarantees by hand" beside the headline figures, not at every level of the scale.
+        with EndToEnd(run, concurrency, by_hand=concurrency == DEFAULT_CONCURRENCY) as e2e:
             if run.profiles is not None:
                 e2e.events(sizes.events, profile=f"events-c{concurrency}")  # profiled apart: sampling slows it
             for key, value in e2e.events(sizes.events).items():
@@ -505,7 +545,7 @@ def end_to_end(run: Run) -> dict:
                                                                           sizes.latency_rate).items()})
     if sizes.lean:
         # What Flower's task events and the task results cost: the same run without them.
-        with EndToEnd(run, DEFAULT_CONCURRENCY, settings=LEAN_SETTINGS) as e2e:
+        with EndToEnd(run, DEFAULT_CONCURRENCY, settings=LEAN_SETTINGS, by_hand=False) as e2e:
             figures.update({f"lean.{k}": v for k, v in e2e.events(sizes.events).items()})
     return figures
 

@@ -32,13 +32,14 @@ import psycopg
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
-from django.db.models.functions import Now
+from django.db.models import F, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Now
 from django.utils import timezone
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from messaging import brokers
+from messaging import brokers, task_message
 from messaging.brokers.base import BatchOutcome, Outgoing, Publisher, Route
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.failed_tasks import report_failed_delivery
@@ -160,7 +161,9 @@ class Relay:
             route = self._routes.get(key)
             if route is None:
                 route = self._routes[key] = self.topology.route(*key)
-        return Outgoing(row.envelope, exchange=route.exchange, routing_key=route.routing_key)
+        envelope = task_message.StoredEnvelope(row.envelope_text, id=row.envelope_id, type=row.envelope_type,
+                                               correlationid=row.envelope_correlationid)
+        return Outgoing(envelope, exchange=route.exchange, routing_key=route.routing_key)
 
     def _accept_unheard_events(self, rows: list, outcome: BatchOutcome) -> None:
         """Count as delivered an event returned because no context subscribes to it.
@@ -244,14 +247,23 @@ class Relay:
     def claim_batch(self) -> list:
         """Lock the oldest due rows no other relay holds (inside a transaction).
 
-        Returns named rows (id, message_id, kind, message_type, envelope,
-        redeliver_to), not model instances, which would cost more than publishing them.
+        Returns named rows (id, message_id, kind, message_type, redeliver_to, and the
+        envelope as stored: ``envelope_text``, with the ``envelope_id``, ``envelope_type``
+        and ``envelope_correlationid`` read from it), not model instances, which would
+        cost more than publishing them: the envelope is never decoded here.
         """
         return list(
             OutboxMessage.objects.select_for_update(skip_locked=True)
             .due()
             .order_by("available_at", "id")
-            .values_list("id", "message_id", "kind", "message_type", "envelope", "redeliver_to", named=True)[: self.batch_size]
+            .annotate(
+                envelope_text=Cast("envelope", TextField()),
+                envelope_id=KeyTextTransform("id", "envelope"),
+                envelope_type=KeyTextTransform("type", "envelope"),
+                envelope_correlationid=KeyTextTransform("correlationid", "envelope"),
+            )
+            .values_list("id", "message_id", "kind", "message_type", "redeliver_to", "envelope_text", "envelope_id",
+                         "envelope_type", "envelope_correlationid", named=True)[: self.batch_size]
         )
 
     def seconds_to_wait(self) -> float:

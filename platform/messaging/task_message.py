@@ -1,7 +1,8 @@
 """The Celery task message the bus sends and accepts, and what makes one unacceptable.
 
 The one owner of that format: how an envelope becomes a task message
-(``for_envelope``), how the envelope is read back (``envelope_from_arguments``
+(``for_envelope``; ``TaskMessageTemplate`` for one stored as JSON text, as the
+relay publishes them: the same message without decoding the envelope), how the envelope is read back (``envelope_from_arguments``
 in the task, ``envelope_in`` from a raw body), what its headers say
 (``message_id_in``, ``message_type_in``, ``headers_of_request``), the task id of
 one context's delivery (``delivery_id``, ``as_delivery``), and which deliveries
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import uuid
 from typing import Annotated, Any
 
 from celery import current_app
 from django.conf import settings
+from kombu.utils.json import dumps
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -130,6 +133,77 @@ def for_envelope(envelope: dict[str, Any], *, retries: int = 0, countdown: float
         # (An envelope written before the attribute's rename has none: no property then.)
         properties={**message.properties, "correlation_id": envelope.get("correlationid")},
     )
+
+
+#: How the bus serialises a task message: JSON, UTF-8 (Celery's own default).
+CONTENT_TYPE, CONTENT_ENCODING = "application/json", "utf-8"
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEnvelope:
+    """An envelope as the outbox stores it: its JSON text, with the attributes a task
+    message names read from it (``id``, ``type``, ``correlationid``: None if it has none)."""
+
+    text: str
+    id: str
+    type: str
+    correlationid: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(self.text)
+
+
+@dataclasses.dataclass(frozen=True)
+class WireMessage:
+    """A task message serialised: the body's bytes, its headers and its properties."""
+
+    body: bytes
+    headers: dict[str, Any]
+    #: AMQP properties (``correlation_id``, ``reply_to``); the content type and encoding
+    #: are ``CONTENT_TYPE`` and ``CONTENT_ENCODING``.
+    properties: dict[str, Any]
+
+
+class TaskMessageTemplate:
+    """The task message of one message type, first sent (no retry), prepared once:
+    ``fill`` puts a stored envelope's id into its headers and its JSON text,
+    as it is, into the body. What it gives is what ``for_envelope`` gives for that
+    envelope, serialised; only the decoding and encoding of the envelope are saved.
+
+    Made from ``for_envelope`` itself (of a stand-in envelope of that type), so
+    the two never drift apart: a header that names the stand-in's id names the
+    message's, every other header is the same for every message of the type.
+    """
+
+    #: The stand-in envelope's id and its JSON text in the body (neither can occur in a
+    #: real header or body: the id is no UUID, the text would be an escaped string).
+    _ID, _ENVELOPE = "message-id-of-the-task-message-template", "envelope-of-the-task-message-template"
+
+    def __init__(self, message_type: str) -> None:
+        message = for_envelope({"id": self._ID, "type": message_type})
+        self.message_type = message_type
+        self._headers = {name: value for name, value in message.headers.items() if not _names(value, self._ID)}
+        self._headers_with_id = {name: value for name, value in message.headers.items() if _names(value, self._ID)}
+        self._properties = {name: value for name, value in message.properties.items() if name != "correlation_id"}
+        args, kwargs, embed = message.body
+        before, after = dumps([args, {**kwargs, ENVELOPE_ARGUMENT: self._ENVELOPE}, embed]).split(
+            json.dumps(self._ENVELOPE))
+        self._before, self._after = before.encode(CONTENT_ENCODING), after.encode(CONTENT_ENCODING)
+
+    def fill(self, envelope: StoredEnvelope) -> WireMessage:
+        if envelope.type != self.message_type:
+            raise ValueError(f"a {envelope.type} envelope in the task message of {self.message_type}")
+        headers = {**self._headers, **{name: value.replace(self._ID, envelope.id)
+                                       for name, value in self._headers_with_id.items()}}
+        return WireMessage(
+            body=self._before + envelope.text.encode(CONTENT_ENCODING) + self._after,
+            headers=headers,
+            properties={**self._properties, "correlation_id": envelope.correlationid},
+        )
+
+
+def _names(value: Any, message_id: str) -> bool:
+    return isinstance(value, str) and message_id in value
 
 
 def _without_empty(headers: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,9 @@ class RetryRoute:
 class Outgoing:
     """One message to publish: its envelope and where it goes."""
 
-    envelope: dict[str, Any]
+    #: The envelope, or as the outbox stores it (JSON text): the relay's, put on the
+    #: broker as it is by the adapters that can (``Publisher.wire``).
+    envelope: dict[str, Any] | task_message.StoredEnvelope
     exchange: Exchange | str
     routing_key: str
     retries: int = 0
@@ -73,6 +75,19 @@ class Outgoing:
     expiration: float | None = None
     #: Seconds the worker holds it before running it (a Celery countdown).
     countdown: float | None = None
+
+    @property
+    def message_id(self) -> str:
+        envelope = self.envelope
+        return envelope.id if isinstance(envelope, task_message.StoredEnvelope) else str(envelope["id"])
+
+    @property
+    def exchange_name(self) -> str:
+        return self.exchange.name if isinstance(self.exchange, Exchange) else self.exchange
+
+
+#: AMQP delivery mode 2: the broker writes the message to disk.
+PERSISTENT = 2
 
 
 def publish_envelope(
@@ -92,6 +107,8 @@ def publish_envelope(
     its route; whoever sets it must handle the channel's ``basic_return``.
     Returns what the transport's publish returns; raises whatever it raises.
     """
+    if isinstance(envelope, task_message.StoredEnvelope):
+        envelope = envelope.as_dict()
     message = task_message.for_envelope(envelope, retries=retries, countdown=countdown)
     return producer.publish(
         message.body,
@@ -99,7 +116,7 @@ def publish_envelope(
         routing_key=routing_key,
         headers=message.headers,
         serializer="json",
-        delivery_mode=2,  # persistent
+        delivery_mode=PERSISTENT,
         retry=False,
         mandatory=mandatory,
         expiration=expiration,
@@ -145,6 +162,20 @@ class Publisher:
         self.channel = channel
         self.timeout = timeout
         self.producer = current_app.amqp.Producer(channel, auto_declare=False)
+        #: The task message of each message type, prepared once (``wire``).
+        self._templates: dict[str, task_message.TaskMessageTemplate] = {}
+
+    def wire(self, message: Outgoing) -> task_message.WireMessage | None:
+        """The task message of a stored envelope first sent (the relay's), serialised
+        around the envelope's text; None for any other (it goes through ``publish_outgoing``)."""
+        envelope = message.envelope
+        if (not isinstance(envelope, task_message.StoredEnvelope) or message.retries
+                or message.expiration is not None or message.countdown is not None):
+            return None
+        template = self._templates.get(envelope.type)
+        if template is None:
+            template = self._templates[envelope.type] = task_message.TaskMessageTemplate(envelope.type)
+        return template.fill(envelope)
 
     def publish(self, messages: list[Outgoing]) -> BatchOutcome:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from amqp import spec
 from amqp.exceptions import NotFound
 from django.conf import settings
 from kombu import Exchange, Queue
@@ -24,6 +25,7 @@ from messaging import task_message
 from messaging.brokers.base import (
     DEAD_LETTER_QUEUE,
     DEFAULT_EXCHANGE,
+    PERSISTENT,
     BatchOutcome,
     Broker,
     ConfirmTimeoutError,
@@ -139,11 +141,23 @@ class ConfirmedPublisher(Publisher):
         tags = []
         try:
             for message in messages:
-                publish_outgoing(self.producer, message, mandatory=True)
+                wire = self.wire(message)
+                if wire is None:
+                    publish_outgoing(self.producer, message, mandatory=True)
+                else:
+                    # The relay's rows: straight onto the channel, without a kombu Producer's
+                    # publish (which would encode the envelope again), as that publish would.
+                    self._send(
+                        self.channel.prepare_message(
+                            wire.body, 0, task_message.CONTENT_TYPE, task_message.CONTENT_ENCODING,
+                            wire.headers, {**wire.properties, "delivery_mode": PERSISTENT},
+                        ),
+                        exchange=message.exchange_name, routing_key=message.routing_key,
+                    )
                 self._published += 1
                 tags.append(self._published)
                 self._unsettled.add(self._published)
-                self._tag_of_id[str(message.envelope["id"])] = self._published
+                self._tag_of_id[message.message_id] = self._published
             self._wait_for_confirms()
         except Exception as exc:
             outcome.error = exc
@@ -159,6 +173,16 @@ class ConfirmedPublisher(Publisher):
         self._returned.clear()
         self._tag_of_id.clear()
         return outcome
+
+    def _send(self, message, *, exchange: str, routing_key: str) -> None:
+        """``basic.publish`` of a prepared message, mandatory.
+
+        py-amqp's ``basic_publish`` first polls the socket for a ``connection.blocked``
+        notice, a non-blocking read that finds nothing nearly every time and cost about
+        40 µs a message here, a third of publishing; the same method frames are sent
+        without it, and the confirm wait after the batch reads whatever the broker sent.
+        """
+        self.channel.send_method(spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, True, False), message)
 
     def _wait_for_confirms(self) -> None:
         deadline = time.monotonic() + self.timeout
