@@ -76,19 +76,20 @@ def record(task, message_id: str) -> None:
     )
 
 
+def _send(celery_app: Celery, task_name: str, ids: list[str], **route) -> None:
+    """Publish one task per id, its id the task's, through one producer."""
+    with celery_app.producer_or_acquire() as producer:
+        for message_id in ids:
+            celery_app.send_task(task_name, args=[message_id], task_id=message_id, producer=producer, **route)
+
+
 def send_events(ids: list[str]) -> None:
     """Publish one task per id to the fanout exchange (both subscribers get it)."""
-    with app.producer_or_acquire() as producer:
-        for message_id in ids:
-            app.send_task(TASK_NAME, args=[message_id], task_id=message_id, exchange=EVENTS_EXCHANGE,
-                          routing_key="record", producer=producer)
+    _send(app, TASK_NAME, ids, exchange=EVENTS_EXCHANGE, routing_key="record")
 
 
 def send_commands(ids: list[str]) -> None:
-    with app.producer_or_acquire() as producer:
-        for message_id in ids:
-            app.send_task(TASK_NAME, args=[message_id], task_id=message_id, queue=COMMANDS_QUEUE,
-                          producer=producer)
+    _send(app, TASK_NAME, ids, queue=COMMANDS_QUEUE)
 
 
 # -- the same guarantees by hand -------------------------------------------------------------------
@@ -144,14 +145,8 @@ def record_once(task, message_id: str) -> None:
 
 
 def send_events_by_hand(ids: list[str]) -> None:
-    with by_hand.producer_or_acquire() as producer:
-        for message_id in ids:
-            by_hand.send_task(BY_HAND_TASK, args=[message_id], task_id=message_id, exchange=BY_HAND_EXCHANGE,
-                              routing_key="record", producer=producer)
+    _send(by_hand, BY_HAND_TASK, ids, exchange=BY_HAND_EXCHANGE, routing_key="record")
 
 
 def send_commands_by_hand(ids: list[str]) -> None:
-    with by_hand.producer_or_acquire() as producer:
-        for message_id in ids:
-            by_hand.send_task(BY_HAND_TASK, args=[message_id], task_id=message_id, queue=BY_HAND_COMMANDS_QUEUE,
-                              producer=producer)
+    _send(by_hand, BY_HAND_TASK, ids, queue=BY_HAND_COMMANDS_QUEUE)
