@@ -13,18 +13,19 @@ reports, is ``messaging.tasks``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from pydantic import ValidationError
 
 from messaging.contexts import OPERATOR_SOURCE
-from messaging.contracts import Envelope
+from messaging.contracts import Envelope, Message
 from messaging.database import connection_lost
 from messaging.dead_letters import as_uuid, dead_letter_record
 from messaging.inbox import handle_once
 from messaging.models import DeadLetter
-from messaging.registry import registry
+from messaging.registry import Handler, registry
 
 logger = logging.getLogger(__name__)
 
@@ -65,43 +66,69 @@ def consume(
     ``last_attempt`` a failing handler makes it a dead letter instead.
     """
 
-    def park(reason: str, error, **fields) -> dict:
+    def park(refusal: Refusal) -> dict:
         row = dead_letter_record(
-            reason=reason, context=context, body=body, error=error,
-            headers=headers, attempts=attempts, **fields,
+            reason=refusal.reason, context=context, body=body, error=refusal.error,
+            headers=headers, attempts=attempts, **refusal.fields,
         )
-        logger.error("dead-lettered a message for %s: %s", context, reason)
-        return {"context": context, "dead_lettered": reason, "dead_letter": str(row.id), "error": row.error}
+        logger.error("dead-lettered a message for %s: %s", context, refusal.reason)
+        return {"context": context, "dead_lettered": refusal.reason, "dead_letter": str(row.id), "error": row.error}
 
-    try:
-        envelope = Envelope.model_validate(body)
-    except ValidationError as exc:
-        message_id = body.get("id") if isinstance(body, dict) else None
-        return park(DeadLetter.Reason.INVALID_ENVELOPE, exc, message_id=as_uuid(message_id))
+    verdict = accept(body, context)
+    if isinstance(verdict, Refusal):
+        return park(verdict)
+    envelope, message, handlers = verdict.envelope, verdict.message, verdict.handlers
     fields = {"message_id": envelope.id, "message_type": envelope.type}
-    contract = registry.contract_for(envelope.type)
-    handlers = registry.handlers_for(envelope.type, context)
-    if contract is None or not handlers:
-        return park(DeadLetter.Reason.UNKNOWN_TYPE,
-                    f"no handler for '{envelope.type}' in context '{context}'", **fields)
-    disagreement = _disagreement_with_registry(envelope, contract)
-    if disagreement:
-        return park(DeadLetter.Reason.INVALID_ENVELOPE, disagreement, **fields)
-    try:
-        message = contract.model_validate(envelope.data)
-    except ValidationError as exc:
-        return park(DeadLetter.Reason.INVALID_DATA, exc, **fields)
-
     handled, duplicates = [], []
     for handler in handlers:
         try:
             ran = handle_once(envelope, message, handler)
         except Exception as exc:
             if last_attempt and not connection_lost(exc):
-                return park(DeadLetter.Reason.HANDLER_FAILED, exc, consumer=handler.name, **fields)
+                return park(Refusal(DeadLetter.Reason.HANDLER_FAILED, exc, {"consumer": handler.name, **fields}))
             raise HandlerFailedError(handler.name) from exc
         (handled if ran else duplicates).append(handler.name)
     return {"context": context, "handled": handled, "duplicates": duplicates}
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """A message this context can handle: its envelope, its data as the contract, its handlers here."""
+
+    envelope: Envelope
+    message: Message
+    handlers: list[Handler]
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why a message can never be handled here: a dead letter's reason, error and identifying fields."""
+
+    reason: str
+    error: object
+    fields: dict
+
+
+def accept(body: Any, context: str) -> Accepted | Refusal:
+    """Check ``body`` is an envelope of a contract ``context`` handles, with data that keeps the contract."""
+    try:
+        envelope = Envelope.model_validate(body)
+    except ValidationError as exc:
+        message_id = body.get("id") if isinstance(body, dict) else None
+        return Refusal(DeadLetter.Reason.INVALID_ENVELOPE, exc, {"message_id": as_uuid(message_id)})
+    fields = {"message_id": envelope.id, "message_type": envelope.type}
+    contract = registry.contract_for(envelope.type)
+    handlers = registry.handlers_for(envelope.type, context)
+    if contract is None or not handlers:
+        return Refusal(DeadLetter.Reason.UNKNOWN_TYPE, f"no handler for '{envelope.type}' in context '{context}'", fields)
+    disagreement = _disagreement_with_registry(envelope, contract)
+    if disagreement:
+        return Refusal(DeadLetter.Reason.INVALID_ENVELOPE, disagreement, fields)
+    try:
+        message = contract.model_validate(envelope.data)
+    except ValidationError as exc:
+        return Refusal(DeadLetter.Reason.INVALID_DATA, exc, fields)
+    return Accepted(envelope, message, handlers)
 
 
 def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:

@@ -42,17 +42,26 @@ class ResultBackend(DatabaseBackend):
         return False
 
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
+        row = self.result_row(task_id, result, status, traceback=traceback, request=request)
+        _upsert([row], connections[using or router.db_for_write(TaskResult)])
+        return row.result
+
+    def result_row(self, task_id, result, status, *, traceback=None, request=None) -> TaskResult:
+        """The row django-celery-results would store for this outcome (not saved)."""
         content_type, content_encoding, encoded_result = self.encode_content(result)
         meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
         _, _, encoded_meta = self.encode_content(meta)
-        row = TaskResult(
+        return TaskResult(
             task_id=task_id, status=status, result=encoded_result, meta=encoded_meta,
             content_type=content_type, content_encoding=content_encoding,
             date_started=timezone.now() if status == states.STARTED else None,
             **{"traceback": traceback, **self._get_extended_properties(request, traceback)},
         )
-        _upsert(row, connections[using or router.db_for_write(TaskResult)])
-        return encoded_result
+
+    def store_rows(self, rows: list[TaskResult]) -> None:
+        """Store many results in one statement (a batch's: ``messaging.batch_run``), in the
+        caller's transaction. A task id given twice keeps its last row."""
+        _upsert(list({row.task_id: row for row in rows}.values()), connections[router.db_for_write(TaskResult)])
 
 
 _TABLE = TaskResult._meta.db_table
@@ -64,22 +73,29 @@ _UPDATES = [
     else f"{f.column} = EXCLUDED.{f.column}"
     for f in _COLUMNS if f.name not in ("task_id", "date_created")
 ]
+_ON_CONFLICT = f"ON CONFLICT (task_id) DO UPDATE SET {', '.join(_UPDATES)}"
+_ROW = f"({', '.join(['%s'] * len(_COLUMNS))})"
 # "WHERE true" keeps PostgreSQL from reading ON CONFLICT as a join's ON.
-_INSERT = (
+#: One row in a transaction of its own. The setting is local to the statement's own
+#: transaction (in autocommit, the statement is the transaction).
+_INSERT_ASYNC_COMMIT = (
     f"INSERT INTO {_TABLE} ({', '.join(field.column for field in _COLUMNS)}) "
-    f"SELECT {', '.join(['%s'] * len(_COLUMNS))} FROM (SELECT {{async_commit}}) AS settings WHERE true "
-    f"ON CONFLICT (task_id) DO UPDATE SET {', '.join(_UPDATES)}"
+    f"SELECT {', '.join(['%s'] * len(_COLUMNS))} "
+    f"FROM (SELECT set_config('synchronous_commit', 'off', true)) AS settings WHERE true {_ON_CONFLICT}"
 )
-#: The setting is local to the statement's own transaction (in autocommit, the statement
-#: is the transaction); inside a caller's transaction the commit stays the caller's.
-_INSERT_ASYNC_COMMIT = _INSERT.format(async_commit="set_config('synchronous_commit', 'off', true)")
-_INSERT_PLAIN = _INSERT.format(async_commit="1")
+#: Rows inside a caller's transaction: the commit, and how it waits, stays the caller's.
+_INSERT_PLAIN = f"INSERT INTO {_TABLE} ({', '.join(field.column for field in _COLUMNS)}) VALUES {{rows}} {_ON_CONFLICT}"
 
 
-def _upsert(row: TaskResult, connection) -> None:
-    # Any NUL a header carried into the name or argument reprs: PostgreSQL refuses it.
-    values = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _COLUMNS]
-    values = [storable(value) if isinstance(value, str) else value for value in values]
-    async_commit = connection.vendor == "postgresql" and connection.get_autocommit()
+def _upsert(rows: list[TaskResult], connection) -> None:
+    values = []
+    for row in rows:
+        # Any NUL a header carried into the name or argument reprs: PostgreSQL refuses it.
+        values.extend(
+            storable(value) if isinstance(value, str) else value
+            for value in (field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _COLUMNS)
+        )
+    async_commit = len(rows) == 1 and connection.vendor == "postgresql" and connection.get_autocommit()
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_ASYNC_COMMIT if async_commit else _INSERT_PLAIN, values)
+        cursor.execute(_INSERT_ASYNC_COMMIT if async_commit else _INSERT_PLAIN.format(rows=", ".join([_ROW] * len(rows))),
+                       values)

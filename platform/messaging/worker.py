@@ -32,6 +32,7 @@ from kombu.message import Message
 from vine import promise
 
 from messaging import brokers, task_message
+from messaging.batch_dispatch import BatchDispatch
 from messaging.contexts import worker_context
 from messaging.dead_letters import dead_letter_raw_message
 from messaging.delivery import DeadLettered
@@ -42,6 +43,11 @@ from messaging.registry import registry
 from messaging.task_message import IntakePolicy
 
 logger = logging.getLogger(__name__)
+
+
+def batch_size(context: str) -> int:
+    """How many deliveries a pool process of ``context``'s worker takes at once (1: no batches)."""
+    return max(1, int(settings.BUS_BATCH_SIZE_BY_CONTEXT.get(context, settings.BUS_BATCH_SIZE)))
 
 
 def intake_policy(context: str) -> IntakePolicy:
@@ -75,7 +81,24 @@ class Consumer(CeleryConsumer):
         #: before Celery's steps are made (the liveness step names its file after the context).
         self.context = worker_context()
         self.intake = intake_policy(self.context)
+        size = batch_size(self.context)
+        batching = size > 1 and kwargs.get("hub") is not None and getattr(kwargs.get("controller"), "semaphore", None) is not None
+        if batching:
+            # Room for a batch per pool process: deliveries must be here to be batched.
+            multiplier = kwargs.get("prefetch_multiplier") or 1
+            kwargs["prefetch_multiplier"] = max(multiplier, size)
+            if kwargs.get("initial_prefetch_count"):  # 0: no prefetch limit at all
+                kwargs["initial_prefetch_count"] = kwargs["initial_prefetch_count"] // multiplier * kwargs["prefetch_multiplier"]
         super().__init__(*args, **kwargs)
+        #: Batched consumption (``messaging.batch_dispatch``), where the pool and loop allow it.
+        self.batches = BatchDispatch(self.controller, self.hub, size) if batching else None
+        if self.batches is not None:
+            self.on_task_request = self.batches
+
+    def on_close(self):
+        if self.batches is not None:
+            self.batches.clear()
+        super().on_close()
 
     def call_soon(self, p, *args, **kwargs):
         # Without an event loop (the embedded broker runs Celery's synloop) Celery

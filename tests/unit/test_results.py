@@ -30,11 +30,11 @@ def test_a_result_meeting_a_lost_connection_is_stored_once_the_database_answers(
 
     upsert, failures = results._upsert, []
 
-    def database_away_twice(row, connection):
+    def database_away_twice(rows, connection):
         if len(failures) < 2:
-            failures.append(row.task_id)
+            failures.extend(row.task_id for row in rows)
             raise OperationalError("connection failed") from psycopg.OperationalError("connection failed")
-        upsert(row, connection)
+        upsert(rows, connection)
 
     monkeypatch.setattr(results, "_upsert", database_away_twice)
     current_app.backend.store_result("task-2", {"handled": ["a"]}, states.SUCCESS)

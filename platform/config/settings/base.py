@@ -197,6 +197,11 @@ BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
 BUS_DEAD_LETTER_BODY_LIMIT = env.int("BUS_DEAD_LETTER_BODY_LIMIT", default=2 * BUS_MAX_PAYLOAD_BYTES)
 #: Redeliveries after which the broker dead-letters a message (a worker died each time).
 BUS_DELIVERY_LIMIT = env.int("BUS_DELIVERY_LIMIT", default=5)
+#: Deliveries a worker's pool process handles at once, in one database transaction, when it
+#: finds them waiting (``messaging.batch_dispatch``; a batch is never waited for). 1: one at a time.
+BUS_BATCH_SIZE = env.int("BUS_BATCH_SIZE", default=16)
+#: The same per context, where one should differ: ``BUS_BATCH_SIZE_BY_CONTEXT=payment=1,ordering=4``.
+BUS_BATCH_SIZE_BY_CONTEXT = env.dict("BUS_BATCH_SIZE_BY_CONTEXT", cast={"value": int}, default={})
 #: Rows the relay publishes per transaction.
 BUS_RELAY_BATCH_SIZE = env.int("BUS_RELAY_BATCH_SIZE", default=200)
 #: Seconds a worker holds a message while the database cannot be reached, trying again,
