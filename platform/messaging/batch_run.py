@@ -30,6 +30,7 @@ broken connection) is done once per batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -37,7 +38,7 @@ from celery import current_app, states
 from celery.app.task import Context
 from celery.app.trace import fast_trace_task, trace_task_ret
 from celery.utils.saferepr import saferepr
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from kombu.serialization import loads, prepare_accept_content
 
 from messaging import inbox
@@ -89,7 +90,7 @@ def _in_one_transaction(app, items: list[tuple]) -> list[Outcome]:
     # What the platform's task_prerun receiver does before a task: replace a broken connection.
     close_old_connections()
     outcomes = []
-    with transaction.atomic():
+    with transaction.atomic(), _without_savepoints(connection):
         claimed = inbox.claim_all([(d.envelope, handler.name) for *_, d in deliveries for handler in d.handlers])
         results = []
         for task, task_id, request, delivery in deliveries:
@@ -108,10 +109,34 @@ def _in_one_transaction(app, items: list[tuple]) -> list[Outcome]:
                 results.append((task_id, result, request))
             outcomes.append((0, saferepr(result, task.resultrepr_maxsize), time.monotonic() - started))
         _store_results(app.backend, results)
+        if connection.needs_rollback:
+            # A handler caught an error inside its own atomic block: without its savepoint the
+            # whole batch is spoiled (Django would roll it back silently at the block's end).
+            raise _NotTheBatchedPath("a handler caught a database error inside the batch")
         committing = time.monotonic()
     # The commit is every delivery's: each is charged an equal share of it.
     share = (time.monotonic() - committing) / len(outcomes)
     return [(failed, result, runtime + share) for failed, result, runtime in outcomes]
+
+
+@contextlib.contextmanager
+def _without_savepoints(connection):
+    """No SAVEPOINT for the ``transaction.atomic()`` blocks of the services the handlers call.
+
+    A savepoint lets a block fail without spoiling the transaction around it; in
+    a batch, any failure rolls back the whole transaction and each delivery runs
+    again alone, with savepoints. Without them a block that fails marks the
+    transaction for rollback (Django's ``needs_rollback``), which ends the batch.
+    Saves a round trip pair per service call. Django asks ``features`` whether
+    the database uses savepoints; the flag is this connection's own.
+    """
+    features = connection.features
+    uses_savepoints = features.uses_savepoints
+    features.uses_savepoints = False
+    try:
+        yield
+    finally:
+        features.uses_savepoints = uses_savepoints
 
 
 def _store_results(backend, results: list[tuple]) -> None:
