@@ -21,8 +21,9 @@ only itself, and the path that decides a failure's fate is the one path there
 is. The price of a failure is that the batch's good deliveries run twice
 (once rolled back); failures are rare, savepoints on every delivery are not.
 
-What Celery's tracer does per task and this does not, on the batched path:
-Celery's task signals (``task_prerun``, ``task_postrun``, ``task_success``)
+Each delivery still gets the log line Celery's tracer writes for a task that
+succeeded. What the tracer does per task and this does not, on the batched
+path: Celery's task signals (``task_prerun``, ``task_postrun``, ``task_success``)
 are not sent (the Django fixup's receivers would close the connection inside
 the batch's transaction); what the platform connected to them (replacing a
 broken connection) is done once per batch.
@@ -36,7 +37,9 @@ import time
 
 from celery import current_app, states
 from celery.app.task import Context
-from celery.app.trace import fast_trace_task, trace_task_ret
+from celery.app.trace import LOG_SUCCESS, fast_trace_task, trace_task_ret
+from celery.app.trace import info as trace_log
+from celery.app.trace import logger as trace_logger
 from celery.utils.saferepr import saferepr
 from django.db import close_old_connections, connection, transaction
 from kombu.serialization import loads, prepare_accept_content
@@ -116,7 +119,14 @@ def _in_one_transaction(app, items: list[tuple]) -> list[Outcome]:
         committing = time.monotonic()
     # The commit is every delivery's: each is charged an equal share of it.
     share = (time.monotonic() - committing) / len(outcomes)
-    return [(failed, result, runtime + share) for failed, result, runtime in outcomes]
+    outcomes = [(failed, result, runtime + share) for failed, result, runtime in outcomes]
+    logger.info("handled %d deliveries in one transaction", len(outcomes))
+    if trace_logger.isEnabledFor(logging.INFO):
+        # The line Celery's tracer writes for each task that succeeded, for each delivery.
+        for (_, task_id, request, _), (_, result, runtime) in zip(deliveries, outcomes, strict=True):
+            trace_log(LOG_SUCCESS, {"id": task_id, "name": request.task, "return_value": result, "runtime": runtime,
+                                    "args": request.argsrepr, "kwargs": request.kwargsrepr})
+    return outcomes
 
 
 @contextlib.contextmanager

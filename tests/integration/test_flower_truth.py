@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -22,13 +23,14 @@ from celery import current_app
 from django.db import transaction
 from kombu import Queue
 
-from apps.catalog.messages import StockReserved
+from apps.catalog.messages import ProductPriceChanged, StockReserved
+from apps.ordering.models import PriceListEntry
 from apps.catalog.services import product_change_price, product_create
 from messaging import brokers
 from messaging.brokers.base import Outgoing, publish_envelope
-from messaging.models import DeadLetter, OutboxMessage
+from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from messaging.outbox import nudge_relay
-from tests.senders import publish
+from tests.senders import publish, publish_many
 from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE
 from tests.integration.on_the_broker import returned_until_the_broker_gives_up
@@ -193,6 +195,44 @@ def test_an_event_two_contexts_handle_is_two_tasks_each_with_its_worker(flower):
     assert tasks["basket"]["worker"].startswith("basket.") and tasks["ordering"]["worker"].startswith("ordering.")
     # The message id stays visible in each task's arguments.
     assert all(str(message_id) in task["kwargs"] for task in tasks.values())
+
+
+def test_each_delivery_of_a_batch_is_its_own_task_and_a_failure_fails_only_its_own(flower, bus):
+    # The ordering worker is frozen while a burst waits for it: price changes, and orders'
+    # StockReserved it cannot find (its handler fails every attempt) among them. Thawed, it
+    # takes what waits in batches (messaging.batch_dispatch), one transaction each.
+    prices = [ProductPriceChanged(sku=f"BATCH-{uuid.uuid4().hex[:8]}", old_price=Decimal("1.00"),
+                                  new_price=Decimal("2.00"), price_version=1) for _ in range(40)]
+    with bus.frozen("worker-ordering"):
+        failing = []
+        for chunk in range(4):
+            with transaction.atomic():
+                published = publish_many(prices[chunk * 10:(chunk + 1) * 10])
+                failing.append(publish(StockReserved(order_id=uuid.uuid4())))
+        wait_for(lambda: not OutboxMessage.objects.due().exists(), message="the burst to be published")
+    price_ids = list(OutboxMessage.objects.filter(message_type="catalog.ProductPriceChanged", envelope__data__sku__in=[
+        p.sku for p in prices]).values_list("message_id", flat=True))
+    assert published and len(price_ids) == len(prices)
+
+    # Each delivery is its own task in Flower, a SUCCESS with its own runtime, by the ordering worker.
+    for message_id in price_ids:
+        task = wait_for(lambda m=message_id: (t := flower.task(delivery_id(m, "ordering"))) and t["state"] == "SUCCESS"
+                        and t, message="each price change's task to succeed in Flower")
+        assert task["runtime"] > 0 and task["worker"].startswith("ordering.")
+    # Each failing delivery fails alone, as a dead letter; nothing else of its batches does.
+    for envelope in failing:
+        task = wait_for(lambda m=envelope.id: (t := flower.task(delivery_id(m, "ordering"))) and t["state"] == "FAILURE"
+                        and t, message="each failing delivery's task to fail in Flower")
+        assert task["exception"].startswith("DeadLettered(")
+    assert sorted(DeadLetter.objects.filter(context="ordering").values_list("message_id", flat=True)) == sorted(
+        envelope.id for envelope in failing)
+    assert InboxMessage.objects.filter(message_id__in=price_ids, consumer__startswith="apps.ordering.").count() == len(prices)
+    assert PriceListEntry.objects.filter(sku__in=[p.sku for p in prices], price=Decimal("2.00")).count() == len(prices)
+
+    log = bus["worker-ordering"].log_path.read_text()
+    batches = [int(size) for size in re.findall(r"handled (\d+) deliveries in one transaction", log)]
+    assert batches and max(batches) > 1, "the worker took no batch"
+    assert "rolled back and runs again one by one" in log, "no failing delivery shared a batch"
 
 
 def test_on_redis_flowers_queue_lengths_count_the_bus_streams(redis_server, tmp_path):

@@ -1,0 +1,167 @@
+"""A batch of deliveries in one transaction (``messaging.batch_run``), in this process.
+
+What the pool process returns for each delivery, what it stores, and when it
+gives the batch up for the path one delivery at a time takes (stood in for
+here; tests/integration/test_batches_on_rabbitmq.py runs it on a real worker).
+"""
+
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+from celery import current_app, states
+from django.db import IntegrityError, connection, transaction
+from django_celery_results.models import TaskResult
+
+from apps.basket.models import BasketLine
+from apps.basket.services import basket_add_item
+from apps.catalog.messages import ProductPriceChanged
+from messaging import batch_run
+from messaging.brokers.base import publish_envelope
+from messaging.models import InboxMessage
+from messaging.task_message import delivery_id
+from messaging.topology import Topology
+from tests.senders import publish
+
+pytestmark = pytest.mark.django_db
+
+BASKET_HANDLER = "apps.basket.handlers.on_product_price_changed"
+
+
+class _RecordingProducer:
+    def publish(self, body, **kwargs):
+        self.body, self.kwargs = body, kwargs
+
+
+def _item(envelope: dict) -> tuple:
+    """What the worker's main process hands the pool for one delivery to basket."""
+    producer = _RecordingProducer()
+    route = Topology().route(envelope["kind"], envelope["type"])
+    publish_envelope(producer, envelope, exchange=route.exchange, routing_key=route.routing_key)
+    headers = producer.kwargs["headers"]
+    task_id = delivery_id(envelope["id"], "basket")
+    request = {**headers, "id": task_id, "delivery_info": {"routing_key": route.routing_key}, "hostname": "test"}
+    return headers["task"], task_id, request, json.dumps(producer.body).encode(), "application/json", "utf-8"
+
+
+def _price_change(sku: str, version: int = 1) -> dict:
+    return publish(ProductPriceChanged(sku=sku, old_price=Decimal("10.00"), new_price=Decimal("12.00"),
+                                       price_version=version)).model_dump(mode="json")
+
+
+@pytest.fixture
+def one_by_one(monkeypatch, settings):
+    """The path one delivery at a time takes, recorded instead of run."""
+    settings.BUS_CONTEXT = "basket"
+    ran = []
+
+    def alone(name, task_id, *args, **kwargs):
+        ran.append(task_id)
+        return 0, "alone", 0.0
+
+    monkeypatch.setattr(batch_run, "trace_task_ret", alone)
+    monkeypatch.setattr(batch_run, "fast_trace_task", alone)
+    # A pool process drops a stale connection first; here the connection is the test's transaction.
+    monkeypatch.setattr(batch_run, "close_old_connections", lambda: None)
+    return ran
+
+
+def test_every_delivery_of_a_batch_is_handled_once_with_its_own_result(one_by_one):
+    skus = [f"MUG-{i}" for i in range(3)]
+    for sku in skus:
+        basket_add_item(customer_id=f"c-{sku}", sku=sku, quantity=1, unit_price=Decimal("10.00"))
+    items = [_item(_price_change(sku)) for sku in skus]
+
+    outcomes = batch_run.run_batch(items)
+
+    assert one_by_one == []
+    assert [failed for failed, _, _ in outcomes] == [0, 0, 0]
+    assert all(runtime > 0 for _, _, runtime in outcomes)
+    assert all(BASKET_HANDLER in result for _, result, _ in outcomes)
+    assert set(BasketLine.objects.values_list("unit_price", flat=True)) == {Decimal("12.00")}
+    assert InboxMessage.objects.filter(consumer=BASKET_HANDLER).count() == 3
+    rows = {row.task_id: row for row in TaskResult.objects.all()}
+    assert set(rows) == {task_id for _, task_id, *_ in items}
+    for row in rows.values():
+        assert row.status == states.SUCCESS
+        assert json.loads(row.result) == {"context": "basket", "handled": [BASKET_HANDLER], "duplicates": []}
+        assert row.task_name == "catalog.ProductPriceChanged" and row.worker == "test"
+
+
+def test_a_message_handled_before_or_twice_in_the_batch_is_a_duplicate(one_by_one):
+    handled_before, twice = _price_change("A"), _price_change("B")
+    batch_run.run_batch([_item(handled_before)])
+
+    outcomes = batch_run.run_batch([_item(handled_before), _item(twice), _item(twice)])
+
+    assert one_by_one == []
+    results = [json.loads(result.replace("'", '"')) for _, result, _ in outcomes]
+    assert [r["handled"] for r in results] == [[], [BASKET_HANDLER], []]
+    assert [r["duplicates"] for r in results] == [[BASKET_HANDLER], [], [BASKET_HANDLER]]
+    assert InboxMessage.objects.count() == 2
+
+
+def test_a_handler_that_fails_sends_the_whole_batch_one_by_one_with_nothing_applied(one_by_one, monkeypatch):
+    basket_add_item(customer_id="c1", sku="GOOD", quantity=1, unit_price=Decimal("10.00"))
+    items = [_item(_price_change("GOOD")), _item(_price_change("BAD")), _item(_price_change("LATE"))]
+
+    def fail_on_bad(*, sku, **kwargs):
+        if sku == "BAD":
+            raise ConnectionError("payment gateway down")
+        BasketLine.objects.filter(sku=sku).update(unit_price=Decimal("0.01"))
+
+    monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail_on_bad)
+    outcomes = batch_run.run_batch(items)
+
+    assert one_by_one == [task_id for _, task_id, *_ in items]
+    assert outcomes == [(0, "alone", 0.0)] * 3
+    # The good delivery before the failure was rolled back with the batch: it runs again alone.
+    assert BasketLine.objects.get().unit_price == Decimal("10.00")
+    assert not InboxMessage.objects.exists() and not TaskResult.objects.exists()
+
+
+@pytest.mark.parametrize("results_stored", [True, False], ids=["results", "no-results"])
+def test_a_handler_that_swallows_a_database_error_in_its_block_is_never_rolled_back_unseen(
+    one_by_one, monkeypatch, results_stored
+):
+    # Alone, the service's block is a savepoint and the handler may go on. In a batch on
+    # PostgreSQL there is none, and Django would roll the whole batch back without a word
+    # at its end: the batch runs one by one instead. (Django's SQLite backend makes a
+    # savepoint whatever the features say, so there the batch goes on, as alone.)
+    def swallow(**kwargs):
+        try:
+            with transaction.atomic():
+                raise IntegrityError("duplicate key")
+        except IntegrityError:
+            pass
+
+    monkeypatch.setattr("apps.basket.handlers.basket_reprice", swallow)
+    # Without results, no statement follows the last handler to trip over the spoiled transaction.
+    monkeypatch.setattr(current_app.tasks["catalog.ProductPriceChanged"], "ignore_result", not results_stored)
+    items = [_item(_price_change("A")), _item(_price_change("B"))]
+
+    batch_run.run_batch(items)
+
+    if connection.vendor == "sqlite":
+        assert one_by_one == [] and InboxMessage.objects.count() == 2
+    else:
+        assert one_by_one == [task_id for _, task_id, *_ in items]
+        assert not InboxMessage.objects.exists()
+
+
+def test_a_delivery_refused_here_sends_the_batch_one_by_one(one_by_one):
+    broken = {**_price_change("A"), "data": {"sku": "A"}}  # breaks the contract: a dead letter, alone
+    items = [_item(_price_change("B")), _item(broken)]
+
+    batch_run.run_batch(items)
+
+    assert one_by_one == [task_id for _, task_id, *_ in items]
+    assert not InboxMessage.objects.exists()
+
+
+def test_the_services_blocks_get_their_savepoints_back_after_a_batch(one_by_one):
+    batch_run.run_batch([_item(_price_change("A"))])
+
+    assert connection.features.uses_savepoints is True
+    assert current_app.backend.store_rows  # the platform's backend: one statement for the batch
