@@ -6,8 +6,8 @@ deliveries that are ready wait in one list instead, and each time a pool
 process is free it takes all of them, up to ``BUS_BATCH_SIZE``, as one job
 (``messaging.batch_run.run_batch``: one database transaction). A batch is
 never waited for: a process that is free takes what is there, so at a light
-rate a batch is one delivery and goes Celery's own way, and batches grow
-only while every process is busy.
+rate a batch is one delivery, and batches grow only while every process is
+busy.
 
 Each delivery stays its own Celery task: its request is made, reserved,
 accepted, acknowledged and reported (task events for Flower, the result
@@ -15,8 +15,9 @@ row) as before, from the batch's outcome, one by one; each is acknowledged
 only when the pool process has returned, after the batch committed. A batch
 whose pool process died or went past its hard time limit fails each of its
 deliveries as Celery fails one (rejected back to the queue); each of them is
-then remembered and runs alone when it comes back, so one delivery that
-kills its process cannot take its neighbours' delivery counts with it.
+then remembered and, when it comes back, goes Celery's own way, one task per
+process, so one delivery that kills its process cannot take its neighbours'
+delivery counts with it.
 
 Only where Celery has the semaphore to tell free processes: the prefork pool
 in the event loop (RabbitMQ, Redis). Elsewhere (the embedded broker's
@@ -69,8 +70,6 @@ class BatchDispatch:
         live = [request for request in batch if not request.revoked()]
         if not live:
             self._semaphore.release()
-        elif len(live) == 1:
-            self._controller._process_task(live[0])  # the slot is taken: Celery's own send
         else:
             try:
                 self._send(live)

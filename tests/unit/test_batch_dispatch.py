@@ -1,0 +1,190 @@
+"""The worker's main process gathers ready deliveries into batches (``messaging.batch_dispatch``):
+Celery's semaphore of free pool processes, a stand-in event loop and pool, and requests
+that record what Celery's request would be told."""
+
+from kombu.asynchronous.semaphore import LaxBoundedSemaphore
+
+from messaging.batch_dispatch import BatchDispatch
+from messaging.batch_run import run_batch
+
+
+class _Loop:
+    """The event loop's ``call_soon``: callbacks run when the test turns the loop."""
+
+    def __init__(self):
+        self.ready = []
+
+    def call_soon(self, callback, *args):
+        self.ready.append((callback, args))
+
+    def turn(self):
+        ready, self.ready = self.ready, []
+        for callback, args in ready:
+            callback(*args)
+
+
+class _ApplyResult:
+    """What the pool returns for a job (the request keeps a weak reference to it)."""
+
+
+class _Pool:
+    def __init__(self, semaphore):
+        self.jobs, self.semaphore = [], semaphore
+
+    def apply_async(self, func, args, **callbacks):
+        self.jobs.append((func, args[0], callbacks))
+        return _ApplyResult()
+
+    def finish(self, job, outcomes):
+        """The pool process returned: the pool frees its slot after the callback, as billiard does."""
+        job[2]["callback"](outcomes)
+        self.semaphore.release()
+
+
+class _Controller:
+    def __init__(self, processes):
+        self.semaphore = LaxBoundedSemaphore(processes)
+        self.pool = _Pool(self.semaphore)
+        self.alone = []
+
+    def process_task(self, request):
+        self.alone.append(request.id)
+
+
+class _Request:
+    """What the dispatcher reads of Celery's request, and what it tells it."""
+
+    type = "catalog.ProductPriceChanged"
+    request_dict, body, content_type, content_encoding = {}, b"[]", "application/json", "utf-8"
+    time_limits = (None, None)
+
+    class task:
+        time_limit, soft_time_limit = 300, 240
+
+    def __init__(self, request_id, revoked=False):
+        self.id, self._revoked, self.told = request_id, revoked, []
+
+    def revoked(self):
+        return self._revoked
+
+    def on_accepted(self, pid, time_accepted):
+        self.told.append(("accepted", pid))
+
+    def on_success(self, outcome):
+        self.told.append(("success", outcome))
+
+    def on_failure(self, exc_info):
+        self.told.append(("failure", exc_info))
+
+    def on_timeout(self, soft, timeout):
+        self.told.append(("timeout", soft))
+
+
+def _dispatch(processes=2, size=3):
+    controller, loop = _Controller(processes), _Loop()
+    return BatchDispatch(controller, loop, size), controller, loop
+
+
+def test_a_free_process_takes_what_is_ready_at_once_and_a_busy_pool_lets_batches_grow():
+    dispatch, controller, loop = _dispatch(processes=1, size=3)
+    first = _Request("a")
+    dispatch(first)
+    loop.turn()
+    # Nothing waited: the one delivery there is a batch of one.
+    assert [[item[1] for item in items] for _, items, _ in controller.pool.jobs] == [["a"]]
+    assert all(func is run_batch for func, _, _ in controller.pool.jobs)
+
+    for request_id in "bcde":  # arrive while the only process is busy
+        dispatch(_Request(request_id))
+    loop.turn()
+    assert len(controller.pool.jobs) == 1
+
+    controller.pool.finish(controller.pool.jobs[0], [(0, "ok", 0.01)])
+    assert [item[1] for item in controller.pool.jobs[1][1]] == ["b", "c", "d"]  # at most BUS_BATCH_SIZE
+    assert first.told == [("success", (0, "ok", 0.01))]
+    controller.pool.finish(controller.pool.jobs[1], [(0, "ok", 0.01)] * 3)
+    loop.turn()
+    assert [item[1] for item in controller.pool.jobs[2][1]] == ["e"]
+
+
+def test_each_request_of_a_batch_hears_its_own_outcome_and_its_acceptance():
+    dispatch, controller, loop = _dispatch()
+    requests = [_Request(request_id) for request_id in "abc"]
+    for request in requests:
+        dispatch(request)
+    loop.turn()
+    (_, _, callbacks), = controller.pool.jobs
+
+    callbacks["accept_callback"](4242, 1.0)
+    callbacks["callback"]([(0, "one", 0.1), (1, "two", 0.2), (0, "three", 0.3)])
+
+    assert [r.told for r in requests] == [
+        [("accepted", 4242), ("success", (0, "one", 0.1))],
+        [("accepted", 4242), ("success", (1, "two", 0.2))],
+        [("accepted", 4242), ("success", (0, "three", 0.3))],
+    ]
+
+
+def test_a_revoked_request_is_left_out_and_an_all_revoked_batch_frees_its_process():
+    dispatch, controller, loop = _dispatch(processes=1)
+    dispatch(_Request("gone", revoked=True))
+    loop.turn()
+    assert controller.pool.jobs == [] and controller.semaphore.value == 1
+
+    dispatch(_Request("gone-too", revoked=True))
+    dispatch(_Request("kept"))
+    loop.turn()
+    assert [item[1] for item in controller.pool.jobs[0][1]] == ["kept"]
+
+
+def test_deliveries_of_a_batch_whose_process_died_fail_and_come_back_alone():
+    dispatch, controller, loop = _dispatch()
+    requests = [_Request(request_id) for request_id in "ab"]
+    for request in requests:
+        dispatch(request)
+    loop.turn()
+    controller.pool.jobs[0][2]["error_callback"]("WorkerLostError")
+    assert [r.told for r in requests] == [[("failure", "WorkerLostError")]] * 2
+
+    # Rejected back to the queue, each returns alone (Celery's own way), never in a batch again.
+    dispatch(_Request("a"))
+    dispatch(_Request("b"))
+    dispatch(_Request("c"))
+    loop.turn()
+    assert controller.alone == ["a", "b"]
+    assert [item[1] for item in controller.pool.jobs[1][1]] == ["c"]
+
+
+def test_past_its_hard_time_limit_a_batch_times_out_each_delivery_and_they_come_back_alone():
+    dispatch, controller, loop = _dispatch()
+    requests = [_Request(request_id) for request_id in "ab"]
+    for request in requests:
+        dispatch(request)
+    loop.turn()
+    callbacks = controller.pool.jobs[0][2]
+    assert (callbacks["timeout"], callbacks["soft_timeout"]) == (300, 240)
+
+    callbacks["timeout_callback"](True, 240)  # soft: a warning only
+    dispatch(_Request("a"))
+    loop.turn()
+    assert controller.alone == []
+    callbacks["timeout_callback"](False, 300)
+    dispatch(_Request("b"))
+    loop.turn()
+    assert controller.alone == ["b"]
+    assert requests[0].told == [("timeout", True), ("timeout", False)]
+
+
+def test_a_lost_connection_forgets_what_waits():
+    dispatch, controller, loop = _dispatch(processes=1)
+    dispatch(_Request("a"))
+    loop.turn()
+    dispatch(_Request("stale"))
+    loop.turn()
+
+    dispatch.clear()
+    controller.semaphore.clear()  # what Celery's consumer does to its own waiters
+    dispatch(_Request("fresh"))
+    loop.turn()
+
+    assert [[item[1] for item in items] for _, items, _ in controller.pool.jobs] == [["a"], ["fresh"]]
