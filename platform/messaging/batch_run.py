@@ -10,16 +10,19 @@ guarantee it has alone, and costs less:
 - one statement stores every delivery's task result, in the same commit;
 - one round trip through the pool's pipes for the batch.
 
-Optimistic: the batch is tried whole, with no savepoint per delivery. If
-anything goes wrong in it (a handler raises, a message is not for this
-context, the database connection is lost), the transaction is rolled back,
-so nothing of any delivery was applied, and every delivery of the batch runs
-again alone, through Celery's tracer and ``messaging.tasks.message_task``
-exactly as a delivery that was never batched: its own transaction, retries,
-dead letters, the wait for the database. A failing delivery therefore fails
-only itself, and the path that decides a failure's fate is the one path there
-is. The price of a failure is that the batch's good deliveries run twice
-(once rolled back); failures are rare, savepoints on every delivery are not.
+Each delivery runs inside a savepoint of its own. One whose handler raises
+is rolled back to it (and its inbox rows given back), the batch goes on and
+commits, and then the failed delivery runs again alone, through Celery's
+tracer and ``messaging.tasks.message_task`` exactly as a delivery that was
+never batched: its own transaction, retries, dead letters, the wait for the
+database. The same for one refused here (a dead letter). A failing delivery
+therefore fails only itself, decided by the one path there is; its handler
+ran twice (the first time undone), as on any redelivery. If the batch's
+transaction itself fails (the database went away), every delivery runs
+again alone. Inside a delivery the services' own ``transaction.atomic()``
+blocks make no savepoints (``_without_savepoints``): a round trip pair saved
+per block, at the price that a handler swallowing a database error inside one
+fails its delivery, which then runs alone, with them.
 
 Each delivery still gets the log line Celery's tracer writes for a task that
 succeeded. What the tracer does per task and this does not, on the batched
@@ -32,6 +35,7 @@ broken connection) is done once per batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -42,10 +46,12 @@ from celery.app.trace import info as trace_log
 from celery.app.trace import logger as trace_logger
 from celery.utils.saferepr import saferepr
 from django.db import close_old_connections, connection, transaction
+from django.db.transaction import TransactionManagementError
 from kombu.serialization import loads, prepare_accept_content
 
 from messaging import inbox
 from messaging.contexts import worker_context
+from messaging.database import connection_lost
 from messaging.delivery import Accepted, accept
 from messaging.task_message import envelope_from_arguments
 
@@ -56,89 +62,131 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[int, object, float]
 
 
-class _NotTheBatchedPath(Exception):
-    """A delivery of the batch needs the single path (it is refused, or it failed)."""
-
-
 def run_batch(items: list[tuple]) -> list[Outcome]:
     """Handle ``items`` (each what Celery's tracer takes for one task) in one transaction.
 
     Returns one outcome per item, in order. Runs in a pool process.
     """
     app = current_app._get_current_object()
+    trace = fast_trace_task if app.use_fast_trace_task else trace_task_ret
     try:
-        return _in_one_transaction(app, items)
-    except _NotTheBatchedPath as exc:
-        logger.info("a batch of %d deliveries runs one by one: %s", len(items), exc)
-    except Exception as exc:  # anything: the single path decides each delivery's fate
+        batched = _in_one_transaction(app, items)
+    except Exception as exc:  # the transaction itself failed (the database went away, say)
         logger.warning("a batch of %d deliveries was rolled back and runs again one by one: %s: %s",
                        len(items), type(exc).__name__, exc)
-    trace = fast_trace_task if app.use_fast_trace_task else trace_task_ret
-    return [trace(*item) for item in items]
+        batched = {}
+    # After the batch committed: each delivery that failed in it, or was refused, on its own.
+    return [batched[index] if index in batched else trace(*items[index]) for index in range(len(items))]
 
 
-def _in_one_transaction(app, items: list[tuple]) -> list[Outcome]:
+@dataclasses.dataclass
+class _Delivery:
+    index: int
+    task: object
+    task_id: str
+    request: Context
+    accepted: Accepted
+
+
+def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
+    """The batch's transaction; the outcomes of the deliveries handled in it, by index. The
+    others go alone: refused here, or failed (rolled back to their savepoint)."""
     context = worker_context()
     accept_content = prepare_accept_content(app.conf.accept_content)
     deliveries = []
-    for task_name, task_id, request_dict, body, content_type, content_encoding in items:
+    for index, (task_name, task_id, request_dict, body, content_type, content_encoding) in enumerate(items):
         args, kwargs, embed = loads(body, content_type, content_encoding, accept=accept_content)
         request = Context({**request_dict, **(embed or {})}, args=args, kwargs=kwargs, called_directly=False,
                           is_eager=False)
         verdict = accept(envelope_from_arguments(args, kwargs), context)
-        if not isinstance(verdict, Accepted):
-            raise _NotTheBatchedPath(f"delivery {task_id} is refused: {verdict.reason}")
-        deliveries.append((app.tasks[task_name], task_id, request, verdict))
+        # A refused one becomes a dead letter alone, made and reported as it always is.
+        if isinstance(verdict, Accepted):
+            deliveries.append(_Delivery(index, app.tasks[task_name], task_id, request, verdict))
 
     # What the platform's task_prerun receiver does before a task: replace a broken connection.
     close_old_connections()
-    outcomes = []
-    with transaction.atomic(), _without_savepoints(connection):
-        claimed = inbox.claim_all([(d.envelope, handler.name) for *_, d in deliveries for handler in d.handlers])
-        results = []
-        for task, task_id, request, delivery in deliveries:
+    outcomes, results, unclaimed = {}, [], []
+    with transaction.atomic():
+        claimed = inbox.claim_all([(d.accepted.envelope, h.name) for d in deliveries for h in d.accepted.handlers])
+        for delivery in deliveries:
             started = time.monotonic()
-            handled, duplicates = [], []
-            for handler in delivery.handlers:
-                claim = (delivery.envelope.id, handler.name)
-                if claim in claimed:
-                    claimed.discard(claim)  # a message twice in one batch: its second copy is a duplicate
-                    inbox.run(delivery.envelope, delivery.message, handler)
-                    handled.append(handler.name)
-                else:
-                    duplicates.append(handler.name)
-            result = {"context": context, "handled": handled, "duplicates": duplicates}
-            if not task.ignore_result:
-                results.append((task_id, result, request))
-            outcomes.append((0, saferepr(result, task.resultrepr_maxsize), time.monotonic() - started))
+            ran = []
+            try:
+                with transaction.atomic():  # this delivery's savepoint
+                    result = _handle(delivery.accepted, claimed, ran, context)
+            except Exception as exc:
+                if connection_lost(exc):
+                    raise
+                # Undone to its savepoint, but for the inbox rows claimed for it at the start.
+                logger.info("delivery %s failed in a batch and runs again alone: %s: %s",
+                            delivery.task_id, type(exc).__name__, exc)
+                unclaimed.extend(ran)
+                continue
+            if not delivery.task.ignore_result:
+                results.append((delivery.task_id, result, delivery.request))
+            outcomes[delivery.index] = (0, saferepr(result, delivery.task.resultrepr_maxsize),
+                                        time.monotonic() - started)
+        if unclaimed:
+            inbox.unclaim(unclaimed)
         _store_results(app.backend, results)
-        if connection.needs_rollback:
-            # A handler caught an error inside its own atomic block: without its savepoint the
-            # whole batch is spoiled (Django would roll it back silently at the block's end).
-            raise _NotTheBatchedPath("a handler caught a database error inside the batch")
         committing = time.monotonic()
-    # The commit is every delivery's: each is charged an equal share of it.
-    share = (time.monotonic() - committing) / len(outcomes)
-    outcomes = [(failed, result, runtime + share) for failed, result, runtime in outcomes]
-    logger.info("handled %d deliveries in one transaction", len(outcomes))
-    if trace_logger.isEnabledFor(logging.INFO):
-        # The line Celery's tracer writes for each task that succeeded, for each delivery.
-        for (_, task_id, request, _), (_, result, runtime) in zip(deliveries, outcomes, strict=True):
-            trace_log(LOG_SUCCESS, {"id": task_id, "name": request.task, "return_value": result, "runtime": runtime,
-                                    "args": request.argsrepr, "kwargs": request.kwargsrepr})
+    if outcomes:
+        _log_success(deliveries, outcomes, commit=time.monotonic() - committing)
     return outcomes
+
+
+def _handle(delivery: Accepted, claimed: set, ran: list, context: str) -> dict:
+    """Run the delivery's handlers whose inbox rows this batch claimed; what the task returns.
+
+    ``ran`` collects the claims used, for the caller to give back if the delivery fails.
+    """
+    handled, duplicates = [], []
+    with _without_savepoints(connection):
+        for handler in delivery.handlers:
+            claim = (delivery.envelope.id, handler.name)
+            if claim in claimed:
+                claimed.discard(claim)  # a message twice in one batch: its second copy is a duplicate
+                ran.append(claim)
+                inbox.run(delivery.envelope, delivery.message, handler)
+                handled.append(handler.name)
+            else:
+                duplicates.append(handler.name)
+        if connection.needs_rollback:
+            # A handler caught an error inside a block of its own, which had no savepoint:
+            # Django would roll the delivery back without a word at its savepoint's end.
+            raise TransactionManagementError("a handler went on after a database error inside its atomic block")
+    return {"context": context, "handled": handled, "duplicates": duplicates}
+
+
+def _log_success(deliveries: list[_Delivery], outcomes: dict[int, Outcome], *, commit: float) -> None:
+    """The batch's line, and for each delivery the line Celery's tracer writes for a task that
+    succeeded, with its runtime and its share of the commit (which was every delivery's)."""
+    share = commit / len(outcomes)
+    for index, (failed, result, runtime) in list(outcomes.items()):
+        outcomes[index] = (failed, result, runtime + share)
+    logger.info("handled %d deliveries in one transaction", len(outcomes))
+    if not trace_logger.isEnabledFor(logging.INFO):
+        return
+    for delivery in deliveries:
+        if delivery.index in outcomes:
+            _, result, runtime = outcomes[delivery.index]
+            request = delivery.request
+            trace_log(LOG_SUCCESS, {"id": delivery.task_id, "name": request.task, "return_value": result,
+                                    "runtime": runtime, "args": request.argsrepr, "kwargs": request.kwargsrepr})
 
 
 @contextlib.contextmanager
 def _without_savepoints(connection):
-    """No SAVEPOINT for the ``transaction.atomic()`` blocks of the services the handlers call.
+    """No SAVEPOINT for the ``transaction.atomic()`` blocks of the services a handler calls.
 
-    A savepoint lets a block fail without spoiling the transaction around it; in
-    a batch, any failure rolls back the whole transaction and each delivery runs
-    again alone, with savepoints. Without them a block that fails marks the
-    transaction for rollback (Django's ``needs_rollback``), which ends the batch.
-    Saves a round trip pair per service call. Django asks ``features`` whether
-    the database uses savepoints; the flag is this connection's own.
+    A savepoint lets a block fail without spoiling what is around it; here what
+    is around it is the delivery's own savepoint, which any failure rolls back
+    whole before the delivery runs again alone, with savepoints. Without them a
+    block that fails marks the transaction for rollback (Django's
+    ``needs_rollback``), which ``_handle`` turns into the delivery's failure.
+    Saves a round trip pair per block. Django asks ``features`` whether the
+    database uses savepoints; the flag is this connection's own. (Django's SQLite
+    backend makes them whatever it says.)
     """
     features = connection.features
     uses_savepoints = features.uses_savepoints

@@ -15,6 +15,7 @@ its rows in one such statement (``claim_all``), then runs what it claimed.
 import uuid
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from messaging import causation
@@ -57,6 +58,14 @@ def claim_all(claims: list[tuple[Envelope, str]]) -> set[tuple[uuid.UUID, str]]:
     with connection.cursor() as cursor:
         cursor.execute(f"{_CLAIM_INSERT} VALUES {rows} {_CLAIM_RETURNING}", params)
         return {(_MESSAGE_ID.to_python(message_id), consumer) for message_id, consumer in cursor.fetchall()}
+
+
+def unclaim(claims: list[tuple[uuid.UUID, str]]) -> None:
+    """Delete inbox rows ``claim_all`` inserted in this transaction for deliveries that failed in it."""
+    condition = Q()
+    for message_id, consumer in claims:
+        condition |= Q(message_id=message_id, consumer=consumer)
+    InboxMessage.objects.filter(condition).delete()
 
 
 _CLAIM_FIELDS = [

@@ -45,6 +45,11 @@ def _item(envelope: dict) -> tuple:
     return headers["task"], task_id, request, json.dumps(producer.body).encode(), "application/json", "utf-8"
 
 
+def _message_id(item: tuple) -> uuid.UUID:
+    _, kwargs, _ = json.loads(item[3])
+    return uuid.UUID(kwargs["envelope"]["id"])
+
+
 def _price_change(sku: str, version: int = 1) -> dict:
     return publish(ProductPriceChanged(sku=sku, old_price=Decimal("10.00"), new_price=Decimal("12.00"),
                                        price_version=version)).model_dump(mode="json")
@@ -102,23 +107,27 @@ def test_a_message_handled_before_or_twice_in_the_batch_is_a_duplicate(one_by_on
     assert InboxMessage.objects.count() == 2
 
 
-def test_a_handler_that_fails_sends_the_whole_batch_one_by_one_with_nothing_applied(one_by_one, monkeypatch):
-    basket_add_item(customer_id="c1", sku="GOOD", quantity=1, unit_price=Decimal("10.00"))
-    items = [_item(_price_change("GOOD")), _item(_price_change("BAD")), _item(_price_change("LATE"))]
+def test_a_delivery_whose_handler_fails_is_undone_and_runs_alone_after_the_others_commit(one_by_one, monkeypatch):
+    for sku in ("GOOD", "BAD", "LATE"):
+        basket_add_item(customer_id=f"c-{sku}", sku=sku, quantity=1, unit_price=Decimal("10.00"))
+    items = [_item(_price_change(sku)) for sku in ("GOOD", "BAD", "LATE")]
 
     def fail_on_bad(*, sku, **kwargs):
+        BasketLine.objects.filter(sku=sku).update(unit_price=Decimal("0.01"))
         if sku == "BAD":
             raise ConnectionError("payment gateway down")
-        BasketLine.objects.filter(sku=sku).update(unit_price=Decimal("0.01"))
 
     monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail_on_bad)
     outcomes = batch_run.run_batch(items)
 
-    assert one_by_one == [task_id for _, task_id, *_ in items]
-    assert outcomes == [(0, "alone", 0.0)] * 3
-    # The good delivery before the failure was rolled back with the batch: it runs again alone.
-    assert BasketLine.objects.get().unit_price == Decimal("10.00")
-    assert not InboxMessage.objects.exists() and not TaskResult.objects.exists()
+    bad = items[1][1]
+    assert one_by_one == [bad]
+    assert outcomes[1] == (0, "alone", 0.0) and outcomes[0][0] == outcomes[2][0] == 0
+    prices = dict(BasketLine.objects.values_list("sku", "unit_price"))
+    assert prices == {"GOOD": Decimal("0.01"), "BAD": Decimal("10.00"), "LATE": Decimal("0.01")}
+    # Its inbox row is given back (the run alone claims it again), and it has no result yet.
+    assert set(InboxMessage.objects.values_list("message_id", flat=True)) == {_message_id(items[0]), _message_id(items[2])}
+    assert set(TaskResult.objects.values_list("task_id", flat=True)) == {items[0][1], items[2][1]}
 
 
 @pytest.mark.parametrize("results_stored", [True, False], ids=["results", "no-results"])
@@ -126,37 +135,54 @@ def test_a_handler_that_swallows_a_database_error_in_its_block_is_never_rolled_b
     one_by_one, monkeypatch, results_stored
 ):
     # Alone, the service's block is a savepoint and the handler may go on. In a batch on
-    # PostgreSQL there is none, and Django would roll the whole batch back without a word
-    # at its end: the batch runs one by one instead. (Django's SQLite backend makes a
-    # savepoint whatever the features say, so there the batch goes on, as alone.)
-    def swallow(**kwargs):
-        try:
-            with transaction.atomic():
-                raise IntegrityError("duplicate key")
-        except IntegrityError:
-            pass
+    # PostgreSQL there is none, and Django would roll the delivery back without a word
+    # at the end of its own savepoint: it runs alone instead. (Django's SQLite backend
+    # makes a savepoint whatever the features say, so there it is handled, as alone.)
+    def swallow(*, sku, **kwargs):
+        if sku == "SWALLOW":
+            try:
+                with transaction.atomic():
+                    raise IntegrityError("duplicate key")
+            except IntegrityError:
+                pass
 
     monkeypatch.setattr("apps.basket.handlers.basket_reprice", swallow)
     # Without results, no statement follows the last handler to trip over the spoiled transaction.
     monkeypatch.setattr(current_app.tasks["catalog.ProductPriceChanged"], "ignore_result", not results_stored)
-    items = [_item(_price_change("A")), _item(_price_change("B"))]
+    items = [_item(_price_change("FINE")), _item(_price_change("SWALLOW"))]
 
     batch_run.run_batch(items)
 
     if connection.vendor == "sqlite":
         assert one_by_one == [] and InboxMessage.objects.count() == 2
     else:
-        assert one_by_one == [task_id for _, task_id, *_ in items]
-        assert not InboxMessage.objects.exists()
+        assert one_by_one == [items[1][1]]
+        assert InboxMessage.objects.count() == 1
 
 
-def test_a_delivery_refused_here_sends_the_batch_one_by_one(one_by_one):
+def test_a_delivery_refused_here_runs_alone_and_the_rest_of_the_batch_is_handled(one_by_one):
     broken = {**_price_change("A"), "data": {"sku": "A"}}  # breaks the contract: a dead letter, alone
     items = [_item(_price_change("B")), _item(broken)]
 
+    outcomes = batch_run.run_batch(items)
+
+    assert one_by_one == [items[1][1]]
+    assert outcomes[0][0] == 0 and InboxMessage.objects.count() == 1
+
+
+def test_a_batch_whose_transaction_fails_runs_again_one_by_one(one_by_one, monkeypatch):
+    import psycopg
+    from django.db import OperationalError
+
+    def database_gone(claims):
+        raise OperationalError("connection failed") from psycopg.OperationalError("connection failed")
+
+    monkeypatch.setattr(batch_run.inbox, "claim_all", database_gone)
+    items = [_item(_price_change("A")), _item(_price_change("B"))]
+
     batch_run.run_batch(items)
 
-    assert one_by_one == [task_id for _, task_id, *_ in items]
+    assert one_by_one == [items[0][1], items[1][1]]
     assert not InboxMessage.objects.exists()
 
 
