@@ -53,15 +53,19 @@ class Sizes:
     latency_rate: float
     duplicates: int
     embedded_events: int
+    #: Seconds of events at a steady 160 a second (320 handled) on the embedded default.
+    embedded_steady_seconds: float
     concurrency_levels: tuple[int, ...]
     #: Events once more without task events and results (the "lean" figures).
     lean: bool = True
 
 
 FULL = Sizes(relay_rows=20_000, outbox_rows=2_000, events=2_000, commands=2_000, latency_seconds=10,
-             latency_rate=20, duplicates=2_000, embedded_events=500, concurrency_levels=(1, 2, 4))
+             latency_rate=20, duplicates=2_000, embedded_events=500, embedded_steady_seconds=20,
+             concurrency_levels=(1, 2, 4))
 SMOKE = Sizes(relay_rows=300, outbox_rows=100, events=60, commands=60, latency_seconds=1,
-              latency_rate=10, duplicates=50, embedded_events=20, concurrency_levels=(1, 2))
+              latency_rate=10, duplicates=50, embedded_events=20, embedded_steady_seconds=1,
+              concurrency_levels=(1, 2))
 #: The worker concurrency of the headline end-to-end figures (prefork -c2).
 DEFAULT_CONCURRENCY = 2
 #: The smoke on Redis starts the processes once (-c2): that runs every path Redis
@@ -214,9 +218,11 @@ def cpu_seconds(started: dict[str, int], services: dict[str, str]) -> dict[str, 
 
 
 def cpu_ms_per_message(before: dict[str, float], after: dict[str, float], messages: int, side: str) -> dict:
-    """CPU milliseconds per handled message, by process group (processes alive at both ends)."""
-    return {f"cpu.{side}.{group}": (after[group] - before[group]) * 1000 / messages
-            for group in after if after[group] > before[group]}
+    """CPU milliseconds per handled message, by process group (processes alive at both ends),
+    and of all groups together (``cpu_all``)."""
+    groups = {f"cpu.{side}.{group}": (after[group] - before[group]) * 1000 / messages
+              for group in after if after[group] > before[group]}
+    return {**groups, f"cpu_all.{side}": sum(groups.values())}
 
 
 def in_process_profile(run: Run, name: str, work: Callable[[], None]) -> None:
@@ -561,7 +567,7 @@ def embedded(run: Run) -> dict:
     env["BUS_DATA_DIR"] = str(data_dir)
     result = subprocess.run(
         [sys.executable, "-m", "bench.embedded", "--events", str(run.sizes.embedded_events),
-         "--logs", str(data_dir)],
+         "--steady-seconds", str(run.sizes.embedded_steady_seconds), "--logs", str(data_dir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     if result.returncode != 0:
