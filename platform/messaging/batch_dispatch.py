@@ -12,7 +12,9 @@ busy.
 Each delivery stays its own Celery task: its request is made, reserved,
 accepted, acknowledged and reported (task events for Flower, the result
 row) as before, from the batch's outcome, one by one; each is acknowledged
-only when the pool process has returned, after the batch committed. A batch
+only when the pool process has returned, after the batch committed. One the
+batch did not handle (it failed and was undone, or was refused) is sent to
+the pool again alone, Celery's own way, with its own time limits. A batch
 whose pool process died or went past its hard time limit fails each of its
 deliveries as Celery fails one (rejected back to the queue); each of them is
 then remembered and, when it comes back, goes Celery's own way, one task per
@@ -28,7 +30,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import uuid
 from weakref import ref
+
+from billiard.einfo import ExceptionWithTraceback
+from billiard.exceptions import Terminated
+from celery.worker import state as worker_state
 
 from messaging.batch_run import run_batch
 
@@ -93,10 +100,19 @@ class BatchDispatch:
 
         def succeeded(outcomes):
             for request, outcome in zip(requests, outcomes, strict=True):
-                _each(request.on_success, outcome)
+                if outcome is None:  # not handled in the batch (failed and undone, or refused)
+                    _each(self._controller.process_task, request)
+                else:
+                    _each(request.on_success, outcome)
 
         def failed(exc_info):
             self._remember_alone(ids)
+            exception = exc_info.exception
+            if isinstance(exception, ExceptionWithTraceback):
+                exception = exception.exc
+            if isinstance(exception, Terminated):
+                self._terminated(requests, exc_info)
+                return
             for request in requests:
                 _each(request.on_failure, exc_info)
 
@@ -111,10 +127,23 @@ class BatchDispatch:
             run_batch,
             args=([(r.type, r.id, r.request_dict, r.body, r.content_type, r.content_encoding) for r in requests],),
             accept_callback=accepted, timeout_callback=timed_out, callback=succeeded, error_callback=failed,
-            soft_timeout=soft, timeout=hard, correlation_id=ids[0],
+            # Not one delivery's id: the pool would take a revoke of that delivery for the batch's.
+            soft_timeout=soft, timeout=hard, correlation_id=f"batch-{uuid.uuid4()}",
         )
         for request in requests:
             request._apply_result = ref(result)  # what revoke(terminate=True) finds
+
+    def _terminated(self, requests: list, exc_info) -> None:
+        """The batch's process was terminated: a revoke (``terminate=True``) of one of its
+        deliveries, or the worker's cold shutdown. Only a revoked delivery is revoked; the
+        others, unacknowledged still, go to the pool again, alone."""
+        shutting_down = any(flag is not None and flag is not False
+                            for flag in (worker_state.should_stop, worker_state.should_terminate))
+        for request in requests:
+            if request.id in worker_state.revoked or shutting_down:
+                _each(request.on_failure, exc_info)  # Celery's own: announced revoked, or left to the broker
+            else:
+                _each(self._controller.process_task, request)
 
     def _remember_alone(self, ids: list[str]) -> None:
         for delivery_id in ids:

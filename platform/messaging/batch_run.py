@@ -12,14 +12,15 @@ guarantee it has alone, and costs less:
 
 Each delivery runs inside a savepoint of its own. One whose handler raises
 is rolled back to it (and its inbox rows given back), the batch goes on and
-commits, and then the failed delivery runs again alone, through Celery's
-tracer and ``messaging.tasks.message_task`` exactly as a delivery that was
-never batched: its own transaction, retries, dead letters, the wait for the
-database. The same for one refused here (a dead letter). A failing delivery
-therefore fails only itself, decided by the one path there is; its handler
-ran twice (the first time undone), as on any redelivery. If the batch's
-transaction itself fails (the database went away), every delivery runs
-again alone. Inside a delivery the services' own ``transaction.atomic()``
+commits, and the failed delivery is returned as not handled: the main process
+sends it to the pool again alone (``messaging.batch_dispatch``), where Celery's
+tracer runs ``messaging.tasks.message_task`` exactly as for a delivery that
+was never batched: its own process, time limits and transaction, retries,
+dead letters, the wait for the database. The same for one refused here (a
+dead letter). A failing delivery therefore fails only itself, decided by the
+one path there is; its handler ran twice (the first time undone), as on any
+redelivery. If the batch's transaction itself fails (the database went away),
+every delivery goes again alone. Inside a delivery the services' own ``transaction.atomic()``
 blocks make no savepoints (``_without_savepoints``): a round trip pair saved
 per block, at the price that a handler swallowing a database error inside one
 fails its delivery, which then runs alone, with them.
@@ -41,7 +42,7 @@ import time
 
 from celery import current_app, states
 from celery.app.task import Context
-from celery.app.trace import LOG_SUCCESS, fast_trace_task, trace_task_ret
+from celery.app.trace import LOG_SUCCESS
 from celery.app.trace import info as trace_log
 from celery.app.trace import logger as trace_logger
 from celery.utils.saferepr import saferepr
@@ -57,26 +58,26 @@ from messaging.task_message import envelope_from_arguments
 
 logger = logging.getLogger(__name__)
 
-#: What the pool process returns for one delivery, as Celery's tracer does:
-#: (failed, the result's repr or the failure's ExceptionInfo, runtime in seconds).
-Outcome = tuple[int, object, float]
+#: What the pool process returns for one delivery handled in the batch, as Celery's tracer
+#: does for a task that succeeded: (0, the result's repr, runtime in seconds).
+Outcome = tuple[int, str, float]
 
 
-def run_batch(items: list[tuple]) -> list[Outcome]:
+def run_batch(items: list[tuple]) -> list[Outcome | None]:
     """Handle ``items`` (each what Celery's tracer takes for one task) in one transaction.
 
-    Returns one outcome per item, in order. Runs in a pool process.
+    Returns one outcome per item, in order; ``None`` for a delivery the batch did
+    not handle (it failed, and was undone, or it was refused), which the main
+    process then sends to the pool again alone. Runs in a pool process.
     """
     app = current_app._get_current_object()
-    trace = fast_trace_task if app.use_fast_trace_task else trace_task_ret
     try:
-        batched = _in_one_transaction(app, items)
+        handled = _in_one_transaction(app, items)
     except Exception as exc:  # the transaction itself failed (the database went away, say)
-        logger.warning("a batch of %d deliveries was rolled back and runs again one by one: %s: %s",
+        logger.warning("a batch of %d deliveries was rolled back; each runs again alone: %s: %s",
                        len(items), type(exc).__name__, exc)
-        batched = {}
-    # After the batch committed: each delivery that failed in it, or was refused, on its own.
-    return [batched[index] if index in batched else trace(*items[index]) for index in range(len(items))]
+        handled = {}
+    return [handled.get(index) for index in range(len(items))]
 
 
 @dataclasses.dataclass
@@ -107,20 +108,23 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
     close_old_connections()
     outcomes, results, unclaimed = {}, [], []
     with transaction.atomic():
-        claimed = inbox.claim_all([(d.accepted.envelope, h.name) for d in deliveries for h in d.accepted.handlers])
+        claimed = inbox.claim_all([(d.accepted.envelope, claim[1]) for d in deliveries for claim in _claims(d.accepted)])
         for delivery in deliveries:
             started = time.monotonic()
-            ran = []
+            # This delivery's inbox rows among those the batch claimed (a message twice in one
+            # batch: its second copy finds none, a duplicate).
+            mine = [claim for claim in _claims(delivery.accepted) if claim in claimed]
+            claimed.difference_update(mine)
             try:
                 with transaction.atomic():  # this delivery's savepoint
-                    result = _handle(delivery.accepted, claimed, ran, context)
+                    result = _handle(delivery.accepted, mine, context)
             except Exception as exc:
                 if connection_lost(exc):
                     raise
                 # Undone to its savepoint, but for the inbox rows claimed for it at the start.
                 logger.info("delivery %s failed in a batch and runs again alone: %s: %s",
                             delivery.task_id, type(exc).__name__, exc)
-                unclaimed.extend(ran)
+                unclaimed.extend(mine)
                 continue
             if not delivery.task.ignore_result:
                 results.append((delivery.task_id, result, delivery.request))
@@ -135,18 +139,17 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
     return outcomes
 
 
-def _handle(delivery: Accepted, claimed: set, ran: list, context: str) -> dict:
-    """Run the delivery's handlers whose inbox rows this batch claimed; what the task returns.
+def _claims(delivery: Accepted) -> list[tuple]:
+    """The inbox keys of a delivery: (message id, handler) for each of its handlers here."""
+    return [(delivery.envelope.id, handler.name) for handler in delivery.handlers]
 
-    ``ran`` collects the claims used, for the caller to give back if the delivery fails.
-    """
+
+def _handle(delivery: Accepted, mine: list[tuple], context: str) -> dict:
+    """Run the delivery's handlers whose inbox rows were claimed for it; what the task returns."""
     handled, duplicates = [], []
     with _without_savepoints(connection):
         for handler in delivery.handlers:
-            claim = (delivery.envelope.id, handler.name)
-            if claim in claimed:
-                claimed.discard(claim)  # a message twice in one batch: its second copy is a duplicate
-                ran.append(claim)
+            if (delivery.envelope.id, handler.name) in mine:
                 inbox.run(delivery.envelope, delivery.message, handler)
                 handled.append(handler.name)
             else:

@@ -54,6 +54,17 @@ def batch_size(context: str) -> int:
     return max(1, int(settings.BUS_BATCH_SIZE_BY_CONTEXT.get(context, settings.BUS_BATCH_SIZE)))
 
 
+def _frees_processes_by_semaphore(controller) -> bool:
+    """Whether the worker sends tasks to its pool through Celery's semaphore of free processes,
+    which the pool gives back as each job ends: billiard's prefork pool in the event loop. The
+    threads and solo pools get the semaphore too, but never give it back."""
+    return (
+        controller is not None and getattr(controller, "semaphore", None) is not None
+        and getattr(controller.pool_cls, "uses_semaphore", False)
+        and controller.process_task == controller._process_task_sem
+    )
+
+
 def intake_policy(context: str) -> IntakePolicy:
     """What a worker of ``context`` accepts, on this platform's broker."""
     return IntakePolicy(
@@ -86,7 +97,7 @@ class Consumer(CeleryConsumer):
         self.context = worker_context()
         self.intake = intake_policy(self.context)
         size = batch_size(self.context)
-        batching = size > 1 and kwargs.get("hub") is not None and getattr(kwargs.get("controller"), "semaphore", None) is not None
+        batching = size > 1 and kwargs.get("hub") is not None and _frees_processes_by_semaphore(kwargs.get("controller"))
         if batching:
             # Room for a batch per pool process: deliveries must be here to be batched.
             multiplier = kwargs.get("prefetch_multiplier") or 1
@@ -102,6 +113,8 @@ class Consumer(CeleryConsumer):
     def on_close(self):
         if self.batches is not None:
             self.batches.clear()
+        # The event loop drops its timers on a lost connection, the events' flush with them.
+        self._events_flush_due = False
         super().on_close()
 
     #: Whether a flush of the buffered task events is on the timer.

@@ -2,6 +2,10 @@
 Celery's semaphore of free pool processes, a stand-in event loop and pool, and requests
 that record what Celery's request would be told."""
 
+import pytest
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import Terminated, WorkerLostError
+from celery.worker import state as worker_state
 from kombu.asynchronous.semaphore import LaxBoundedSemaphore
 
 from messaging.batch_dispatch import BatchDispatch
@@ -36,9 +40,9 @@ class _Pool:
         return _ApplyResult()
 
     def finish(self, job, outcomes):
-        """The pool process returned: the pool frees its slot after the callback, as billiard does."""
-        job[2]["callback"](outcomes)
+        """The pool process returned: billiard frees its slot, then calls the callback."""
         self.semaphore.release()
+        job[2]["callback"](outcomes)
 
 
 class _Controller:
@@ -137,14 +141,36 @@ def test_a_revoked_request_is_left_out_and_an_all_revoked_batch_frees_its_proces
     assert [item[1] for item in controller.pool.jobs[0][1]] == ["kept"]
 
 
+def _failure(exception: Exception) -> ExceptionInfo:
+    try:
+        raise exception
+    except type(exception):
+        return ExceptionInfo()
+
+
+def test_a_delivery_the_batch_did_not_handle_goes_to_the_pool_again_alone():
+    dispatch, controller, loop = _dispatch()
+    requests = [_Request(request_id) for request_id in "abc"]
+    for request in requests:
+        dispatch(request)
+    loop.turn()
+
+    controller.pool.finish(controller.pool.jobs[0], [(0, "one", 0.1), None, (0, "three", 0.3)])
+
+    assert controller.alone == ["b"]  # Celery's own way: its own process and time limits
+    assert requests[1].told == []  # not acknowledged, not reported: its run alone will be
+    assert requests[0].told == [("success", (0, "one", 0.1))]
+
+
 def test_deliveries_of_a_batch_whose_process_died_fail_and_come_back_alone():
     dispatch, controller, loop = _dispatch()
     requests = [_Request(request_id) for request_id in "ab"]
     for request in requests:
         dispatch(request)
     loop.turn()
-    controller.pool.jobs[0][2]["error_callback"]("WorkerLostError")
-    assert [r.told for r in requests] == [[("failure", "WorkerLostError")]] * 2
+    lost = _failure(WorkerLostError("killed"))
+    controller.pool.jobs[0][2]["error_callback"](lost)
+    assert [r.told for r in requests] == [[("failure", lost)]] * 2  # Celery's: rejected back to the queue
 
     # Rejected back to the queue, each returns alone (Celery's own way), never in a batch again.
     dispatch(_Request("a"))
@@ -153,6 +179,30 @@ def test_deliveries_of_a_batch_whose_process_died_fail_and_come_back_alone():
     loop.turn()
     assert controller.alone == ["a", "b"]
     assert [item[1] for item in controller.pool.jobs[1][1]] == ["c"]
+
+
+@pytest.fixture
+def revoked():
+    yield worker_state.revoked
+    worker_state.revoked.clear()
+
+
+def test_terminating_one_delivery_of_a_batch_revokes_it_only_and_the_others_go_again_alone(revoked):
+    dispatch, controller, loop = _dispatch()
+    requests = [_Request(request_id) for request_id in "abc"]
+    for request in requests:
+        dispatch(request)
+    loop.turn()
+    (_, _, callbacks), = controller.pool.jobs
+    assert callbacks["correlation_id"] not in {"a", "b", "c"}  # a revoke of "a" alone is no revoke of the batch
+
+    revoked.add("b")  # revoke("b", terminate=True): the pool kills the batch's process
+    terminated = _failure(Terminated(9))
+    callbacks["error_callback"](terminated)
+
+    assert requests[1].told == [("failure", terminated)]  # Celery's own: announced revoked
+    assert requests[0].told == requests[2].told == []  # unacknowledged still
+    assert controller.alone == ["a", "c"]
 
 
 def test_past_its_hard_time_limit_a_batch_times_out_each_delivery_and_they_come_back_alone():
@@ -188,3 +238,26 @@ def test_a_lost_connection_forgets_what_waits():
     loop.turn()
 
     assert [[item[1] for item in items] for _, items, _ in controller.pool.jobs] == [["a"], ["fresh"]]
+
+
+def test_batches_only_where_the_pool_gives_its_processes_back_through_celerys_semaphore():
+    from celery.concurrency.prefork import TaskPool as Prefork
+    from celery.concurrency.thread import TaskPool as Threads
+
+    from messaging.worker import _frees_processes_by_semaphore
+
+    class Worker:
+        def __init__(self, pool_cls, through_semaphore):
+            self.pool_cls, self.semaphore = pool_cls, LaxBoundedSemaphore(2)
+            self.process_task = self._process_task_sem if through_semaphore else self._process_task
+
+        def _process_task_sem(self, request):
+            pass
+
+        def _process_task(self, request):
+            pass
+
+    assert _frees_processes_by_semaphore(Worker(Prefork, through_semaphore=True))
+    # The threads pool gets a semaphore in the event loop, but never gives it back.
+    assert not _frees_processes_by_semaphore(Worker(Threads, through_semaphore=True))
+    assert not _frees_processes_by_semaphore(Worker(Prefork, through_semaphore=False))

@@ -1,8 +1,8 @@
 """A batch of deliveries in one transaction (``messaging.batch_run``), in this process.
 
-What the pool process returns for each delivery, what it stores, and when it
-gives the batch up for the path one delivery at a time takes (stood in for
-here; tests/integration/test_batches_on_rabbitmq.py runs it on a real worker).
+What the pool process returns for each delivery (``None``: not handled in the
+batch, to go again alone), what it stores and what it leaves undone. On a real
+worker: tests/integration/test_flower_truth.py.
 """
 
 import json
@@ -55,24 +55,20 @@ def _price_change(sku: str, version: int = 1) -> dict:
                                        price_version=version)).model_dump(mode="json")
 
 
-@pytest.fixture
-def one_by_one(monkeypatch, settings):
-    """The path one delivery at a time takes, recorded instead of run."""
+@pytest.fixture(autouse=True)
+def basket_worker(monkeypatch, settings):
+    """This process is a pool process of basket's worker."""
     settings.BUS_CONTEXT = "basket"
-    ran = []
-
-    def alone(name, task_id, *args, **kwargs):
-        ran.append(task_id)
-        return 0, "alone", 0.0
-
-    monkeypatch.setattr(batch_run, "trace_task_ret", alone)
-    monkeypatch.setattr(batch_run, "fast_trace_task", alone)
     # A pool process drops a stale connection first; here the connection is the test's transaction.
     monkeypatch.setattr(batch_run, "close_old_connections", lambda: None)
-    return ran
 
 
-def test_every_delivery_of_a_batch_is_handled_once_with_its_own_result(one_by_one):
+def _alone(items: list[tuple], outcomes: list) -> list[str]:
+    """The deliveries the batch did not handle: the main process sends each again alone."""
+    return [task_id for (_, task_id, *_), outcome in zip(items, outcomes, strict=True) if outcome is None]
+
+
+def test_every_delivery_of_a_batch_is_handled_once_with_its_own_result():
     skus = [f"MUG-{i}" for i in range(3)]
     for sku in skus:
         basket_add_item(customer_id=f"c-{sku}", sku=sku, quantity=1, unit_price=Decimal("10.00"))
@@ -80,7 +76,7 @@ def test_every_delivery_of_a_batch_is_handled_once_with_its_own_result(one_by_on
 
     outcomes = batch_run.run_batch(items)
 
-    assert one_by_one == []
+    assert _alone(items, outcomes) == []
     assert [failed for failed, _, _ in outcomes] == [0, 0, 0]
     assert all(runtime > 0 for _, _, runtime in outcomes)
     assert all(BASKET_HANDLER in result for _, result, _ in outcomes)
@@ -94,20 +90,20 @@ def test_every_delivery_of_a_batch_is_handled_once_with_its_own_result(one_by_on
         assert row.task_name == "catalog.ProductPriceChanged" and row.worker == "test"
 
 
-def test_a_message_handled_before_or_twice_in_the_batch_is_a_duplicate(one_by_one):
+def test_a_message_handled_before_or_twice_in_the_batch_is_a_duplicate():
     handled_before, twice = _price_change("A"), _price_change("B")
     batch_run.run_batch([_item(handled_before)])
 
     outcomes = batch_run.run_batch([_item(handled_before), _item(twice), _item(twice)])
 
-    assert one_by_one == []
+    assert None not in outcomes
     results = [json.loads(result.replace("'", '"')) for _, result, _ in outcomes]
     assert [r["handled"] for r in results] == [[], [BASKET_HANDLER], []]
     assert [r["duplicates"] for r in results] == [[BASKET_HANDLER], [], [BASKET_HANDLER]]
     assert InboxMessage.objects.count() == 2
 
 
-def test_a_delivery_whose_handler_fails_is_undone_and_runs_alone_after_the_others_commit(one_by_one, monkeypatch):
+def test_a_delivery_whose_handler_fails_is_undone_and_runs_alone_after_the_others_commit(monkeypatch):
     for sku in ("GOOD", "BAD", "LATE"):
         basket_add_item(customer_id=f"c-{sku}", sku=sku, quantity=1, unit_price=Decimal("10.00"))
     items = [_item(_price_change(sku)) for sku in ("GOOD", "BAD", "LATE")]
@@ -120,9 +116,8 @@ def test_a_delivery_whose_handler_fails_is_undone_and_runs_alone_after_the_other
     monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail_on_bad)
     outcomes = batch_run.run_batch(items)
 
-    bad = items[1][1]
-    assert one_by_one == [bad]
-    assert outcomes[1] == (0, "alone", 0.0) and outcomes[0][0] == outcomes[2][0] == 0
+    assert _alone(items, outcomes) == [items[1][1]]
+    assert outcomes[0][0] == outcomes[2][0] == 0
     prices = dict(BasketLine.objects.values_list("sku", "unit_price"))
     assert prices == {"GOOD": Decimal("0.01"), "BAD": Decimal("10.00"), "LATE": Decimal("0.01")}
     # Its inbox row is given back (the run alone claims it again), and it has no result yet.
@@ -132,7 +127,7 @@ def test_a_delivery_whose_handler_fails_is_undone_and_runs_alone_after_the_other
 
 @pytest.mark.parametrize("results_stored", [True, False], ids=["results", "no-results"])
 def test_a_handler_that_swallows_a_database_error_in_its_block_is_never_rolled_back_unseen(
-    one_by_one, monkeypatch, results_stored
+    monkeypatch, results_stored
 ):
     # Alone, the service's block is a savepoint and the handler may go on. In a batch on
     # PostgreSQL there is none, and Django would roll the delivery back without a word
@@ -151,42 +146,71 @@ def test_a_handler_that_swallows_a_database_error_in_its_block_is_never_rolled_b
     monkeypatch.setattr(current_app.tasks["catalog.ProductPriceChanged"], "ignore_result", not results_stored)
     items = [_item(_price_change("FINE")), _item(_price_change("SWALLOW"))]
 
-    batch_run.run_batch(items)
+    outcomes = batch_run.run_batch(items)
 
     if connection.vendor == "sqlite":
-        assert one_by_one == [] and InboxMessage.objects.count() == 2
+        assert _alone(items, outcomes) == [] and InboxMessage.objects.count() == 2
     else:
-        assert one_by_one == [items[1][1]]
+        assert _alone(items, outcomes) == [items[1][1]]
         assert InboxMessage.objects.count() == 1
 
 
-def test_a_delivery_refused_here_runs_alone_and_the_rest_of_the_batch_is_handled(one_by_one):
+def test_a_delivery_refused_here_runs_alone_and_the_rest_of_the_batch_is_handled():
     broken = {**_price_change("A"), "data": {"sku": "A"}}  # breaks the contract: a dead letter, alone
     items = [_item(_price_change("B")), _item(broken)]
 
     outcomes = batch_run.run_batch(items)
 
-    assert one_by_one == [items[1][1]]
+    assert _alone(items, outcomes) == [items[1][1]]
     assert outcomes[0][0] == 0 and InboxMessage.objects.count() == 1
 
 
-def test_a_batch_whose_transaction_fails_runs_again_one_by_one(one_by_one, monkeypatch):
+def test_a_batch_whose_transaction_fails_after_handling_leaves_nothing_and_every_delivery_goes_alone(monkeypatch):
     import psycopg
     from django.db import OperationalError
 
-    def database_gone(claims):
+    basket_add_item(customer_id="c1", sku="A", quantity=1, unit_price=Decimal("10.00"))
+
+    def database_gone(backend, results):
         raise OperationalError("connection failed") from psycopg.OperationalError("connection failed")
 
-    monkeypatch.setattr(batch_run.inbox, "claim_all", database_gone)
+    monkeypatch.setattr(batch_run, "_store_results", database_gone)  # after every handler ran
     items = [_item(_price_change("A")), _item(_price_change("B"))]
 
-    batch_run.run_batch(items)
+    outcomes = batch_run.run_batch(items)
 
-    assert one_by_one == [items[0][1], items[1][1]]
+    assert outcomes == [None, None]
+    assert not InboxMessage.objects.exists() and not TaskResult.objects.exists()
+    assert BasketLine.objects.get().unit_price == Decimal("10.00")
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_a_delivery_with_two_handlers_here_gives_back_both_inbox_rows_when_one_fails(monkeypatch, failing):
+    # Alone, each handler has a transaction of its own; in a batch both are one delivery's,
+    # undone together: neither may keep its inbox row, or the run alone would skip it.
+    from messaging.registry import Handler, registry
+
+    def also_on_price_changed(event):
+        if failing == "second":
+            raise ConnectionError("down")
+
+    if failing == "first":
+        def fail(**kwargs):
+            raise ConnectionError("down")
+
+        monkeypatch.setattr("apps.basket.handlers.basket_reprice", fail)
+    real = registry.handlers_for("catalog.ProductPriceChanged", "basket")
+    extra = Handler(func=also_on_price_changed, kind="event", target="catalog.ProductPriceChanged")
+    monkeypatch.setattr(registry, "handlers_for", lambda message_type, context: [*real, extra])
+    items = [_item(_price_change("A")), _item(_price_change("B"))]
+
+    outcomes = batch_run.run_batch(items)
+
+    assert _alone(items, outcomes) == [items[0][1], items[1][1]]
     assert not InboxMessage.objects.exists()
 
 
-def test_the_services_blocks_get_their_savepoints_back_after_a_batch(one_by_one):
+def test_the_services_blocks_get_their_savepoints_back_after_a_batch():
     batch_run.run_batch([_item(_price_change("A"))])
 
     assert connection.features.uses_savepoints is True
