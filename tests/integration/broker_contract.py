@@ -403,15 +403,18 @@ class BrokerContract(FlowContract):
     def test_a_worker_killed_after_commit_but_before_ack_redelivers_and_the_inbox_absorbs_it(self, bus, platform):
         sku = f"ACK-{uuid.uuid4().hex[:8]}"
         product_create(sku=sku, name="Chair", price=Decimal("40.00"), stock=5)
+        worker = platform["worker-catalog"]
 
-        # The worker acks only after storing the task's result: blocking that store
-        # stops it between the handler's commit and the ack.
-        lock_results = "LOCK TABLE django_celery_results_taskresult IN EXCLUSIVE MODE"
-        with _held_in_another_transaction(lambda: connection.cursor().execute(lock_results)):
+        # The pool process commits, and returns to the worker's main process, which acks:
+        # with the main process stopped, the handler's commit happens and the ack never does.
+        with _product_row_locked(sku):
             envelope = _reserve(sku, 2)
+            wait_for(lambda: _blocked_backends() >= 1, message="the handler to be running")
+            os.kill(worker.pid, signal.SIGSTOP)
+        try:
             wait_for(lambda: InboxMessage.objects.filter(message_id=envelope.id).exists(),
                      message="the committed effect")
-            wait_for(lambda: _blocked_backends() >= 1, message="the worker to wait before its ack")
+        finally:
             platform.kill("worker-catalog")
         platform.start("worker-catalog")
         platform.wait_until_ready(["worker-catalog"])
