@@ -84,6 +84,15 @@ class _Request:
         self.told.append(("timeout", soft))
 
 
+def _ready(dispatch, loop, ids: str) -> list[_Request]:
+    """Requests for ``ids`` handed to the dispatch in one turn of the loop."""
+    requests = [_Request(request_id) for request_id in ids]
+    for request in requests:
+        dispatch(request)
+    loop.turn()
+    return requests
+
+
 def _dispatch(processes=2, size=3):
     controller, loop = _Controller(processes), _Loop()
     return BatchDispatch(controller, loop, size), controller, loop
@@ -113,10 +122,7 @@ def test_a_free_process_takes_what_is_ready_at_once_and_a_busy_pool_lets_batches
 
 def test_each_request_of_a_batch_hears_its_own_outcome_and_its_acceptance():
     dispatch, controller, loop = _dispatch()
-    requests = [_Request(request_id) for request_id in "abc"]
-    for request in requests:
-        dispatch(request)
-    loop.turn()
+    requests = _ready(dispatch, loop, "abc")
     (_, _, callbacks), = controller.pool.jobs
 
     callbacks["accept_callback"](4242, 1.0)
@@ -150,10 +156,7 @@ def _failure(exception: Exception) -> ExceptionInfo:
 
 def test_a_delivery_the_batch_did_not_handle_goes_to_the_pool_again_alone():
     dispatch, controller, loop = _dispatch()
-    requests = [_Request(request_id) for request_id in "abc"]
-    for request in requests:
-        dispatch(request)
-    loop.turn()
+    requests = _ready(dispatch, loop, "abc")
 
     controller.pool.finish(controller.pool.jobs[0], [(0, "one", 0.1), None, (0, "three", 0.3)])
 
@@ -164,10 +167,7 @@ def test_a_delivery_the_batch_did_not_handle_goes_to_the_pool_again_alone():
 
 def test_deliveries_of_a_batch_whose_process_died_fail_and_come_back_alone():
     dispatch, controller, loop = _dispatch()
-    requests = [_Request(request_id) for request_id in "ab"]
-    for request in requests:
-        dispatch(request)
-    loop.turn()
+    requests = _ready(dispatch, loop, "ab")
     lost = _failure(WorkerLostError("killed"))
     controller.pool.jobs[0][2]["error_callback"](lost)
     assert [r.told for r in requests] == [[("failure", lost)]] * 2  # Celery's: rejected back to the queue
@@ -189,10 +189,7 @@ def revoked():
 
 def test_terminating_one_delivery_of_a_batch_revokes_it_only_and_the_others_go_again_alone(revoked):
     dispatch, controller, loop = _dispatch()
-    requests = [_Request(request_id) for request_id in "abc"]
-    for request in requests:
-        dispatch(request)
-    loop.turn()
+    requests = _ready(dispatch, loop, "abc")
     (_, _, callbacks), = controller.pool.jobs
     assert callbacks["correlation_id"] not in {"a", "b", "c"}  # a revoke of "a" alone is no revoke of the batch
 
@@ -207,10 +204,7 @@ def test_terminating_one_delivery_of_a_batch_revokes_it_only_and_the_others_go_a
 
 def test_past_its_hard_time_limit_a_batch_times_out_each_delivery_and_they_come_back_alone():
     dispatch, controller, loop = _dispatch()
-    requests = [_Request(request_id) for request_id in "ab"]
-    for request in requests:
-        dispatch(request)
-    loop.turn()
+    requests = _ready(dispatch, loop, "ab")
     callbacks = controller.pool.jobs[0][2]
     assert (callbacks["timeout"], callbacks["soft_timeout"]) == (300, 240)
 
