@@ -169,7 +169,7 @@ def versions() -> dict:
 def bus_settings() -> dict:
     from django.conf import settings
 
-    names = ["BUS_RELAY_BATCH_SIZE", "BUS_RELAY_POLL_INTERVAL", "BUS_CONFIRM_TIMEOUT", "BUS_DELIVERY_LIMIT",
+    names = ["BUS_BATCH_SIZE", "BUS_BATCH_SIZE_BY_CONTEXT", "BUS_RELAY_BATCH_SIZE", "BUS_RELAY_POLL_INTERVAL", "BUS_CONFIRM_TIMEOUT", "BUS_DELIVERY_LIMIT",
              "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_TASK_ACKS_LATE", "CELERY_RESULT_BACKEND",
              "CELERY_WORKER_SEND_TASK_EVENTS", "BUS_REDIS_VISIBILITY_TIMEOUT"]
     values = {name: getattr(settings, name) for name in names}
