@@ -52,19 +52,25 @@ def event_queue(subscriber: str) -> str:
     return f"bench.bare.{subscriber}"
 
 
-app = Celery("bare", broker=settings.CELERY_BROKER_URL, set_as_current=False)
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_queues=[
-        *(Queue(event_queue(s), exchange=EVENTS_EXCHANGE, routing_key="record", durable=True) for s in SUBSCRIBERS),
-        Queue(COMMANDS_QUEUE, routing_key=COMMANDS_QUEUE, durable=True),
-    ],
-    worker_hijack_root_logger=False,
-)
-# As the platform's workers: keep the database connection across tasks.
-app.conf.CELERY_DB_REUSE_MAX = 1000
+def _bench_app(name: str, exchange: Exchange, queue_of, commands_queue: str, **conf) -> Celery:
+    """A Celery app of the bench's own: JSON, the two subscribers' queues bound to ``exchange``
+    and a commands queue, and, as the platform's workers, the database connection kept across tasks."""
+    celery_app = Celery(name, broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    celery_app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=[
+            *(Queue(queue_of(s), exchange=exchange, routing_key="record", durable=True) for s in SUBSCRIBERS),
+            Queue(commands_queue, routing_key=commands_queue, durable=True),
+        ],
+        worker_hijack_root_logger=False,
+        **conf,
+    )
+    celery_app.conf.CELERY_DB_REUSE_MAX = 1000
+    return celery_app
+
+
+app = _bench_app("bare", EVENTS_EXCHANGE, event_queue, COMMANDS_QUEUE, task_ignore_result=True)
 
 
 @app.task(name=TASK_NAME, bind=True)
@@ -105,10 +111,8 @@ def by_hand_event_queue(subscriber: str) -> str:
     return f"bench.byhand.{subscriber}"
 
 
-by_hand = Celery("byhand", broker=settings.CELERY_BROKER_URL, set_as_current=False)
-by_hand.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
+by_hand = _bench_app(
+    "byhand", BY_HAND_EXCHANGE, by_hand_event_queue, BY_HAND_COMMANDS_QUEUE,
     result_serializer="json",
     result_accept_content=["json"],
     result_backend="django-db",
@@ -118,14 +122,7 @@ by_hand.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     worker_send_task_events=True,
-    task_queues=[
-        *(Queue(by_hand_event_queue(s), exchange=BY_HAND_EXCHANGE, routing_key="record", durable=True)
-          for s in SUBSCRIBERS),
-        Queue(BY_HAND_COMMANDS_QUEUE, routing_key=BY_HAND_COMMANDS_QUEUE, durable=True),
-    ],
-    worker_hijack_root_logger=False,
 )
-by_hand.conf.CELERY_DB_REUSE_MAX = 1000
 
 _CLAIM = (f"INSERT INTO {InboxMessage._meta.db_table} (message_id, consumer, message_type, correlation_id, handled_at) "
           "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (message_id, consumer) DO NOTHING")
