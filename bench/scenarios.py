@@ -152,7 +152,7 @@ def purge_queues() -> None:
 def price_changes(count: int, prefix: str = "BENCH") -> list[ProductPriceChanged]:
     # A SKU per event: the ordering subscriber writes a price-list row for each.
     return [ProductPriceChanged(sku=f"{prefix}-{i}", old_price=Decimal("10.00"), new_price=Decimal("12.50"),
-                                price_version=1) for i in range(count)]
+                                price_version=1, currency="EUR") for i in range(count)]
 
 
 def wait_for_rows(expected: int, *, consumer_like: str = "", timeout: float = 600) -> float:
@@ -361,7 +361,7 @@ def duplicates(run: Run) -> dict:
                 cursor.execute(
                     f"INSERT INTO {table} (message_id, consumer, message_type, handled_at) "
                     "VALUES (%s, %s, %s, now()) ON CONFLICT (message_id, consumer) DO NOTHING",
-                    [message_id, "apps.basket.handlers.on_product_price_changed", "catalog.ProductPriceChanged"])
+                    [message_id, "basket:catalog.ProductPriceChanged", "catalog.ProductPriceChanged"])
         return {"baseline": (time.monotonic() - started) * 1000 / count}
 
     figures = interleaved(run, platform, baseline)

@@ -4,7 +4,9 @@ import uuid
 from decimal import Decimal
 
 from pydantic import BaseModel, Field
+from pydantic_extra_types.currency_code import ISO4217
 
+from apps.catalog import app_settings
 from messaging import Command, Event
 
 
@@ -16,11 +18,24 @@ class ReserveStockLine(BaseModel):
 
 
 class ProductPriceChanged(Event):
+    """A product's price changed: both prices, in ``currency``."""
+
+    #: 2 added the required ``currency``; version 1 is read through ``price_in_catalog_currency``.
+    version = 2
+
     sku: str = Field(min_length=1, max_length=64)
     old_price: Decimal = Field(ge=0, decimal_places=2)
     new_price: Decimal = Field(ge=0, decimal_places=2)
     #: Counts the product's price changes: a subscriber ignores one older than it has seen.
     price_version: int = Field(ge=1)
+    #: The prices' currency, an ISO 4217 code.
+    currency: ISO4217
+
+
+@ProductPriceChanged.upcaster(from_version=1)
+def price_in_catalog_currency(data: dict) -> dict:
+    """Version 1 named no currency: its prices were in the catalog's (``CATALOG_CURRENCY``)."""
+    return {**data, "currency": app_settings.currency()}
 
 
 class ReserveStock(Command):

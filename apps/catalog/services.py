@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from apps.catalog import app_settings
 from apps.catalog.messages import ProductPriceChanged, ReserveStockLine, StockRejected, StockReserved
 from apps.catalog.models import Product, StockReservation
 from messaging import Outbox
@@ -39,7 +40,8 @@ def product_change_price(*, sku: str, new_price: Decimal) -> Product:
         product.price_version += 1
         product.save(update_fields=["price", "price_version"])
         outbox.publish(ProductPriceChanged(
-            sku=sku, old_price=old_price, new_price=new_price, price_version=product.price_version
+            sku=sku, old_price=old_price, new_price=new_price, price_version=product.price_version,
+            currency=app_settings.currency(),
         ))
     return product
 

@@ -35,5 +35,5 @@ class OrderAdmin(ConversationLinkAdmin, ReadOnlyAdmin):
 class PriceListEntryAdmin(ReadOnlyAdmin):
     """Ordering's copy of catalog prices, kept by ProductPriceChanged events."""
 
-    list_display = ("sku", "price", "price_version", "updated_at")
+    list_display = ("sku", "price", "currency", "price_version", "updated_at")
     search_fields = ("sku",)

@@ -46,4 +46,4 @@ def on_payment_failed(event: PaymentFailed) -> None:
 
 @event_subscriber(ProductPriceChanged)
 def on_product_price_changed(event: ProductPriceChanged) -> None:
-    price_list_update(sku=event.sku, price=event.new_price, price_version=event.price_version)
+    price_list_update(sku=event.sku, price=event.new_price, currency=event.currency, price_version=event.price_version)

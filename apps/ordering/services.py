@@ -107,12 +107,12 @@ def order_expire(*, order_id: uuid.UUID, customer_id: str) -> None:
             order_cancel(order_id=order_id, reason=DEADLINE_REASON)
 
 
-def price_list_update(*, sku: str, price: Decimal, price_version: int) -> None:
+def price_list_update(*, sku: str, price: Decimal, currency: str, price_version: int) -> None:
     """Take a catalog price, unless the price list already has a newer one."""
     with transaction.atomic():
         entry = PriceListEntry.objects.select_for_update().filter(sku=sku).first()
         if entry is None:
-            PriceListEntry.objects.create(sku=sku, price=price, price_version=price_version)
+            PriceListEntry.objects.create(sku=sku, price=price, currency=currency, price_version=price_version)
         elif entry.price_version < price_version:
-            entry.price, entry.price_version = price, price_version
-            entry.save(update_fields=["price", "price_version", "updated_at"])
+            entry.price, entry.currency, entry.price_version = price, currency, price_version
+            entry.save(update_fields=["price", "currency", "price_version", "updated_at"])

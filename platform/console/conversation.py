@@ -430,7 +430,10 @@ def _first_trace(step: Step) -> datetime.datetime | None:
 
 
 def _context_of_consumer(consumer: str) -> str:
-    """The context of a handler name ``<module>.<function>``, known to the registry or not."""
+    """The context of a consumer name ``<context>:<type or name>`` (``messaging.registry.Handler.name``),
+    or of one stored before names were stable, ``<module>.<function>``."""
+    if ":" in consumer:
+        return consumer.split(":", 1)[0]
     module = consumer.rsplit(".", 1)[0]
     return context_of_module(module) or module
 

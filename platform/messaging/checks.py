@@ -61,38 +61,54 @@ def _check_handlers(checked: Registry) -> list[checks.CheckMessage]:
         contract = checked.contract_for(handler.message_type)
         if handler.context is None:
             found.append(checks.Error(
-                f"Handler {handler.name} is not inside an installed app.",
+                f"Handler {handler.function} is not inside an installed app.",
                 hint="Move it into the handlers module of the context that reacts (<app>/handlers.py).",
-                obj=handler.name, id="messaging.E007",
+                obj=handler.function, id="messaging.E007",
             ))
         if contract is None:
             found.append(checks.Error(
-                f"Handler {handler.name} handles unknown message type '{handler.message_type}'.",
+                f"Handler {handler.function} handles unknown message type '{handler.message_type}'.",
                 hint="Name a contract defined in some context's messages module (<context>.<ClassName>).",
-                obj=handler.name, id="messaging.E004",
+                obj=handler.function, id="messaging.E004",
             ))
             continue
         if contract.kind != handler.kind:
             decorator = "command_handler" if contract.kind == "command" else "event_subscriber"
             found.append(checks.Error(
-                f"Handler {handler.name} treats the {contract.kind} '{handler.message_type}' as a {handler.kind}.",
+                f"Handler {handler.function} treats the {contract.kind} '{handler.message_type}' as a {handler.kind}.",
                 hint=f"Decorate it with @{decorator}.",
-                obj=handler.name, id="messaging.E006",
+                obj=handler.function, id="messaging.E006",
             ))
         elif contract.kind == "command" and handler.context != contract.context():
             found.append(checks.Error(
                 f"Command '{handler.message_type}' is owned by context '{contract.context()}' "
-                f"but handled in '{handler.context}' ({handler.name}).",
+                f"but handled in '{handler.context}' ({handler.function}).",
                 hint=f"A command is handled by the context that owns it: move the handler to "
                      f"'{contract.context()}', or make the message an event '{handler.context}' subscribes to.",
-                obj=handler.name, id="messaging.E005",
+                obj=handler.function, id="messaging.E005",
             ))
-    return found
+    return found + _check_consumer_names(checked)
+
+
+def _check_consumer_names(checked: Registry) -> list[checks.CheckMessage]:
+    # The consumer name is the inbox key: two handlers sharing one would each
+    # take the other's inbox rows for "already handled".
+    by_name: dict[str, list] = {}
+    for handler in checked.handlers:
+        by_name.setdefault(handler.name, []).append(handler)
+    return [
+        checks.Error(
+            f"Handlers {', '.join(h.function for h in handlers)} share the consumer name '{name}'.",
+            hint="Give each subscriber of one event in one context its own name: "
+                 "@event_subscriber(Event, name='<what it does>').",
+            obj=handlers[1].function, id="messaging.E008",
+        )
+        for name, handlers in by_name.items() if len(handlers) > 1
+    ]
 
 
 def _check_handler_names(checked: Registry) -> list[checks.CheckMessage]:
-    # A handler's name is its inbox key: one pattern everywhere, so nobody
-    # renames one on a whim, and a reader knows the message from the name.
+    # One pattern everywhere, so a reader knows the message from the function's name.
     found = []
     for handler in checked.handlers:
         contract = checked.contract_for(handler.message_type)
@@ -101,11 +117,11 @@ def _check_handler_names(checked: Registry) -> list[checks.CheckMessage]:
         expected = _expected_handler_name(contract)
         if handler.func.__qualname__ != expected:
             found.append(checks.Warning(
-                f"Handler {handler.name} of {contract.kind} '{handler.message_type}' is not named '{expected}'.",
+                f"Handler {handler.function} of {contract.kind} '{handler.message_type}' is not named '{expected}'.",
                 hint=f"Rename it to '{expected}' (a command handler is named after its command, an event "
-                     "subscriber on_<event>, in snake_case). Its name is its inbox key: add a migration "
-                     "with messaging.migration_operations.RenameHandlers so what it handled stays handled.",
-                obj=handler.name, id="messaging.W002",
+                     "subscriber on_<event>, in snake_case). A style rule only: the inbox key is "
+                     f"'{handler.name}', whatever the function's name.",
+                obj=handler.function, id="messaging.W002",
             ))
     return found
 

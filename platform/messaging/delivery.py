@@ -7,7 +7,17 @@ handlers for it in its own transaction with its inbox row
 A message that can never succeed (bad envelope, unknown type, data that
 breaks the contract) becomes a dead letter at once; a handler that raises is
 reported (``HandlerFailedError``) for the caller to retry, and on the last
-attempt becomes a dead letter. The Celery task around it, which retries and
+attempt becomes a dead letter.
+
+Contracts change while the platform runs, so a consumer reads what a rolling
+deploy puts in its queues. It reads every older version its contract has
+upcasters for, and hands its handlers the current one; it ignores data fields
+its contract does not know (a tolerant reader: a field added by a newer
+publisher breaks no older consumer). A message of a version newer than this
+worker's code is held back (``NewerVersionError``): the caller puts it back on
+the broker, uncounted, for a sibling that runs the newer code, and only once it
+has waited ``BUS_NEWER_VERSION_HOLD`` does it become a dead letter, which an
+operator retries after the deploy. The Celery task around it, which retries and
 reports, is ``messaging.tasks``.
 """
 
@@ -17,6 +27,8 @@ import dataclasses
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
 from pydantic import ValidationError
 
 from messaging.contexts import OPERATOR_SOURCE
@@ -47,6 +59,10 @@ class DeadLettered(Exception):
         return cls(f"{reason} (dead letter {dead_letter_id}): {error[:DEAD_LETTERED_ERROR_LIMIT]}")
 
 
+class NewerVersionError(Exception):
+    """The message is of a version newer than this worker's code: a sibling with newer code may handle it."""
+
+
 class HandlerFailedError(Exception):
     """A handler raised; the message may succeed on a later attempt."""
 
@@ -75,6 +91,10 @@ def consume(
         return {"context": context, "dead_lettered": refusal.reason, "dead_letter": str(row.id), "error": row.error}
 
     verdict = accept(body, context)
+    if isinstance(verdict, Newer):
+        if not verdict.held_too_long():
+            raise NewerVersionError(verdict.error)
+        verdict = verdict.as_refusal()
     if isinstance(verdict, Refusal):
         return park(verdict)
     envelope, message, handlers = verdict.envelope, verdict.message, verdict.handlers
@@ -109,8 +129,35 @@ class Refusal:
     fields: dict
 
 
-def accept(body: Any, context: str) -> Accepted | Refusal:
-    """Check ``body`` is an envelope of a contract ``context`` handles, with data that keeps the contract."""
+@dataclasses.dataclass(frozen=True)
+class Newer:
+    """A message of a version newer than this worker's contract: not to be handled by this code."""
+
+    envelope: Envelope
+    known_version: int
+
+    @property
+    def error(self) -> str:
+        return (f"version {self.envelope.version} of {self.envelope.type} is newer than this worker's "
+                f"(version {self.known_version}): held back for a worker that knows it")
+
+    def held_too_long(self) -> bool:
+        """True once it has waited ``BUS_NEWER_VERSION_HOLD`` since it was written: no newer worker came."""
+        return timezone.now() - self.envelope.time > settings.BUS_NEWER_VERSION_HOLD
+
+    def as_refusal(self) -> Refusal:
+        return Refusal(DeadLetter.Reason.NEWER_VERSION,
+                       f"{self.error}, but none took it in {settings.BUS_NEWER_VERSION_HOLD} "
+                       "(BUS_NEWER_VERSION_HOLD): retry it once this context's workers run the newer code",
+                       {"message_id": self.envelope.id, "message_type": self.envelope.type})
+
+
+def accept(body: Any, context: str) -> Accepted | Refusal | Newer:
+    """Check ``body`` is an envelope of a contract ``context`` handles, with data that keeps the contract.
+
+    Data of an older version is upcast to the current one; fields the contract does
+    not know are left out (they are refused at publish, never at consume).
+    """
     try:
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:
@@ -124,15 +171,28 @@ def accept(body: Any, context: str) -> Accepted | Refusal:
     disagreement = _disagreement_with_registry(envelope, contract)
     if disagreement:
         return Refusal(DeadLetter.Reason.INVALID_ENVELOPE, disagreement, fields)
+    if envelope.version > contract.version:
+        return Newer(envelope, known_version=contract.version)
+    if envelope.version < contract.oldest_readable_version():
+        return Refusal(DeadLetter.Reason.INVALID_ENVELOPE, (
+            f"version {envelope.version} of {envelope.type}; this worker reads versions "
+            f"{contract.oldest_readable_version()} to {contract.version} (no upcaster from version "
+            f"{contract.oldest_readable_version() - 1})"), fields)
     try:
-        message = contract.model_validate(envelope.data)
+        data = contract.upcast(envelope.data, envelope.version)
+    except Exception as exc:  # an upcaster is the contract owner's code: its failure is the message's refusal
+        return Refusal(DeadLetter.Reason.INVALID_DATA,
+                       f"upcasting version {envelope.version} of {envelope.type} failed: {type(exc).__name__}: {exc}",
+                       fields)
+    try:
+        message = contract.model_validate({name: value for name, value in data.items() if name in contract.model_fields})
     except ValidationError as exc:
         return Refusal(DeadLetter.Reason.INVALID_DATA, exc, fields)
     return Accepted(envelope, message, handlers)
 
 
 def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:
-    """Why the envelope's kind, version or source cannot be this contract's, or None.
+    """Why the envelope's kind or source cannot be this contract's, or None.
 
     A message that lies about its kind would be retried to a queue that does not
     exist (an event as a command goes to ``<context>.commands``); one that lies
@@ -140,8 +200,6 @@ def _disagreement_with_registry(envelope: Envelope, contract) -> str | None:
     """
     if envelope.kind != contract.kind:
         return f"kind '{envelope.kind}', but {envelope.type} is {'an' if contract.kind == 'event' else 'a'} {contract.kind}"
-    if envelope.version != contract.version:
-        return f"version {envelope.version} of {envelope.type}; this worker knows version {contract.version}"
     if contract.kind == "event" and envelope.source != contract.context():
         return f"source '{envelope.source}', but {envelope.type} is an event of '{contract.context()}'"
     if contract.kind == "command" and envelope.source not in {*registry.contexts_known(), OPERATOR_SOURCE}:

@@ -1,10 +1,12 @@
-"""Migration operations the bus offers to contexts: renaming a handler without forgetting what it handled.
+"""Migration operations the bus offers to contexts: renaming a consumer without forgetting what it handled.
 
-A handler's name (``<module>.<function>``) is its consumer name: the inbox key
-that makes a redelivered message change nothing, and the consumer a dead letter
-names. Renaming the function alone would make every message it handled look new
-to it. ``RenameHandlers`` moves the stored names in the same deploy, and back
-when the migration is reversed.
+A handler's consumer name (``<context>:<message type>``, or the ``name=`` it was
+given) is the inbox key that makes a redelivered message change nothing, and the
+consumer a dead letter names. It does not change when the function is renamed
+or moved; changing a given ``name=`` alone would make every message it handled
+look new to it. ``RenameHandlers`` moves the stored names in the same deploy,
+and back when the migration is reversed. (Before consumer names were stable,
+they were the function's dotted path, and this was how a function was renamed.)
 """
 
 from django.db import migrations
@@ -30,13 +32,14 @@ class RenameHandlers(migrations.RunPython):
         return f"Rename {len(self.renames)} handler(s) in the inbox and the dead letters"
 
     def _forwards(self, apps, schema_editor) -> None:
-        _rename_consumers(apps, schema_editor.connection.alias, self.renames)
+        rename_consumers(apps, schema_editor.connection.alias, self.renames)
 
     def _backwards(self, apps, schema_editor) -> None:
-        _rename_consumers(apps, schema_editor.connection.alias, {new: old for old, new in self.renames.items()})
+        rename_consumers(apps, schema_editor.connection.alias, {new: old for old, new in self.renames.items()})
 
 
-def _rename_consumers(apps, database: str, renames: dict[str, str]) -> None:
+def rename_consumers(apps, database: str, renames: dict[str, str]) -> None:
+    """Move the inbox rows and dead letters of each old consumer name to its new one."""
     inbox = apps.get_model("messaging", "InboxMessage").objects.using(database)
     dead_letters = apps.get_model("messaging", "DeadLetter").objects.using(database)
     for old, new in renames.items():

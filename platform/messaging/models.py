@@ -112,6 +112,7 @@ class DeadLetter(models.Model):
         INVALID_ENVELOPE = "invalid_envelope", "Invalid or undecodable envelope"
         INVALID_DATA = "invalid_data", "Data does not match the contract"
         UNKNOWN_TYPE = "unknown_type", "Unknown message type"
+        NEWER_VERSION = "newer_version", "Newer version than the consumer's code"
         UNREADABLE = "unreadable", "Not a task message the worker can read"
         BROKER = "broker", "Dead-lettered by the broker"
 

@@ -31,6 +31,8 @@ class Handler:
     kind: str
     #: What the decorator was given: a contract class or a dotted type name.
     target: type[Message] | str
+    #: What the decorator was given as ``name=``, if anything (see ``name``).
+    given_name: str | None = None
 
     @property
     def message_type(self) -> str:
@@ -42,10 +44,18 @@ class Handler:
 
     @property
     def name(self) -> str:
-        """The consumer name: the inbox key, stable while the function keeps its name.
+        """The consumer name: the inbox key and the consumer its dead letters name.
 
-        Renaming the function is a migration too (``messaging.migration_operations.RenameHandlers``).
+        ``<context>:<message type>``, or ``<context>:<name>`` when the decorator was
+        given ``name=`` (a context with two subscribers of one event names them). It
+        never depends on the function, so renaming or moving the function changes
+        nothing stored; the context comes first, so a stored name says whose it is.
         """
+        return f"{self.context}:{self.given_name or self.message_type}"
+
+    @property
+    def function(self) -> str:
+        """The function's dotted path, for people reading logs and checks."""
         return f"{self.func.__module__}.{self.func.__qualname__}"
 
 
@@ -100,21 +110,28 @@ def _subclasses(*bases: type) -> Iterator[type]:
 registry = Registry()
 
 
-def command_handler(command: type[Message] | str) -> Callable:
-    """Register the decorated function as the one handler of ``command``."""
+def command_handler(command: type[Message] | str, *, name: str | None = None) -> Callable:
+    """Register the decorated function as the one handler of ``command``.
+
+    ``name`` replaces the type in its consumer name (``Handler.name``), ``<context>:<type>``.
+    """
 
     def decorate(func: Callable) -> Callable:
-        registry.add_handler(Handler(func=func, kind="command", target=command))
+        registry.add_handler(Handler(func=func, kind="command", target=command, given_name=name))
         return func
 
     return decorate
 
 
-def event_subscriber(event: type[Message] | str) -> Callable:
-    """Register the decorated function as a subscriber of ``event`` for its context."""
+def event_subscriber(event: type[Message] | str, *, name: str | None = None) -> Callable:
+    """Register the decorated function as a subscriber of ``event`` for its context.
+
+    ``name`` replaces the type in its consumer name (``Handler.name``), ``<context>:<type>``:
+    needed only for a second subscriber of one event in one context.
+    """
 
     def decorate(func: Callable) -> Callable:
-        registry.add_handler(Handler(func=func, kind="event", target=event))
+        registry.add_handler(Handler(func=func, kind="event", target=event, given_name=name))
         return func
 
     return decorate

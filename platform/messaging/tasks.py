@@ -6,7 +6,9 @@ handler that raises is retried with exponential backoff and jitter, on this
 context's queue only (never back through an event's fanout exchange, which
 would reach the other subscribers again; see ``Topology.retry_route``); after
 ``BUS_MAX_RETRIES`` the message becomes a dead letter and the task fails with
-``DeadLettered``. A database that cannot be reached is no failure of the
+``DeadLettered``. A message of a contract version newer than this worker's
+code goes back to the broker, uncounted, for a worker running the newer code
+(``messaging.delivery``). A database that cannot be reached is no failure of the
 message: it waits for the database, uncounted
 (``_consume_once_the_database_answers``).
 
@@ -30,7 +32,7 @@ from messaging.brokers.base import Outgoing
 from messaging.contexts import worker_context
 from messaging.contracts import Envelope
 from messaging.database import close_if_broken, connection_lost
-from messaging.delivery import DeadLettered, HandlerFailedError, consume
+from messaging.delivery import DeadLettered, HandlerFailedError, NewerVersionError, consume
 from messaging.registry import registry
 from messaging.task_message import envelope_from_arguments, headers_of_request
 from messaging.topology import Topology, consumer_queue_name
@@ -73,6 +75,12 @@ def message_task(task, *args, **kwargs) -> dict:
                        envelope["type"], envelope["id"])
         # Acknowledged with no result to store (there is no database to store it in).
         raise Ignore() from unreachable
+    except NewerVersionError as newer:
+        # Back to the broker for a sibling running the newer code (a rolling deploy),
+        # uncounted and after the shortest wait: this worker will never handle it.
+        delay = _send_to_retry_queue(body, context=context, retries=request.retries, backoff_step=0)
+        logger.warning("%s %s: %s", body["type"], body["id"], newer)
+        raise Retry(exc=newer, when=delay) from newer
     except HandlerFailedError as failure:
         error = failure.__cause__
         delay = _send_to_retry_queue(body, context=context, retries=request.retries + 1,

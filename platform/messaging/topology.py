@@ -147,7 +147,7 @@ class Topology:
                     "commands": self.registry.handled_types(context, "command"),
                     "subscriptions": self.registry.handled_types(context, "event"),
                     "handlers": [
-                        {"message_type": h.message_type, "kind": h.kind, "handler": h.name}
+                        {"message_type": h.message_type, "kind": h.kind, "handler": h.function, "consumer": h.name}
                         for h in self.registry.handlers if h.context == context
                     ],
                 }

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.browser
 #: The event ordering cannot act on for an order it has not recorded: its handler raises
 #: Order.DoesNotExist on every attempt, and the delivery is dead-lettered.
 STOCK_RESERVED = "catalog.StockReserved"
-STOCK_RESERVED_HANDLER = "apps.ordering.handlers.on_stock_reserved"
+STOCK_RESERVED_HANDLER = "ordering:catalog.StockReserved"
 
 #: The one step no page offers: orders change only through messages (their admin is
 #: read-only), and a PlaceOrder would reserve stock afresh and complete without the dead

@@ -60,10 +60,10 @@ def _price_changed(message_type: str = PRICE_CHANGED) -> dict:
     """A ProductPriceChanged envelope as the catalog would send it (or another type, same data)."""
     message_id = str(uuid.uuid4())
     return {
-        "id": message_id, "type": message_type, "kind": "event", "version": 1, "source": "catalog",
+        "id": message_id, "type": message_type, "kind": "event", "version": 2, "source": "catalog",
         "time": "2026-01-01T00:00:00Z", "correlationid": message_id,
         "specversion": "1.0", "datacontenttype": "application/json",
-        "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00", "price_version": 1},
+        "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"},
     }
 
 
@@ -235,7 +235,7 @@ class BrokerContract(FlowContract):
         assert StockReservation.objects.filter(order_id=envelope["data"]["order_id"]).count() == 1
         assert InboxMessage.objects.filter(message_id=envelope["id"]).count() == 1
         assert OutboxMessage.objects.filter(message_type="catalog.StockReserved").count() == 1
-        assert '"duplicates": ["apps.catalog.handlers.reserve_stock"]' in _task(envelope["id"], "catalog").result
+        assert '"duplicates": ["catalog:catalog.ReserveStock"]' in _task(envelope["id"], "catalog").result
 
     # Retries
 
@@ -247,7 +247,7 @@ class BrokerContract(FlowContract):
         letter = wait_for(lambda: _dead_letter(envelope.id), message="the dead letter")
 
         assert letter.reason == DeadLetter.Reason.HANDLER_FAILED
-        assert (letter.context, letter.consumer) == ("ordering", "apps.ordering.handlers.on_stock_reserved")
+        assert (letter.context, letter.consumer) == ("ordering", "ordering:catalog.StockReserved")
         assert letter.attempts == settings.BUS_MAX_RETRIES + 1
         assert "DoesNotExist" in letter.error
         assert letter.body["id"] == str(envelope.id)
@@ -419,7 +419,7 @@ class BrokerContract(FlowContract):
         platform.start("worker-catalog")
         platform.wait_until_ready(["worker-catalog"])
 
-        wait_for(lambda: '"duplicates": ["apps.catalog.handlers.reserve_stock"]' in
+        wait_for(lambda: '"duplicates": ["catalog:catalog.ReserveStock"]' in
                  getattr(_task(envelope.id, "catalog"), "result", ""),
                  message="the redelivered message to be recognised as a duplicate")
         assert Product.objects.get(sku=sku).stock_available == 3

@@ -32,7 +32,7 @@ def test_every_message_of_a_burst_arrives_once_through_a_killed_relay_and_a_brok
     with transaction.atomic():
         envelopes = publish_many([
             ProductPriceChanged(sku=f"BURST-{i}", old_price=Decimal("1.00"), new_price=Decimal("2.00"),
-                                price_version=1)
+                                price_version=1, currency="EUR")
             for i in range(BURST)
         ])
     # when the relay is killed outright a quarter of the way through publishing them,

@@ -114,10 +114,10 @@ def flower(bus, tmp_path):
 def _envelope(**changes) -> dict:
     message_id = str(uuid.uuid4())
     return {
-        "id": message_id, "type": "catalog.ProductPriceChanged", "kind": "event", "version": 1, "source": "catalog",
+        "id": message_id, "type": "catalog.ProductPriceChanged", "kind": "event", "version": 2, "source": "catalog",
         "time": "2026-01-01T00:00:00Z", "correlationid": message_id, "specversion": "1.0",
         "datacontenttype": "application/json",
-        "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00", "price_version": 1},
+        "data": {"sku": "X", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"},
         **changes,
     }
 
@@ -202,7 +202,7 @@ def test_each_delivery_of_a_batch_is_its_own_task_and_a_failure_fails_only_its_o
     # StockReserved it cannot find (its handler fails every attempt) among them. Thawed, it
     # takes what waits in batches (messaging.batch_dispatch), one transaction each.
     prices = [ProductPriceChanged(sku=f"BATCH-{uuid.uuid4().hex[:8]}", old_price=Decimal("1.00"),
-                                  new_price=Decimal("2.00"), price_version=1) for _ in range(40)]
+                                  new_price=Decimal("2.00"), price_version=1, currency="EUR") for _ in range(40)]
     log_path = bus["worker-ordering"].log_path
     earlier = log_path.stat().st_size  # the worker runs for the session: its log holds earlier tests'
     with bus.frozen("worker-ordering"):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_concurrent_copies_of_one_message_apply_it_once(transactional_db, real_services):
-    message = ProductPriceChanged(sku="C-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1)
+    message = ProductPriceChanged(sku="C-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1, currency="EUR")
     envelope = Envelope(id=uuid.uuid4(), type="catalog.ProductPriceChanged", kind="event", version=1,
                         source="catalog", time="2026-01-01T00:00:00Z", correlationid=uuid.uuid4(),
                         data=message.model_dump(mode="json"))

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _price_changed(sku: str) -> ProductPriceChanged:
-    return ProductPriceChanged(sku=sku, old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1)
+    return ProductPriceChanged(sku=sku, old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1, currency="EUR")
 
 
 def _is_published(message_id) -> bool:

@@ -26,7 +26,7 @@ from tests.senders import publish
 
 pytestmark = pytest.mark.django_db
 
-BASKET_HANDLER = "apps.basket.handlers.on_product_price_changed"
+BASKET_HANDLER = "basket:catalog.ProductPriceChanged"
 
 
 class _RecordingProducer:
@@ -52,7 +52,7 @@ def _message_id(item: tuple) -> uuid.UUID:
 
 def _price_change(sku: str, version: int = 1) -> dict:
     return publish(ProductPriceChanged(sku=sku, old_price=Decimal("10.00"), new_price=Decimal("12.00"),
-                                       price_version=version)).model_dump(mode="json")
+                                       price_version=version, currency="EUR")).model_dump(mode="json")
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ def test_updating_a_product_announces_a_new_price_once(catalog_product):
     product_update(sku="MUG-1", name="Big mug", price=Decimal("12.00"), stock_available=4)
 
     [event] = OutboxMessage.objects.all()
-    assert event.envelope["data"] == {"sku": "MUG-1", "old_price": "10.00", "new_price": "12.00", "price_version": 1}
+    assert event.envelope["data"] == {"sku": "MUG-1", "old_price": "10.00", "new_price": "12.00", "price_version": 1, "currency": "EUR"}
     assert Product.objects.values_list("name", "price", "price_version", "stock_available").get() == (
         "Big mug", Decimal("12.00"), 1, 4
     )

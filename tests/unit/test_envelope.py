@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _price_changed() -> ProductPriceChanged:
-    return ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1)
+    return ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1, currency="EUR")
 
 
 def _as_cloudevent(envelope: dict):
@@ -46,8 +46,8 @@ def test_an_envelope_caused_by_another_parses_as_a_cloudevent_with_its_extension
     assert event.get_datacontenttype() == "application/json"
     assert event.get_extension("correlationid") == str(cause.id)
     assert event.get_extension("causationid") == str(cause.id)
-    assert (event.get_extension("kind"), event.get_extension("version")) == ("event", 1)
-    assert event.get_data() == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}
+    assert (event.get_extension("kind"), event.get_extension("version")) == ("event", 2)
+    assert event.get_data() == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"}
 
 
 def test_the_first_message_of_a_conversation_has_no_causation_attribute_at_all():

@@ -1,5 +1,8 @@
-"""Renaming a handler keeps what it handled: the contexts' migrations move the stored consumer names."""
+"""Renaming a handler keeps what it handled: consumer names no longer follow functions, and the
+migrations that moved stored names (the contexts' ``RenameHandlers``, the bus's own move to
+``<context>:<type>``) keep every handled message handled."""
 
+import dataclasses
 import uuid
 
 import pytest
@@ -63,7 +66,44 @@ def test_a_message_handled_under_both_names_keeps_one_row():
 
 def test_every_renamed_handler_is_a_handler_of_today_under_its_new_name_only():
     renames = _renames_in_migrations()
-    names = {handler.name for handler in registry.handlers}
+    names = {handler.function for handler in registry.handlers}
 
     assert renames and set(renames.values()) <= names
     assert not set(renames) & names
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_move_to_stable_names_keeps_what_each_handler_handled_and_reverses():
+    call_command("migrate", "messaging", "0007", verbosity=0)
+    message_id = uuid.uuid4()
+    handled = _handled(NEW, message_id)
+    already_moved = _handled("basket:catalog.ProductPriceChanged", message_id)  # new code ran first
+    stranger = _handled("apps.gone.handlers.on_something")
+    letter = DeadLetter.objects.create(context="ordering", consumer=OTHER, reason=DeadLetter.Reason.HANDLER_FAILED,
+                                       error="KeyError: 'sku'")
+
+    call_command("migrate", "messaging", verbosity=0)
+    moved = dict(InboxMessage.objects.values_list("pk", "consumer"))
+    letter.refresh_from_db()
+
+    assert moved == {already_moved.pk: "basket:catalog.ProductPriceChanged", stranger.pk: "apps.gone.handlers.on_something"}
+    assert not InboxMessage.objects.filter(pk=handled.pk).exists()
+    assert letter.consumer == "ordering:catalog.ProductPriceChanged"
+    call_command("migrate", "messaging", "0007", verbosity=0)
+    letter.refresh_from_db()
+    assert letter.consumer == OTHER
+    assert set(InboxMessage.objects.values_list("consumer", flat=True)) == {NEW, "apps.gone.handlers.on_something"}
+    call_command("migrate", "messaging", verbosity=0)
+
+
+def test_a_handler_keeps_its_consumer_name_when_its_function_is_renamed_or_moved():
+    [handler] = registry.handlers_for("catalog.ProductPriceChanged", "basket")
+
+    def elsewhere(event):  # the same subscriber, another function in another module
+        return handler.func(event)
+
+    moved = dataclasses.replace(handler, func=elsewhere)
+    moved.func.__module__ = "apps.basket.subscribers"
+
+    assert handler.name == moved.name == "basket:catalog.ProductPriceChanged"
+    assert moved.function != handler.function

@@ -14,7 +14,7 @@ from django.utils import timezone
 from messaging.models import OutboxMessage
 
 
-PRICE_CHANGE = '{"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}'
+PRICE_CHANGE = '{"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"}'
 
 
 def _call(*args, **options) -> str:
@@ -136,16 +136,16 @@ def test_bad_json_on_standard_input_is_named_as_such():
         (["send_command", "catalog.ReleaseStock", "--data", "[1]"], "--data must be a JSON object"),
         (["send_command", "catalog.ReleaseStock", "--data", "null"], "--data must be a JSON object"),
         (["publish_event", "catalog.ProductPriceChanged", "--data",
-          '{"sku": "MUG\\u0000", "old_price": "1.00", "new_price": "2.00", "price_version": 1}'],
+          '{"sku": "MUG\\u0000", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"}'],
          "a NUL character"),
         (["send_command", "catalog.ReleaseStock", "--data", "[" * 5000 + "]" * 5000], "--data is nested too deeply"),
         (["send_command", "catalog.ReleaseStock", "--data", '{"order_id": ' + "1" * 5000 + "}"],
          "--data is not valid JSON: Exceeds the limit"),
         (["publish_event", "catalog.ProductPriceChanged", "--data",
-          '{"sku": "MUG", "old_price": NaN, "new_price": Infinity, "price_version": 1}'], "finite number"),
+          '{"sku": "MUG", "old_price": NaN, "new_price": Infinity, "price_version": 1, "currency": "EUR"}'], "finite number"),
         # Bytes that are not UTF-8 reach Python's argv as lone surrogates.
         (["publish_event", "catalog.ProductPriceChanged", "--data",
-          '{"sku": "MUG\udcff", "old_price": "1.00", "new_price": "2.00", "price_version": 1}'], "unicode string"),
+          '{"sku": "MUG\udcff", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"}'], "unicode string"),
     ],
 )
 def test_bad_type_or_data_is_a_clear_error_and_writes_nothing(args, error):

@@ -29,7 +29,7 @@ def test_contract_type_is_derived_from_its_context_and_class():
 
 
 def test_publish_writes_one_outbox_row_with_a_full_envelope():
-    envelope = catalog.publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1))
+    envelope = catalog.publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1, currency="EUR"))
 
     row = OutboxMessage.objects.get()
     assert row.message_id == envelope.id
@@ -37,11 +37,11 @@ def test_publish_writes_one_outbox_row_with_a_full_envelope():
     stored = Envelope.model_validate(row.envelope)
     assert stored.type == "catalog.ProductPriceChanged"
     assert stored.kind == "event"
-    assert stored.version == 1
+    assert stored.version == 2
     assert stored.source == "catalog"
     assert stored.correlationid == envelope.id  # a new conversation starts here
     assert stored.causationid is None
-    assert stored.data == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1}
+    assert stored.data == {"sku": "MUG-1", "old_price": "1.00", "new_price": "2.00", "price_version": 1, "currency": "EUR"}
 
 
 def test_invalid_data_is_refused_and_nothing_is_written():
@@ -61,13 +61,13 @@ def test_unknown_type_and_wrong_kind_are_refused():
     with pytest.raises(MessageRejectedError, match="Unknown event type 'catalog.ReserveStock'"):
         build("catalog.ReserveStock", {"order_id": str(uuid.uuid4()), "lines": []}, kind="event")
     with pytest.raises(MessageRejectedError, match="send\\(\\) takes a Command"):
-        operator.send(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+        operator.send(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR"))
 
 
 def test_oversized_payload_is_refused(settings):
     settings.BUS_MAX_PAYLOAD_BYTES = 100
     with pytest.raises(MessageRejectedError, match="over the limit of 100"):
-        catalog.publish(ProductPriceChanged(sku="X" * 64, old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+        catalog.publish(ProductPriceChanged(sku="X" * 64, old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR"))
     assert not OutboxMessage.objects.exists()
 
 
@@ -84,7 +84,7 @@ def free_form_command():
 
 def test_a_nul_character_in_a_string_is_refused_at_publish_as_postgresql_cannot_store_it():
     with pytest.raises(MessageRejectedError, match=r"a NUL character \(\\u0000\) at data\['sku'\]"):
-        catalog.publish(ProductPriceChanged(sku="MUG\x00", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+        catalog.publish(ProductPriceChanged(sku="MUG\x00", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR"))
 
     assert not OutboxMessage.objects.exists()
 
@@ -157,7 +157,7 @@ def test_a_rolled_back_transaction_publishes_nothing(catalog_product):
 
 
 def test_messages_sent_while_handling_inherit_correlation_and_causation():
-    cause = catalog.publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+    cause = catalog.publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR"))
 
     with causation.handling(cause, "ordering"):
         effect = Outbox.for_context("ordering").send(ReserveStock(order_id=uuid.uuid4(), lines=[{"sku": "A", "quantity": 1}]))
@@ -197,7 +197,7 @@ def test_an_outbox_for_a_module_outside_every_context_says_so_at_its_first_write
 
 
 def test_an_event_is_refused_unless_its_owner_publishes_it():
-    price_changed = ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1)
+    price_changed = ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR")
 
     for sender in (Outbox.for_context("basket"), operator):
         with pytest.raises(MessageRejectedError, match=r"cannot publish catalog.ProductPriceChanged: an event is "
@@ -213,7 +213,7 @@ def test_an_unknown_sender_is_refused():
 
 
 def test_a_message_written_as_another_context_than_the_one_handling_is_refused():
-    cause = catalog.publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+    cause = catalog.publish(ProductPriceChanged(sku="A", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR"))
 
     with causation.handling(cause, "ordering"), pytest.raises(
         MessageRejectedError, match=r"written as basket while ordering handles catalog.ProductPriceChanged"

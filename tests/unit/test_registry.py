@@ -50,7 +50,7 @@ def test_every_context_handles_what_the_flows_need():
     # The flows' own contexts are among them; a project's added context is not a mistake.
     assert {"basket", "catalog", "ordering", "payment"} <= set(registry.contexts())
     assert {h.context for h in registry.handlers_for("catalog.ProductPriceChanged")} == {"basket", "ordering"}
-    assert [h.name for h in registry.handlers_for("ordering.PlaceOrder")] == ["apps.ordering.handlers.place_order"]
+    assert [h.function for h in registry.handlers_for("ordering.PlaceOrder")] == ["apps.ordering.handlers.place_order"]
 
 
 def test_two_handlers_for_one_command_is_an_error():
@@ -123,7 +123,8 @@ def test_a_subscriber_not_named_on_its_event_is_warned_with_the_name_to_take():
     assert isinstance(warning, checks.Warning)
     assert warning.obj == "tests.unit.test_registry.reserve_again"
     assert "is not named 'on_product_price_changed'" in warning.msg
-    assert "Rename it to 'on_product_price_changed'" in warning.hint and "RenameHandlers" in warning.hint
+    assert "Rename it to 'on_product_price_changed'" in warning.hint
+    assert "A style rule only: the inbox key is 'None:catalog.ProductPriceChanged'" in warning.hint  # no app here
 
 
 def test_a_command_handler_is_expected_to_be_named_after_its_command():
@@ -137,3 +138,16 @@ def test_a_handler_named_by_the_pattern_is_not_warned():
     well_named = Handler(func=on_product_price_changed, kind="event", target="catalog.ProductPriceChanged")
 
     assert "messaging.W002" not in _check_ids(_registry_with(well_named))
+
+
+def test_two_subscribers_of_one_event_in_one_context_need_names_of_their_own():
+    [basket_subscriber] = registry.handlers_for("catalog.ProductPriceChanged", "basket")
+    second = Handler(func=basket_subscriber.func, kind="event", target=ProductPriceChanged)
+    named = Handler(func=basket_subscriber.func, kind="event", target=ProductPriceChanged, given_name="audit")
+
+    [problem] = [p for p in registry_problems(_registry_with(second)) if p.id == "messaging.E008"]
+
+    assert "share the consumer name 'basket:catalog.ProductPriceChanged'" in problem.msg
+    assert "name=" in problem.hint
+    assert named.name == "basket:audit"
+    assert "messaging.E008" not in _check_ids(_registry_with(named))

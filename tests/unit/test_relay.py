@@ -115,7 +115,7 @@ class ConfirmingChannel:
 @pytest.fixture
 def three_rows():
     return [
-        str(publish(ProductPriceChanged(sku=f"SKU-{i}", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1)).id)
+        str(publish(ProductPriceChanged(sku=f"SKU-{i}", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR")).id)
         for i in range(3)
     ]
 
@@ -170,7 +170,7 @@ def test_a_dead_letters_retry_goes_to_the_failing_contexts_queue_not_the_fanout_
     from messaging.contracts import Envelope
     from messaging.outbox import redeliver
 
-    envelope = publish(ProductPriceChanged(sku="SKU-1", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1))
+    envelope = publish(ProductPriceChanged(sku="SKU-1", old_price=Decimal("1"), new_price=Decimal("2"), price_version=1, currency="EUR"))
     OutboxMessage.objects.update(published_at="2026-01-01T00:00:00Z")
     redeliver(Envelope.model_validate(envelope.to_json_dict()), context="ordering")
     channel = ConfirmingChannel()

@@ -20,7 +20,7 @@ from messaging.testing import TestBus
 pytestmark = pytest.mark.django_db
 
 #: An event both basket and ordering subscribe to.
-PRICE_CHANGE = ProductPriceChanged(sku="MUG-1", old_price=Decimal("4.00"), new_price=Decimal("3.00"), price_version=1)
+PRICE_CHANGE = ProductPriceChanged(sku="MUG-1", old_price=Decimal("4.00"), new_price=Decimal("3.00"), price_version=1, currency="EUR")
 
 
 def _published(event) -> dict:
@@ -74,7 +74,7 @@ def test_a_retried_message_is_handled_once_its_cause_is_fixed_and_the_history_sa
 
     deliveries = TestBus().run_until_quiet()
 
-    assert deliveries[0].report == {"context": "ordering", "handled": ["apps.ordering.handlers.on_stock_reserved"],
+    assert deliveries[0].report == {"context": "ordering", "handled": ["ordering:catalog.StockReserved"],
                           "duplicates": []}
     assert Order.objects.get(id=order_id).status != Order.Status.AWAITING_STOCK
     assert repair.retry_outcome(action).state == "handled"

@@ -38,7 +38,7 @@ def _outbox_row(*, published_days_ago: float | None, created_days_ago: float = 0
 
 
 def _inbox_row(*, handled_days_ago: float) -> int:
-    row = InboxMessage.objects.create(message_id=uuid.uuid4(), consumer="apps.basket.handlers.on_product_price_changed",
+    row = InboxMessage.objects.create(message_id=uuid.uuid4(), consumer="basket:catalog.ProductPriceChanged",
                                       message_type="catalog.ProductPriceChanged")
     InboxMessage.objects.filter(id=row.id).update(handled_at=timezone.now() - handled_days_ago * DAY)
     return row.id

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _price_changed(sku: str = "MUG-1") -> ProductPriceChanged:
-    return ProductPriceChanged(sku=sku, old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1)
+    return ProductPriceChanged(sku=sku, old_price=Decimal("1.00"), new_price=Decimal("2.00"), price_version=1, currency="EUR")
 
 
 def _in(seconds: float) -> datetime.datetime:

@@ -120,7 +120,7 @@ class RedisRecordingChannel:
 
 def _envelope() -> dict:
     return publish(ProductPriceChanged(sku="MUG-1", old_price=Decimal("10.00"), new_price=Decimal("12.50"),
-                                       price_version=3)).to_json_dict()
+                                       price_version=3, currency="EUR")).to_json_dict()
 
 
 def _stored(envelope: dict, *, text: str | None = None) -> StoredEnvelope:

@@ -192,6 +192,9 @@ BUS_MAX_RETRIES = env.int("BUS_MAX_RETRIES", default=5)
 BUS_RETRY_BACKOFF = env.float("BUS_RETRY_BACKOFF", default=2.0)
 #: Longest retry delay in seconds.
 BUS_RETRY_BACKOFF_MAX = env.float("BUS_RETRY_BACKOFF_MAX", default=300.0)
+#: How long a message of a contract version newer than a worker's code is held back for a
+#: worker running the newer code (a rolling deploy, publishers first) before it is dead-lettered.
+BUS_NEWER_VERSION_HOLD = env_duration("BUS_NEWER_VERSION_HOLD", default=timedelta(hours=6))
 #: Most bytes of a dead letter's body (as JSON) kept whole; a larger one keeps this much
 #: of its start as text, and its size. Room for the largest envelope the platform sends.
 BUS_DEAD_LETTER_BODY_LIMIT = env.int("BUS_DEAD_LETTER_BODY_LIMIT", default=2 * BUS_MAX_PAYLOAD_BYTES)

@@ -122,7 +122,7 @@ def test_a_price_changed_in_the_admin_is_announced_like_any_other(admin_client, 
     assert (catalog_product.name, catalog_product.price, catalog_product.price_version) == ("Big mug", Decimal("14.00"), 1)
     [event] = OutboxMessage.objects.all()
     assert event.message_type == "catalog.ProductPriceChanged"
-    assert event.envelope["data"] == {"sku": "MUG-1", "old_price": "10.00", "new_price": "14.00", "price_version": 1}
+    assert event.envelope["data"] == {"sku": "MUG-1", "old_price": "10.00", "new_price": "14.00", "price_version": 1, "currency": "EUR"}
 
 
 @pytest.mark.django_db

@@ -36,7 +36,7 @@ def _outbox_row(*, available_at, published_at=None) -> OutboxMessage:
     )
 
 
-def _handled(*, at, consumer="apps.ordering.handlers.place_order") -> InboxMessage:
+def _handled(*, at, consumer="ordering:ordering.PlaceOrder") -> InboxMessage:
     row = InboxMessage.objects.create(message_id=uuid.uuid4(), consumer=consumer, message_type="ordering.PlaceOrder")
     InboxMessage.objects.filter(pk=row.pk).update(handled_at=at)  # handled_at is set on insert
     return row
@@ -131,9 +131,9 @@ def test_the_overview_counts_due_and_scheduled_outbox_rows_and_links_to_them(adm
 @pytest.mark.django_db
 def test_the_overview_counts_dead_letters_per_consumer_and_links_to_each_group(admin_client):
     for _ in range(2):
-        DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.place_order",
+        DeadLetter.objects.create(context="ordering", consumer="ordering:ordering.PlaceOrder",
                                   reason=DeadLetter.Reason.HANDLER_FAILED, error="boom")
-    DeadLetter.objects.create(context="ordering", consumer="apps.ordering.handlers.on_stock_reserved",
+    DeadLetter.objects.create(context="ordering", consumer="ordering:catalog.StockReserved",
                               reason=DeadLetter.Reason.INVALID_DATA, error="bad data")
     DeadLetter.objects.create(context="basket", reason=DeadLetter.Reason.UNKNOWN_TYPE, error="no handler")
 
@@ -141,9 +141,9 @@ def test_the_overview_counts_dead_letters_per_consumer_and_links_to_each_group(a
 
     rows = response.context["dead_letters"]
     assert [(r["context"], r["consumer"], r["count"]) for r in rows] == [
-        ("ordering", "apps.ordering.handlers.place_order", 2),
+        ("ordering", "ordering:ordering.PlaceOrder", 2),
         ("basket", "", 1),
-        ("ordering", "apps.ordering.handlers.on_stock_reserved", 1),
+        ("ordering", "ordering:catalog.StockReserved", 1),
     ]
     assert [_changelist_count(admin_client, r["url"]) for r in rows] == [2, 1, 1]
     assert response.context["dead_letters_total"] == 4
@@ -171,7 +171,7 @@ def test_handled_messages_are_counted_in_the_minute_they_were_handled():
     now = datetime(2025, 3, 4, 12, 30, 15, tzinfo=UTC)
     _handled(at=datetime(2025, 3, 4, 12, 30, 1, tzinfo=UTC))
     _handled(at=datetime(2025, 3, 4, 12, 25, 0, tzinfo=UTC))
-    _handled(at=datetime(2025, 3, 4, 12, 25, 59, tzinfo=UTC), consumer="apps.basket.handlers.x")
+    _handled(at=datetime(2025, 3, 4, 12, 25, 59, tzinfo=UTC), consumer="basket:x")
     _handled(at=datetime(2025, 3, 4, 11, 30, 59, tzinfo=UTC))  # the minute before the window
 
     minutes = handled_per_minute(now)

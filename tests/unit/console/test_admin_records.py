@@ -56,7 +56,7 @@ def outbox_row(db):
 def dead_letter(db):
     letter = DeadLetter.objects.create(
         message_id=uuid.uuid4(), message_type="ordering.PlaceOrder", context="ordering",
-        consumer="apps.ordering.handlers.place_order", reason=DeadLetter.Reason.HANDLER_FAILED,
+        consumer="ordering:ordering.PlaceOrder", reason=DeadLetter.Reason.HANDLER_FAILED,
         error="ValueError: boom", traceback=TRACEBACK,
         body={"id": "m-1", "data": {"order_id": "o-1"}}, headers={"retries": 5, "origin": "ordering@host"},
     )

@@ -61,7 +61,7 @@ def test_the_detail_page_retries_and_its_history_shows_what_happened_next(admin_
 
     history = admin_client.get(page).content.decode()
     assert "repair history" in history.lower()
-    assert "handled by apps.ordering.handlers.on_stock_reserved" in history
+    assert "handled by ordering:catalog.StockReserved" in history
     assert 'action="' + reverse("admin:messaging_deadletter_retry", args=[letter.pk]) not in history  # not open now
 
 
@@ -110,11 +110,11 @@ def test_failure_groups_count_and_a_group_is_retried_whole(admin_client):
     letters = [_stuck_order()[1] for _ in range(3)]
 
     page = admin_client.get(reverse("admin:messaging_deadletter_groups")).content.decode()
-    assert "DoesNotExist" in page and "apps.ordering.handlers.on_stock_reserved" in page and ">3</a>" in page
+    assert "DoesNotExist" in page and "ordering:catalog.StockReserved" in page and ">3</a>" in page
 
     admin_client.post(reverse("admin:messaging_deadletter_groups"), {
         "action": "retry", "reason": "handler_failed", "exception_type": "DoesNotExist", "context": "ordering",
-        "consumer": "apps.ordering.handlers.on_stock_reserved",
+        "consumer": "ordering:catalog.StockReserved",
     })
 
     assert OutboxMessage.objects.filter(redeliver_to="ordering").count() == len(letters)

@@ -17,7 +17,7 @@ from messaging.testing import TestBus
 
 pytestmark = pytest.mark.django_db
 
-PAYMENT_HANDLER = "apps.payment.handlers.process_payment"
+PAYMENT_HANDLER = "payment:payment.ProcessPayment"
 
 
 def checkout(**deliver_options) -> uuid.UUID:
