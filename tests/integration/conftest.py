@@ -59,6 +59,8 @@ class PlatformProcesses(dict):
     def __init__(self, commands: dict[str, list[str]], env: dict, logs: Path) -> None:
         super().__init__()
         self.commands, self.env, self.logs, self.starts = commands, env, logs, 0
+        #: The folder a process runs in, if not this checkout: another release's code.
+        self.folders: dict[str, Path] = {}
 
     @property
     def broker(self) -> Broker:
@@ -69,7 +71,7 @@ class PlatformProcesses(dict):
         self.starts += 1
         log_path = self.logs / f"{name}-{self.starts}.log"
         with open(log_path, "w") as log:
-            self[name] = subprocess.Popen(self.commands[name], cwd=ROOT, env=self.env, stdout=log,
+            self[name] = subprocess.Popen(self.commands[name], cwd=self.folders.get(name, ROOT), env=self.env, stdout=log,
                                           stderr=subprocess.STDOUT)
         self[name].log_path = log_path
 
