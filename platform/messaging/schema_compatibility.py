@@ -100,7 +100,9 @@ class _Comparison:
             changes.extend(self._compare_fields(old, new, path=path))
         if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
             changes.extend(self.compare(old["items"], new["items"], path=f"{path}[]"))
-        for index, (old_item, new_item) in enumerate(zip(old.get("prefixItems", []), new.get("prefixItems", []))):
+        # A tuple's length is its minItems and maxItems, compared above: here its common positions.
+        positions = zip(old.get("prefixItems", []), new.get("prefixItems", []), strict=False)
+        for index, (old_item, new_item) in enumerate(positions):
             changes.extend(self.compare(old_item, new_item, path=f"{path}[{index}]"))
         old_values, new_values = old.get("additionalProperties"), new.get("additionalProperties")
         if isinstance(old_values, dict) and isinstance(new_values, dict):

@@ -6,11 +6,13 @@ code's schemas in ``BUS_CONTRACTS_LOCK``, keeping the versions locked before, an
 what ``check`` calls breaking unless ``--force``.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from messaging.contract_lock import ContractLock, ContractLockError, check, read_lock, relocked, write_lock
 from messaging.registry import registry
@@ -41,21 +43,27 @@ class Command(BaseCommand):
 
     def _check(self, path, output_format):
         try:
-            findings = check(read_lock(path), registry.contracts)
+            lock = read_lock(path)
         except ContractLockError as error:
             raise CommandError(str(error)) from None
+        findings = check(lock, registry.contracts)
         if output_format == "json":
-            self.stdout.write(json.dumps([finding.__dict__ for finding in findings], indent=2))
+            self.stdout.write(json.dumps([dataclasses.asdict(finding) for finding in findings], indent=2))
         else:
             for finding in findings:
                 self.stdout.write(str(finding))
-        if findings:
-            breaking = sum(finding.breaking for finding in findings)
-            raise CommandError(f"{len(findings)} findings against {path} ({breaking} breaking): change a contract "
-                               "incompatibly only in a new version, with an upcaster from the one before; run "
-                               "`bus_contracts lock` to record the rest")
+        breaking = sum(finding.breaking for finding in findings)
+        not_locked = len(findings) - breaking
+        if breaking:
+            raise CommandError(
+                f"{breaking} breaking change{pluralize(breaking)} against {path}: change a contract incompatibly "
+                "only in a new version, with an upcaster from the one before"
+                + (f"; {not_locked} more not locked (`bus_contracts lock` records them)" if not_locked else ""))
+        if not_locked:
+            raise CommandError(f"{not_locked} change{pluralize(not_locked)} not locked in {path}: run "
+                               "`python manage.py bus_contracts lock` and commit the file")
         if output_format == "text":
-            versions = sum(len(locked.versions) for locked in read_lock(path).contracts.values())
+            versions = sum(len(locked.versions) for locked in lock.contracts.values())
             self.stdout.write(f"{len(registry.contracts)} contracts match {path} ({versions} versions locked): "
                               "no breaking change")
 
@@ -70,7 +78,8 @@ class Command(BaseCommand):
         for finding in breaking:
             self.stdout.write(str(finding))
         if breaking and not force:
-            raise CommandError(f"refused: {len(breaking)} breaking changes to what {path} locked. Make an "
+            raise CommandError(f"refused: {len(breaking)} breaking change{pluralize(len(breaking))} to what {path} "
+                               "locked. Make an "
                                "incompatible change in a new version (`version = N + 1` and an upcaster from N); "
                                "--force locks it anyway, when nothing of the old schema is still in flight")
         new_lock = relocked(lock, registry.contracts)
