@@ -131,9 +131,10 @@ def relocked(lock: ContractLock, contracts: Iterable[type[Message]]) -> Contract
     """``lock`` with the code's contracts recorded: each one's current version (added or replaced),
     its older versions kept as they were locked, and the contracts the code no longer has left out.
 
-    Whatever ``check`` would still say about the result was accepted by whoever asked for it
-    (``bus_contracts lock --force``): the versions above the code's are left out, and so are
-    those the code can no longer read when it cannot read the version locked before its own.
+    It records breaking changes too, so that ``check`` passes on the result: refusing them is the
+    caller's part (``bus_contracts lock`` does, unless ``--force``). So the versions above the
+    code's are left out, and so are those the code no longer reads when it cannot read the one
+    locked before its own.
     """
     recorded = {}
     for contract in contracts:
