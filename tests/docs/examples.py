@@ -39,6 +39,7 @@ SAFE_MANAGE_COMMANDS = {
     "check": None,
     "migrate": None,
     "bus_topology": None,
+    "bus_contracts": ("check",),
     "send_command": None,
     "publish_event": None,
     "purge_bus_tables": None,

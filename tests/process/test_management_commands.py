@@ -1,5 +1,5 @@
-"""publish_event and send_command from the shell, as scripts call them: the exit code, one
-line on stderr, the message id alone on stdout."""
+"""publish_event, send_command and bus_contracts from the shell, as scripts and CI call them: the
+exit code, one line on stderr, the message id alone on stdout."""
 
 import json
 import socket
@@ -60,6 +60,17 @@ def test_from_the_shell_stdout_is_the_message_id_alone_and_a_missing_file_is_one
     assert uuid.UUID(sent.stdout.strip()) and "in the name of 'operator'" in sent.stderr
     assert missing.returncode == 1
     assert missing.stderr == "CommandError: --data @nowhere.json: cannot read nowhere.json: No such file or directory\n"
+
+
+def test_bus_contracts_check_exits_0_on_the_committed_lock_file_and_1_without_one(tmp_path):
+    committed = _manage_in_shell("bus_contracts", "check", env={"BUS_DATA_DIR": str(tmp_path)})
+    missing = _manage_in_shell("bus_contracts", "check", env={"BUS_DATA_DIR": str(tmp_path),
+                                                              "BUS_CONTRACTS_LOCK": str(tmp_path / "none.json")})
+
+    assert committed.returncode == 0, committed.stdout + committed.stderr
+    assert committed.stdout.rstrip().endswith("no breaking change")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"CommandError: no contracts lock file at {tmp_path / 'none.json'}: ")
 
 
 def _manage_in_shell(*args: str, env: dict, input: str | None = None) -> subprocess.CompletedProcess:

@@ -219,6 +219,9 @@ BUS_REDIS_VISIBILITY_TIMEOUT = env.int("BUS_REDIS_VISIBILITY_TIMEOUT", default=9
 #: Embedded broker: seconds a worker waits before looking at its queue folders again when all
 #: are empty (kombu's default of 1 s put a second into every hop).
 BUS_EMBEDDED_POLL_INTERVAL = env.float("BUS_EMBEDDED_POLL_INTERVAL", default=0.02)
+#: The contracts' lock file, committed with the code: the JSON Schema of every contract version,
+#: which ``manage.py bus_contracts check`` compares with the code to catch a breaking change.
+BUS_CONTRACTS_LOCK = Path(env.str("BUS_CONTRACTS_LOCK", default=str(BASE_DIR / "contracts.lock.json")))
 
 # HEALTH (liveness files of workers and the relay; messaging.health, ``manage.py bus_health``)
 #: Where each process keeps its liveness file (one folder per machine or container).
