@@ -136,6 +136,8 @@ class CatchUp:
                 break
             sent += len(events)
             progress(sent)
+            if len(events) < chunk:
+                break  # the range is fixed: a short chunk was its last
             # The n-th copy not before n / rate seconds after the start: a relay that fell
             # behind is not followed by a burst.
             _sleep_unless_stopped(started + sent / rate - monotonic(), stop)
