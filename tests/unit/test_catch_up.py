@@ -241,8 +241,8 @@ def test_stopped_while_the_relay_publishes_a_chunk_that_chunk_is_left_to_it_and_
     ("shipping", PRICE_CHANGED, "unknown context 'shipping': the contexts are basket, catalog, ordering, payment"),
     ("ordering", "catalog.PriceChanged", "unknown message type 'catalog.PriceChanged': the events are "),
     ("catalog", "ordering.PlaceOrder", "ordering.PlaceOrder is a command"),
-    ("payment", PRICE_CHANGED, r"payment does not subscribe to catalog.ProductPriceChanged in this code "
-                               r"\(its subscribers: basket, ordering\)"),
+    ("payment", PRICE_CHANGED, (r"payment does not subscribe to catalog.ProductPriceChanged in this code "
+                                r"\(its subscribers: basket, ordering\)")),
 ])
 def test_what_cannot_be_caught_up_on_is_refused_saying_why(context, event_type, error):
     with pytest.raises(CatchUpError, match=error):
@@ -338,3 +338,17 @@ def test_the_command_says_when_everything_was_sent_before(relay_and_workers):
     out, _ = _call("--to", "ordering", "--type", PRICE_CHANGED, "--last", "PT2H")
 
     assert out.startswith(f"nothing to send: 2 {PRICE_CHANGED} published since ")
+
+
+def test_the_command_says_when_nothing_of_that_type_was_published_in_the_range():
+    out, _ = _call("--to", "ordering", "--type", PRICE_CHANGED, "--last", "PT2H")
+
+    assert out.startswith(f"nothing to send: no {PRICE_CHANGED} published since ") and out.endswith("is in the outbox")
+
+
+def test_the_whole_retention_can_be_asked_for_with_last(settings):
+    settings.BUS_OUTBOX_RETENTION = datetime.timedelta(days=7)
+
+    out, _ = _call("--to", "ordering", "--type", PRICE_CHANGED, "--last", "P7D", "--dry-run")
+
+    assert out.startswith(f"would send 0 {PRICE_CHANGED} published since ")

@@ -72,7 +72,10 @@ class Command(BaseCommand):
         if not (rate > 0 and math.isfinite(rate)):
             raise CommandError(f"--rate {options['rate']:g} is not a rate: give events per second above 0")
         try:
-            catch_up = CatchUp.plan(context=options["to"], event_type=options["type"], since=self._since(options))
+            # One clock reading for both: --last equal to the retention is the whole history kept.
+            now = timezone.now()
+            catch_up = CatchUp.plan(context=options["to"], event_type=options["type"],
+                                    since=self._since(options, now=now), now=now)
         except CatchUpError as exc:
             raise CommandError(str(exc)) from exc
         what = f"{catch_up.event_type} published since {catch_up.since.isoformat()}"
@@ -82,7 +85,8 @@ class Command(BaseCommand):
             self.stdout.write(f"would send {pending} {what} to {catch_up.context} only{earlier}")
             return
         if not pending:
-            self.stdout.write(f"nothing to send: {kept} {what}, all sent to {catch_up.context} before")
+            self.stdout.write(f"nothing to send: {kept} {what}, all sent to {catch_up.context} before" if kept
+                              else f"nothing to send: no {what} is in the outbox")
             return
         self.stdout.write(f"sending {pending} {what} to {catch_up.context} only{earlier}, {rate:g} per second at most")
         progress = Progress(self.stdout, total=pending, label=f"{catch_up.context} catching up")
@@ -92,7 +96,8 @@ class Command(BaseCommand):
                                     notice=lambda text: self.stderr.write(f"\n{text}"))
             finally:
                 progress.close()
-        if sent < pending:
+            stopped = stopping()
+        if stopped and sent < pending:
             self.stdout.write(
                 f"stopped: {sent} of {pending} sent (events written for the relay already go out too). "
                 "Run the same command again to send the rest: what was sent is not sent again"
@@ -100,12 +105,12 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"sent {sent} {what} to {catch_up.context} only: its inbox absorbs those it had")
 
-    def _since(self, options):
+    def _since(self, options, *, now=None):
         if options["last"] is not None:
             stretch = parse_duration(options["last"])
             if stretch is None or stretch.total_seconds() <= 0:
                 raise CommandError(f"--last {options['last']!r} is not a duration: use seconds, '00:05:00' or 'PT5M'")
-            return timezone.now() - stretch
+            return (now or timezone.now()) - stretch
         since = parse_datetime(options["since"])
         if since is None:
             raise CommandError(f"--since {options['since']!r} is not a time: use ISO 8601, e.g. 2026-11-28T10:15:00Z")
