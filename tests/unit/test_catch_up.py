@@ -15,7 +15,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.utils import timezone
 
 from apps.catalog.messages import StockReserved
@@ -23,6 +23,7 @@ from apps.catalog.models import Product
 from apps.catalog.services import product_change_price, product_create
 from messaging import catch_up
 from messaging.catch_up import CatchUp, CatchUpError
+from messaging.management.commands._progress import Progress
 from messaging.models import InboxMessage, OutboxMessage
 from messaging.registry import registry
 from messaging.testing import DUPLICATE, HANDLED
@@ -352,3 +353,21 @@ def test_the_whole_retention_can_be_asked_for_with_last(settings):
     out, _ = _call("--to", "ordering", "--type", PRICE_CHANGED, "--last", "P7D", "--dry-run")
 
     assert out.startswith(f"would send 0 {PRICE_CHANGED} published since ")
+
+
+def test_on_a_terminal_the_progress_is_one_bar_redrawn_in_place():
+    class Terminal(StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    progress = Progress(OutputWrapper(screen), total=4, label="ordering catching up")
+
+    progress.update(1)
+    progress.update(4)
+    progress.close()
+
+    redraws = screen.getvalue().split("\r")[1:]
+    assert redraws[0].startswith("ordering catching up [#######.......................] 1/4 (25%")
+    assert redraws[-1].startswith("ordering catching up [##############################] 4/4 (100%")
+    assert screen.getvalue().count("\n") == 1 and screen.getvalue().endswith("\n")
