@@ -135,8 +135,9 @@ def _reserve(sku: str, quantity: int):
         return send(ReserveStock(order_id=order.id, lines=[ReserveStockLine(sku=sku, quantity=quantity)]))
 
 
-class BrokerContract(FlowContract):
-    """The bus's promises on one broker; a subclass gives ``broker_url`` (and ``platform_env``)."""
+class OnOneBroker:
+    """The platform's processes on one broker for a whole test class, and the fixtures its tests
+    drive them with; a subclass gives ``broker_url`` (and ``platform_env``)."""
 
     @pytest.fixture(scope="class")
     def broker_url(self) -> str:
@@ -173,6 +174,10 @@ class BrokerContract(FlowContract):
         # Tables are emptied after each test: let the workers finish first, or
         # the TRUNCATE deadlocks with a handler still writing.
         bus.run_until_quiet()
+
+
+class BrokerContract(OnOneBroker, FlowContract):
+    """The bus's promises on one broker; a subclass gives ``broker_url`` (and ``platform_env``)."""
 
     # Fan-out
 

@@ -1,8 +1,9 @@
 """How the bus's long-running commands learn to stop: SIGTERM (docker stop, systemd, a
 supervisor) or SIGINT (Ctrl-C). Each finishes what it is doing, then returns."""
 
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: The signals that ask a process to finish its current work and exit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -14,3 +15,16 @@ def stop_requested() -> Callable[[], bool]:
     for number in STOP_SIGNALS:
         signal.signal(number, lambda signum, frame: received.append(signum))
     return lambda: bool(received)
+
+
+@contextlib.contextmanager
+def stop_signals_caught() -> Iterator[Callable[[], bool]]:
+    """``stop_requested`` for a command whose work ends before its process does: the
+    signals are given back to their former handlers on leaving (Ctrl-C stops a shell's
+    ``call_command`` again once the command has returned)."""
+    former = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    try:
+        yield stop_requested()
+    finally:
+        for number, handler in former.items():
+            signal.signal(number, handler)
