@@ -7,12 +7,12 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from config.environment import env
 
-_CURRENCY_CODE = TypeAdapter(ISO4217)
+_CURRENCY_TEXT = env.str("CATALOG_CURRENCY", default="EUR")
 try:
-    _CURRENCY = _CURRENCY_CODE.validate_python(env.str("CATALOG_CURRENCY", default="EUR"))
+    _CURRENCY = TypeAdapter(ISO4217).validate_python(_CURRENCY_TEXT)
 except ValidationError:
     raise ImproperlyConfigured(
-        f"CATALOG_CURRENCY={env.str('CATALOG_CURRENCY')!r} is not an ISO 4217 currency code: use EUR, USD, ..."
+        f"CATALOG_CURRENCY={_CURRENCY_TEXT!r} is not an ISO 4217 currency code: use EUR, USD, ..."
     ) from None
 
 
