@@ -112,7 +112,7 @@ def servers(broker: Broker) -> dict[str, dict[str, Any]]:
         }
         if parts.path:
             server["pathname"] = parts.path
-        description = [f"The {broker.label}" + (f", host {position} of {len(urls)} (failover)" if len(urls) > 1 else "")]
+        description = [broker.label + (f", host {position} of {len(urls)} (failover)" if len(urls) > 1 else "")]
         if broker.speaks_amqp:
             description.append(f"virtual host '{amqp_vhost(url)}'")
         if parts.scheme in TLS_SCHEMES:
@@ -401,7 +401,7 @@ class _Builder:
 
     def headers_schema(self, message_type: str) -> dict[str, Any]:
         """The headers a reader needs; Celery's other protocol-2 headers travel too."""
-        return {
+        headers = {
             "type": "object",
             "description": "Celery's protocol-2 task headers, and the broker's own (x-death, x-delivery-count). "
                            "Besides those named here Celery's others travel too (lang, root_id, origin, "
@@ -410,12 +410,15 @@ class _Builder:
                 "task": {"type": "string", "const": message_type, "description": "The message type."},
                 "id": {"type": "string", "format": "uuid", "description": "The message id (the envelope's id)."},
                 "retries": {"type": "integer", "minimum": 0, "description": "Attempts before this one."},
-                "eta": {"type": "string", "format": "date-time",
-                        "description": "A retry's time to run, where retries wait in the worker (Redis, "
-                                       "the embedded broker)."},
             },
             "required": ["task", "id"],
         }
+        if self.broker.retries_wait_in_worker:
+            headers["properties"]["eta"] = {
+                "type": "string", "format": "date-time",
+                "description": "A retry's time to run: on this broker a retry waits in the worker.",
+            }
+        return headers
 
 
 def _with_refs_moved(schema: Any, moved: dict[str, str]) -> Any:
