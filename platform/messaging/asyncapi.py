@@ -369,6 +369,8 @@ class _Builder:
         for name, description in ENVELOPE_ATTRIBUTES.items():
             properties[name] = {**{k: v for k, v in properties[name].items() if k != "title"},
                                 "description": description}
+        # CloudEvents requires specversion; Envelope reads it as 1.0 when absent, but writes it always.
+        schema["required"] = [*schema["required"], "specversion"]
         return {**schema, "title": f"{message_type} envelope",
                 "description": f"The CloudEvent of {message_type} (JSON event format)."}
 
