@@ -212,7 +212,7 @@ def test_the_envelope_in_the_document_accepts_a_real_envelope_and_its_path_finds
     document = asyncapi.document()
     conversation = uuid.uuid4()
     envelope = Envelope(id=uuid.uuid4(), type="catalog.ReleaseStock", kind="command", version=1, source="ordering",
-                        time="2026-01-01T00:00:00Z", correlationid=conversation,
+                        time="2026-01-01T00:00:00Z", correlationid=conversation, causationid=uuid.uuid4(),
                         data=ReleaseStock(order_id=uuid.uuid4()).model_dump(mode="json")).to_json_dict()
     body = json.loads(json.dumps(for_envelope(envelope).body))
 
