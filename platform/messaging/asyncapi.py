@@ -27,7 +27,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from messaging import brokers
-from messaging.brokers.base import Broker
+from messaging.brokers.base import PERSISTENT, Broker
 from messaging.contexts import OPERATOR_SOURCE
 from messaging.contracts import Envelope, Message
 from messaging.registry import Registry, registry as default_registry
@@ -48,8 +48,6 @@ PROTOCOLS = {
 TLS_SCHEMES = {"rediss"}
 #: Where, in a message, the conversation's id is: the envelope inside the task message's body.
 CORRELATION_ID_LOCATION = f"$message.payload#/1/{ENVELOPE_ARGUMENT}/correlationid"
-#: AMQP delivery mode 2: the broker writes the message to disk.
-PERSISTENT = 2
 
 #: What each envelope attribute holds (docs/reference/envelope.md says the same).
 ENVELOPE_ATTRIBUTES = {
