@@ -1,6 +1,7 @@
-"""The bus's own admin pages: an overview of its tables and a picture of its topology.
+"""The bus's own admin pages: an overview of its tables, a picture of its topology, and its
+AsyncAPI document as tables (with the raw document to download).
 
-Both are admin views (``admin.site.admin_view``: staff login, the admin's look and
+Each is an admin view (``admin.site.admin_view``: staff login, the admin's look and
 breadcrumbs) and each also needs view permission on what it shows; a user without
 it gets 403. ``config.urls`` mounts ``urlpatterns`` under ``admin/messaging/``.
 """
@@ -12,14 +13,17 @@ from collections.abc import Callable
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from console import asyncapi_tables
 from console.activity_plot import activity_svg
 from console.display import duration_text
+from messaging import asyncapi as asyncapi_document
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from console.overview import dead_letters_by_consumer, handled_per_minute, outbox_backlog
 from messaging.topology import Topology
@@ -53,6 +57,8 @@ class Page:
 PAGES = (
     Page("Overview", "bus:overview", may_see_overview),
     Page("Topology", "bus:topology", may_see_topology),
+    # Derived from code, as the topology is: the same people may read it.
+    Page("AsyncAPI", "bus:asyncapi", may_see_topology),
 )
 
 
@@ -123,7 +129,31 @@ def topology(request):
     })
 
 
+def asyncapi(request):
+    if not may_see_topology(request.user):
+        raise PermissionDenied
+    document = asyncapi_document.document()
+    return _render(request, "admin/messaging/asyncapi.html", "AsyncAPI document", {
+        "document": document,
+        "servers": document["servers"],
+        "channels": asyncapi_tables.channels(document),
+        "operations": asyncapi_tables.operations_by_context(document),
+        "messages": asyncapi_tables.messages(document),
+    })
+
+
+def asyncapi_json(request):
+    """The raw document, as ``manage.py bus_asyncapi --format json`` writes it."""
+    if not may_see_topology(request.user):
+        raise PermissionDenied
+    response = JsonResponse(asyncapi_document.document(), json_dumps_params={"indent": 2, "ensure_ascii": False})
+    response["Content-Disposition"] = 'attachment; filename="asyncapi.json"'
+    return response
+
+
 urlpatterns = [
     path("overview/", admin.site.admin_view(overview), name="overview"),
     path("topology/", admin.site.admin_view(topology), name="topology"),
+    path("asyncapi/", admin.site.admin_view(asyncapi), name="asyncapi"),
+    path("asyncapi.json", admin.site.admin_view(asyncapi_json), name="asyncapi-json"),
 ]

@@ -54,6 +54,15 @@ def context_of_queue(queue_name: str) -> str:
     return queue_name.split(".", 1)[0]
 
 
+def queue_bindings(queue: Queue) -> list[binding]:
+    """What ``queue`` is bound to: its bindings, or its one exchange and key (none for the
+    default exchange, which reaches every queue by its name)."""
+    if queue.bindings:
+        # kombu keeps them in a set: sorted, every listing of them reads the same.
+        return sorted(queue.bindings, key=lambda b: (b.exchange.name, b.routing_key or ""))
+    return [binding(queue.exchange, routing_key=queue.routing_key)] if queue.exchange.name else []
+
+
 class Topology:
     def __init__(self, registry: Registry = default_registry, broker: Broker | None = None) -> None:
         self.registry = registry
@@ -135,8 +144,7 @@ class Topology:
                     "name": q.name,
                     "durable": q.durable,
                     "bindings": [
-                        {"exchange": b.exchange.name, "routing_key": b.routing_key}
-                        for b in (q.bindings or ([binding(q.exchange, routing_key=q.routing_key)] if q.exchange.name else []))
+                        {"exchange": b.exchange.name, "routing_key": b.routing_key} for b in queue_bindings(q)
                     ],
                 }
                 for q in self.queues()

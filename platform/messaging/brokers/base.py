@@ -231,6 +231,9 @@ class Broker:
     keeps_a_killed_workers_message = True
     #: A retry waits in the worker (a Celery countdown, so the message carries an eta).
     retries_wait_in_worker = True
+    #: Its exchanges and queues are AMQP 0-9-1 ones, which AsyncAPI's ``amqp`` bindings
+    #: describe; on any other broker ``carriage()`` says how they are carried.
+    speaks_amqp = False
 
     def __init__(self, url: str, *, data_dir=None) -> None:
         self.url = url
@@ -266,6 +269,11 @@ class Broker:
         """A new connection to this broker, with the bus's transport and options."""
         return Connection(self.url, transport=self.transport,
                           transport_options={**self.transport_options(), **transport_options})
+
+    def carriage(self) -> dict[str, str]:
+        """How the transport carries an ``exchange`` and a ``queue`` where they are no AMQP 0-9-1
+        objects, for a reader without kombu (the AsyncAPI document says it): empty on AMQP."""
+        return {}
 
     def queue_arguments(self) -> dict | None:
         """Arguments of every context queue (RabbitMQ's queue type, delivery limit, ...)."""

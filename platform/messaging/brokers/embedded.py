@@ -269,6 +269,16 @@ class Embedded(Broker):
     def describe(self) -> str:
         return f"filesystem broker in {self.data_dir / 'broker'}"
 
+    def carriage(self) -> dict[str, str]:
+        return {
+            "exchange": "a file named after the exchange in the broker's control folder, listing its "
+                        "bindings (routing key, pattern, queue) as JSON; a publish writes a copy into "
+                        "each bound queue's folder",
+            "queue": f"a folder named after the queue under {self.transport_options()['data_folder_in']}, "
+                     f"one file per message ('*{SUFFIX}', kombu's message as JSON, the body "
+                     "base64-encoded), taken oldest first by moving it away",
+        }
+
     def transport_options(self) -> dict:
         folder = self.data_dir / "broker"
         return {

@@ -48,6 +48,7 @@ def retry_name(delay_ms: int) -> str:
 class RabbitMQ(Broker):
     label = "RabbitMQ"
     retries_wait_in_worker = False
+    speaks_amqp = True
 
     def queue_arguments(self) -> dict:
         return {

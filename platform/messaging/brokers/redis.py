@@ -640,6 +640,21 @@ class Redis(Broker):
     def publisher(self, channel, *, timeout: float) -> RedisPublisher:
         return RedisPublisher(channel, timeout=timeout)
 
+    def carriage(self) -> dict[str, str]:
+        return {
+            "exchange": (
+                "kombu's virtual exchange: its bindings are the members of the Redis set "
+                f"'{Channel.keyprefix_queue % '<exchange>'}' (routing key, pattern, queue); a publish "
+                "adds one copy to the stream of each queue bound with its routing key"
+            ),
+            "queue": (
+                f"a Redis stream named after the queue, read through the consumer group '{GROUP}' "
+                f"(XREADGROUP) and acked with XACK and XDEL; each entry's field '{PAYLOAD}' is kombu's "
+                f"message as JSON (the body base64-encoded, its headers and properties), '{HANDOUTS}' "
+                "how often it was handed out before"
+            ),
+        }
+
     def redelivery_wait(self) -> float:
         return float(settings.BUS_REDIS_VISIBILITY_TIMEOUT)
 

@@ -1,6 +1,8 @@
 """The bus's admin pages: the overview counts what the tables hold, the topology draws
-what the code declares, and both are for permitted staff only."""
+what the code declares, the AsyncAPI page shows the document as tables, and all are for
+permitted staff only."""
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,14 +12,17 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
+from console.asyncapi_tables import constraints, field_rows, type_text
 from console.display import duration_text
+from messaging import asyncapi
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
 from console.overview import handled_per_minute
 from messaging.registry import registry
+from tests.brokers import on_broker
 from messaging.topology import Topology
 from console.topology_diagram import diagram_svg, message_flows
 
-PAGES = ["bus:overview", "bus:topology"]
+PAGES = ["bus:overview", "bus:topology", "bus:asyncapi"]
 
 
 def _staff(username: str, *permissions: str) -> User:
@@ -265,3 +270,87 @@ def test_the_diagram_is_the_same_whatever_order_the_registry_lists_things_in():
     }
 
     assert diagram_svg(message_flows(shuffled)) == diagram_svg(message_flows(DESCRIPTION))
+
+
+# AsyncAPI
+
+
+@pytest.mark.django_db
+def test_the_asyncapi_page_and_its_download_are_shown_to_staff_who_may_see_the_bus_app(client):
+    client.force_login(_staff("outbox-only", "view_outboxmessage"))
+
+    assert client.get(reverse("bus:asyncapi")).status_code == 200
+    assert client.get(reverse("bus:asyncapi-json")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_asyncapi_download_needs_a_login_and_the_permission(client):
+    anonymous = client.get(reverse("bus:asyncapi-json"))
+    client.force_login(_staff("clerk"))
+    refused = client.get(reverse("bus:asyncapi-json"))
+
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith(reverse("admin:login"))
+    assert refused.status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_asyncapi_download_is_the_document_as_bus_asyncapi_writes_it(admin_client):
+    response = admin_client.get(reverse("bus:asyncapi-json"))
+
+    assert response["Content-Disposition"] == 'attachment; filename="asyncapi.json"'
+    assert json.loads(response.content) == asyncapi.document()
+
+
+@pytest.mark.django_db
+def test_the_asyncapi_page_lists_servers_channels_operations_and_every_message(admin_client, settings):
+    on_broker(settings, "rabbitmq")
+
+    page = admin_client.get(reverse("bus:asyncapi")).content.decode()
+
+    assert f'href="{reverse("bus:asyncapi-json")}"' in page
+    assert "<code>localhost:5672</code>" in page and "<td>amqp</td>" in page
+    assert "<code>x-queue-type=quorum</code>" in page
+    assert "<code>commands (ordering.PlaceOrder)</code>" in page
+    operations = page.split('id="operations"', 1)[1].split('id="messages"', 1)[0]
+    for operation_id in asyncapi.document()["operations"]:
+        assert f"<code>{operation_id}</code>" in operations
+    assert "<caption>ordering</caption>" in operations
+    for contract in registry.contracts:
+        assert f'id="message-{contract.type_name()}"' in page
+    assert "<script" not in page.split('id="content-main"', 1)[1]
+
+
+@pytest.mark.django_db
+def test_a_message_on_the_asyncapi_page_reads_as_a_table_of_its_fields(admin_client):
+    page = admin_client.get(reverse("bus:asyncapi")).content.decode()
+
+    message = page.split('id="message-catalog.ReserveStock"', 1)[1].split('<div class="module" id="message-', 1)[0]
+    data = message.split("<caption>Data", 1)[1].split("</table>", 1)[0]
+    cells = [re.sub(r"<[^>]+>|\s+", " ", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", data, re.S)]
+    assert cells[5:] == [
+        "order_id", "string (uuid)", "required", "", "",
+        "lines", "list of ReserveStockLine", "required", "at least 1 items", "",
+        "lines[].sku", "string", "required", "at least 1 characters  at most 64 characters", "",
+        "lines[].quantity", "integer", "required", "&gt; 0", "",
+    ]
+    envelope = message.split("<caption>Envelope", 1)[1].split("</table>", 1)[0]
+    assert "<code>correlationid</code>" in envelope and "data." not in envelope
+    assert "Version written: <strong>1</strong>" in message
+
+
+def test_a_field_type_names_formats_lists_references_and_alternatives():
+    assert type_text({"type": "string", "format": "uuid"}) == "string (uuid)"
+    assert type_text({"type": "array", "items": {"$ref": "#/components/schemas/catalog.ReserveStockLine"}}) == (
+        "list of ReserveStockLine")
+    assert type_text({"anyOf": [{"type": "number"}, {"type": "string"}]}) == "number or string"
+    assert constraints({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": "^x$"}]}) == [
+        "as number: ≥ 0", "as string: matches ^x$"]
+
+
+def test_nested_objects_are_flattened_into_dotted_fields():
+    schemas = {"Inner": {"type": "object", "properties": {"depth": {"type": "integer"}}, "required": ["depth"]}}
+    schema = {"type": "object", "properties": {"inner": {"$ref": "#/components/schemas/Inner"}}}
+
+    rows = field_rows(schema, schemas)
+
+    assert [(r.field, r.type, r.required) for r in rows] == [("inner", "Inner", False), ("inner.depth", "integer", True)]
