@@ -85,13 +85,14 @@ class Deploy:
     def __init__(self, processes: PlatformProcesses) -> None:
         self.processes = processes
 
-    def start(self, name: str, release: str) -> None:
-        self.processes.start(f"{name}@{release}")
-        if name != "relay":  # it says nothing once it publishes: it polls from the start
-            self.processes.wait_until_ready([f"{name}@{release}"])
+    def start(self, names: list[str], release: str) -> None:
+        for name in names:
+            self.processes.start(f"{name}@{release}")
+        # The relay says nothing once it publishes: it polls from the start.
+        self.processes.wait_until_ready([f"{name}@{release}" for name in names if name != "relay"])
 
     def replace(self, name: str) -> None:
-        self.start(name, "after")
+        self.start([name], "after")
         old = self.processes[f"{name}@before"]
         old.terminate()  # a warm shutdown, as a deploy stops a process
         old.wait(timeout=60)
@@ -109,8 +110,8 @@ def _deploy(order: list[str], *, broker_url: str, release_before: Path, logs: Pa
     _purge_bus_queues(processes.broker)
     deploy = Deploy(processes)
     try:
-        for name in ("worker-basket", "worker-ordering", "relay", "publisher"):
-            deploy.start(name, "before")
+        deploy.start(["worker-basket", "worker-ordering", "relay"], "before")
+        deploy.start(["publisher"], "before")
         time.sleep(STEP)
         for name in order:
             deploy.replace(name)
