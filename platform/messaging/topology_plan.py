@@ -265,7 +265,7 @@ class TopologyEditor:
     (``Broker.topology_editor``), ``apply`` decides what to do with it."""
 
     #: Arguments of a holding queue (``RedeclareQueue``): at least as durable as the queue it holds for.
-    holding_arguments: dict | None = None
+    holding_arguments: ClassVar[dict | None] = None
 
     def actual(self) -> BrokerTopology:
         """Every exchange, queue and binding the broker has, with each queue's messages and consumers."""

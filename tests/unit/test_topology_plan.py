@@ -2,11 +2,11 @@
 on plain data, and what ``--apply`` does with it, against an in-memory broker."""
 
 from io import StringIO
+from typing import ClassVar
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-
 from messaging import brokers
 from messaging.topology import Topology, held_queue_of, holding_queue_name
 from messaging.topology_plan import (
@@ -149,7 +149,7 @@ def test_the_platforms_names_are_told_from_celerys_and_other_applications():
 class InMemoryBroker(TopologyEditor):
     """Queues as lists of messages; each step recorded."""
 
-    holding_arguments = {"x-queue-type": "quorum"}
+    holding_arguments: ClassVar[dict] = {"x-queue-type": "quorum"}
 
     def __init__(self, *queues: QueueState, consumers: dict | None = None) -> None:
         self.queues = {q.name: QueueState(q.name, q.arguments, q.bindings) for q in queues}

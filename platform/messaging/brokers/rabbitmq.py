@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
+from typing import ClassVar
 
 from amqp import spec
 from amqp.exceptions import NotFound, PreconditionFailed
@@ -40,8 +41,8 @@ from messaging.brokers.base import (
     Broker,
     ConfirmTimeoutError,
     Outgoing,
-    PublishRefusedError,
     Publisher,
+    PublishRefusedError,
     RetryRoute,
     Route,
     publish_outgoing,
@@ -324,7 +325,7 @@ class RabbitMQTopologyEditor(TopologyEditor):
     """Reads the topology from the management API and changes it over AMQP."""
 
     # A quorum queue, as the queues whose messages it holds meanwhile.
-    holding_arguments = {"x-queue-type": "quorum"}
+    holding_arguments: ClassVar[dict] = {"x-queue-type": "quorum"}
 
     def __init__(self, connection: Connection, api: ManagementAPI) -> None:
         self.connection = connection
