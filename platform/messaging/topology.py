@@ -20,14 +20,24 @@ an event published before its subscribers ever ran still reaches their queues.
 from __future__ import annotations
 
 import random
+import re
 
 from kombu import Exchange, Queue, binding
 
 from messaging import brokers
 from messaging.brokers.base import DEFAULT_EXCHANGE, Broker, RetryRoute, Route, retry_ceiling
 from messaging.registry import Registry, registry as default_registry
+from messaging.topology_plan import Binding, BrokerTopology, ExchangeState, Plan, QueueState, diff
 
 COMMANDS_EXCHANGE = "commands"
+#: Where ``bus_topology --apply`` keeps a queue's messages while it redeclares that queue.
+HOLDING_PREFIX = "topology-holding."
+
+#: Names the platform gives (a context is a Python identifier, an event type ``<context>.<Name>``):
+#: what matches is the platform's to plan, create and delete; anything else on the broker is
+#: left alone (Celery's ``celery.pidbox`` and ``celeryev.*``, other applications').
+_CONSUMER_QUEUE_NAME = re.compile(r"[A-Za-z_]\w*\.(commands|events\.[A-Za-z_]\w*\.\w+)")
+_EVENT_EXCHANGE_NAME = re.compile(r"events\.[A-Za-z_]\w*\.\w+")
 
 
 def event_exchange_name(event_type: str) -> str:
@@ -47,6 +57,15 @@ def consumer_queue_name(context: str, kind: str, message_type: str) -> str:
     if kind == "command":
         return command_queue_name(context)
     return event_queue_name(context, message_type)
+
+
+def holding_queue_name(queue_name: str) -> str:
+    return f"{HOLDING_PREFIX}{queue_name}"
+
+
+def held_queue_of(holding_name: str) -> str | None:
+    """The queue a holding queue keeps messages for; None for any other name."""
+    return holding_name[len(HOLDING_PREFIX):] if holding_name.startswith(HOLDING_PREFIX) else None
 
 
 def context_of_queue(queue_name: str) -> str:
@@ -134,6 +153,35 @@ class Topology:
             exchange(channel).declare()
         for queue in self.queues():
             queue(channel).declare()
+
+    def is_own_queue(self, name: str) -> bool:
+        """Whether a queue found on the broker is named as the platform names its queues."""
+        return bool(_CONSUMER_QUEUE_NAME.fullmatch(name)) or self.broker.owns_queue(name) or name.startswith(HOLDING_PREFIX)
+
+    def is_own_exchange(self, name: str) -> bool:
+        """Whether an exchange found on the broker is named as the platform names its exchanges."""
+        return name == COMMANDS_EXCHANGE or bool(_EVENT_EXCHANGE_NAME.fullmatch(name)) or self.broker.owns_exchange(name)
+
+    def declared(self) -> BrokerTopology:
+        """What ``declare`` makes, as plain data to compare with the broker's (``messaging.topology_plan``)."""
+        return BrokerTopology(
+            exchanges={e.name: ExchangeState(e.name, e.type, durable=e.durable) for e in self.exchanges()},
+            queues={
+                q.name: QueueState(
+                    q.name,
+                    arguments=dict(q.queue_arguments or {}),
+                    bindings=frozenset(Binding(b.exchange.name, b.routing_key) for b in queue_bindings(q)),
+                    durable=q.durable,
+                )
+                for q in self.queues()
+            },
+        )
+
+    def plan(self, actual: BrokerTopology) -> Plan:
+        """What brings the broker's ``actual`` topology to this one (``bus_topology --plan``)."""
+        return diff(self.declared(), actual, broker=f"{self.broker.label} at {self.broker.describe()}",
+                    held_queue_of=held_queue_of, is_own_queue=self.is_own_queue,
+                    is_own_exchange=self.is_own_exchange)
 
     def describe(self) -> dict:
         """The topology as plain data, for ``bus_topology`` and the docs."""

@@ -216,6 +216,11 @@ BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 #: worker (its own died). Longer than a worker can hold one: the task time limit plus the
 #: longest retry wait (``manage.py check`` compares them); a dead worker's messages wait this long.
 BUS_REDIS_VISIBILITY_TIMEOUT = env.int("BUS_REDIS_VISIBILITY_TIMEOUT", default=900)
+#: RabbitMQ's management API (https://www.rabbitmq.com/docs/management#http-api), which
+#: ``bus_topology --plan`` reads the broker's queues and bindings from (AMQP cannot list them).
+#: Empty: the broker URL's host on port 15672 (15671 for amqps), with the broker URL's user
+#: unless this URL names one (that user needs the ``management`` or ``monitoring`` tag).
+BUS_RABBITMQ_MANAGEMENT_URL = env("BUS_RABBITMQ_MANAGEMENT_URL", default="")
 #: Embedded broker: seconds a worker waits before looking at its queue folders again when all
 #: are empty (kombu's default of 1 s put a second into every hop).
 BUS_EMBEDDED_POLL_INTERVAL = env.float("BUS_EMBEDDED_POLL_INTERVAL", default=0.02)

@@ -19,6 +19,7 @@ from django.conf import settings
 from kombu import Connection, Exchange, Queue
 
 from messaging import task_message
+from messaging.topology_plan import TopologyEditor, TopologyPlanError
 
 #: The default exchange: routes a message to the queue named by its routing key.
 DEFAULT_EXCHANGE = ""
@@ -286,6 +287,19 @@ class Broker:
     def own_queues(self) -> list[Queue]:
         """Queues the broker needs beside the contexts' (dead letters, retries)."""
         return []
+
+    def owns_queue(self, name: str) -> bool:
+        """Whether a queue found on the broker is one this adapter makes (``own_queues``),
+        including one an earlier setting made (a retry delay since changed)."""
+        return any(queue.name == name for queue in self.own_queues())
+
+    def owns_exchange(self, name: str) -> bool:
+        """Whether an exchange found on the broker is one this adapter makes (``own_exchanges``)."""
+        return any(exchange.name == name for exchange in self.own_exchanges())
+
+    def topology_editor(self, connection: Connection) -> TopologyEditor:
+        """Reads and changes the topology on ``connection``'s broker (``bus_topology --plan``/``--apply``)."""
+        raise TopologyPlanError(f"bus_topology --plan and --apply are not supported on the {self.label or 'broker'}")
 
     def dead_letter_queue(self) -> Queue | None:
         """Where the broker puts what it dead-letters (delivery limit, rejects), which the

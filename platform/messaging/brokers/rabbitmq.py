@@ -9,17 +9,28 @@
   and then expires back through the default exchange into the one queue it
   came from, so a retry never reaches another subscriber again;
 - ``ConfirmedPublisher`` publishes a batch mandatory and then waits for its
-  confirms (acknowledged with ``multiple``): one round trip per batch.
+  confirms (acknowledged with ``multiple``): one round trip per batch;
+- ``bus_topology --plan`` reads the queues and bindings from the management
+  API (AMQP cannot list them), ``--apply`` changes them over AMQP
+  (``RabbitMQTopologyEditor``).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from typing import ClassVar
 
 from amqp import spec
-from amqp.exceptions import NotFound
+from amqp.exceptions import NotFound, PreconditionFailed
 from django.conf import settings
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 
 from messaging import task_message
 from messaging.brokers.base import (
@@ -31,13 +42,24 @@ from messaging.brokers.base import (
     ConfirmTimeoutError,
     Outgoing,
     Publisher,
+    PublishRefusedError,
     RetryRoute,
     Route,
     publish_outgoing,
     retry_ceiling,
 )
+from messaging.topology_plan import (
+    Binding,
+    BrokerTopology,
+    ExchangeState,
+    QueueState,
+    TopologyEditor,
+    TopologyPlanError,
+)
 
 DEAD_LETTER_EXCHANGE = "dead-letters"
+#: A retry holding queue's (and exchange's) name, whatever delay the settings give now.
+RETRY_NAME = re.compile(r"retry\.\d+ms")
 
 
 def retry_name(delay_ms: int) -> str:
@@ -67,6 +89,15 @@ class RabbitMQ(Broker):
 
     def own_queues(self) -> list[Queue]:
         return [self.dead_letter_queue(), *self._retry_queues()]
+
+    def owns_queue(self, name: str) -> bool:
+        return name == DEAD_LETTER_QUEUE or bool(RETRY_NAME.fullmatch(name))
+
+    def owns_exchange(self, name: str) -> bool:
+        return name == DEAD_LETTER_EXCHANGE or bool(RETRY_NAME.fullmatch(name))
+
+    def topology_editor(self, connection: Connection) -> RabbitMQTopologyEditor:
+        return RabbitMQTopologyEditor(connection, ManagementAPI.for_broker(self.url))
 
     def dead_letter_queue(self) -> Queue:
         return Queue(DEAD_LETTER_QUEUE, exchange=self._dead_letter_exchange(), routing_key=DEAD_LETTER_QUEUE,
@@ -216,3 +247,165 @@ class ConfirmedPublisher(Publisher):
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self._nacked.update(tag for tag in self._unsettled if tag == delivery_tag or (multiple and tag < delivery_tag))
         self._on_ack(delivery_tag, multiple)
+
+
+class QueueMover(ConfirmedPublisher):
+    """Moves a queue's messages into another through the default exchange, each acked
+    from its queue only once the broker has confirmed its copy: interrupted, a message
+    is in its queue (unacked ones go back as the channel closes) or in both, never in neither."""
+
+    #: Messages taken, copied and confirmed at a time (one confirm round trip each).
+    batch_size = 200
+
+    def move(self, source: str, destination: str) -> int:
+        moved = 0
+        while True:
+            taken = []
+            while len(taken) < self.batch_size and (message := self.channel.basic_get(source, no_ack=False)):
+                taken.append(message)
+            if not taken:
+                return moved
+            for message in taken:
+                # The message as it was taken: body, headers and properties unchanged.
+                self._send(message, exchange=DEFAULT_EXCHANGE, routing_key=destination)
+                self._published += 1
+                self._unsettled.add(self._published)
+            self._wait_for_confirms()
+            if self._nacked or self._returned:
+                raise PublishRefusedError(f"RabbitMQ refused the copies of {len(taken)} messages of {source} into "
+                                          f"{destination}: none was acked, they stay in {source}")
+            self.channel.basic_ack(taken[-1].delivery_tag, multiple=True)
+            moved += len(taken)
+
+    def _on_return(self, exc, exchange, routing_key, message) -> None:
+        # The destination is gone; a return names no delivery tag: nothing of the batch counts.
+        self._returned.update(self._unsettled)
+
+
+class ManagementAPI:
+    """What AMQP cannot list (queues, exchanges, bindings), read from RabbitMQ's management
+    plugin over HTTP (``BUS_RABBITMQ_MANAGEMENT_URL``)."""
+
+    def __init__(self, url: str, username: str, password: str, *, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+    @classmethod
+    def for_broker(cls, broker_url: str) -> ManagementAPI:
+        """The API of the broker at ``broker_url``, with its user unless the setting names another."""
+        broker = urllib.parse.urlsplit(broker_url)
+        configured = urllib.parse.urlsplit(settings.BUS_RABBITMQ_MANAGEMENT_URL)
+        if configured.hostname:
+            account, address = (configured if configured.username else broker), configured
+            url = address._replace(netloc=address.netloc.rsplit("@", 1)[-1]).geturl()
+        else:
+            tls = broker.scheme == "amqps"
+            account = broker
+            url = f"{'https' if tls else 'http'}://{broker.hostname or 'localhost'}:{15671 if tls else 15672}"
+        return cls(url, urllib.parse.unquote(account.username or "guest"),
+                   urllib.parse.unquote(account.password or "guest"), timeout=settings.BUS_CONFIRM_TIMEOUT)
+
+    def get(self, path: str) -> list[dict]:
+        request = urllib.request.Request(f"{self.url}/api/{path}", headers={"Authorization": self._authorization})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            hint = (" (its user needs the management or monitoring tag)" if exc.code in (401, 403) else "")
+            raise TopologyPlanError(f"RabbitMQ's management API at {self.url} answered {exc.code} {exc.reason}"
+                                    f"{hint}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise TopologyPlanError(
+                f"cannot read the topology from RabbitMQ's management API at {self.url} "
+                f"({getattr(exc, 'reason', exc)}): enable the rabbitmq_management plugin "
+                "(`rabbitmq-plugins enable rabbitmq_management`) or set BUS_RABBITMQ_MANAGEMENT_URL") from exc
+
+
+class RabbitMQTopologyEditor(TopologyEditor):
+    """Reads the topology from the management API and changes it over AMQP."""
+
+    # A quorum queue, as the queues whose messages it holds meanwhile.
+    holding_arguments: ClassVar[dict] = {"x-queue-type": "quorum"}
+
+    def __init__(self, connection: Connection, api: ManagementAPI) -> None:
+        self.connection = connection
+        self.api = api
+        self._channel = None
+
+    @property
+    def channel(self):
+        # A refused operation (an exchange still bound) closes its channel: a new one after it.
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self.connection.channel()
+        return self._channel
+
+    def actual(self) -> BrokerTopology:
+        vhost = urllib.parse.quote(self.connection.virtual_host or "/", safe="")
+        exchanges = {
+            e["name"]: ExchangeState(e["name"], e["type"], durable=e["durable"])
+            for e in self.api.get(f"exchanges/{vhost}?columns=name,type,durable")
+            # The default exchange and RabbitMQ's amq.* are the broker's own.
+            if e["name"] and not e["name"].startswith("amq.")
+        }
+        bindings = defaultdict(set)
+        for found in self.api.get(f"bindings/{vhost}"):
+            # The default exchange's binding of every queue to its name is implicit.
+            if found["destination_type"] == "queue" and found["source"]:
+                bindings[found["destination"]].add(Binding(found["source"], found["routing_key"]))
+        queues = {}
+        for found in self.api.get(f"queues/{vhost}?columns=name,durable,arguments,exclusive,messages,consumers"):
+            name = found["name"]
+            # The API's counts are sampled every few seconds; the queue's own are exact.
+            messages, consumers = (found.get("messages") or 0, found.get("consumers") or 0)
+            if not found.get("exclusive"):
+                messages, consumers = self.counts(name)
+            queues[name] = QueueState(name, arguments=found["arguments"], bindings=frozenset(bindings[name]),
+                                      durable=found["durable"], messages=messages, consumers=consumers)
+        return BrokerTopology(exchanges=exchanges, queues=queues)
+
+    def declare_exchange(self, exchange: ExchangeState) -> None:
+        self.channel.exchange_declare(exchange=exchange.name, type=exchange.type, durable=exchange.durable,
+                                      auto_delete=False)
+
+    def redeclare_exchange(self, exchange: ExchangeState) -> None:
+        self.channel.exchange_delete(exchange=exchange.name)
+        self.declare_exchange(exchange)
+
+    def delete_exchange(self, name: str) -> bool:
+        try:
+            self.channel.exchange_delete(exchange=name, if_unused=True)
+        except PreconditionFailed:
+            return False
+        return True
+
+    def declare_queue(self, queue: QueueState) -> None:
+        self.channel.queue_declare(queue=queue.name, durable=queue.durable, auto_delete=False,
+                                   arguments=queue.arguments or None)
+        for binding in sorted(queue.bindings):
+            self.bind(queue.name, binding)
+
+    def bind(self, queue: str, binding: Binding) -> None:
+        self.channel.queue_bind(queue=queue, exchange=binding.exchange, routing_key=binding.routing_key)
+
+    def unbind(self, queue: str, binding: Binding) -> None:
+        self.channel.queue_unbind(queue=queue, exchange=binding.exchange, routing_key=binding.routing_key)
+
+    def counts(self, queue: str) -> tuple[int, int]:
+        try:
+            declared = self.channel.queue_declare(queue=queue, passive=True)
+        except NotFound:
+            return 0, 0  # gone meanwhile: it holds nothing
+        return declared.message_count, declared.consumer_count
+
+    def delete_queue(self, queue: str) -> None:
+        # Never ``if_empty``: quorum queues refuse it (NOT_IMPLEMENTED); the caller counted.
+        self.channel.queue_delete(queue=queue)
+
+    def move(self, source: str, destination: str) -> int:
+        channel = self.connection.channel()
+        try:
+            return QueueMover(channel, timeout=settings.BUS_CONFIRM_TIMEOUT).move(source, destination)
+        finally:
+            # What was taken and not acked (an error) goes back to ``source`` now.
+            channel.close()

@@ -54,6 +54,10 @@ consumer's queue alone, so ``visibility_timeout`` must exceed the longest a
 worker holds a message: the task time limit plus the longest retry wait
 (``messaging.checks``). Streams need Redis 6.2 or later (``XPENDING ... IDLE``);
 message priorities are not kept (the bus sets none).
+
+``bus_topology --plan`` reads the streams and kombu's binding sets
+(``RedisTopologyEditor``); Redis keeps no exchanges and no queue arguments, so
+there is nothing of theirs to plan.
 """
 
 from __future__ import annotations
@@ -65,11 +69,12 @@ import socket
 import sys
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import checks
-from kombu import Queue
+from kombu import Connection, Queue
 from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -86,6 +91,7 @@ from messaging.brokers.base import (
     Outgoing,
     ReplyConfirmedPublisher,
 )
+from messaging.topology_plan import Binding, BrokerTopology, QueueState, TopologyEditor
 
 logger = logging.getLogger(__name__)
 
@@ -623,6 +629,78 @@ class RedisPublisher(ReplyConfirmedPublisher):
         return outcome
 
 
+class RedisTopologyEditor(TopologyEditor):
+    """A queue is a stream; a binding is a member (routing key, pattern, queue) of kombu's
+    set ``_kombu.binding.<exchange>``, which a publish reads to route. Redis keeps no
+    exchanges (each process declares kombu's in its own memory) and no queue arguments."""
+
+    def __init__(self, channel: Channel, *, active_within: float) -> None:
+        self.channel = channel
+        #: A consumer that has not read for this long is a dead worker's (Redis keeps it listed).
+        self.active_within_ms = int(active_within * 1000)
+
+    @property
+    def client(self):
+        return self.channel.client
+
+    def actual(self) -> BrokerTopology:
+        bindings = defaultdict(set)
+        prefix = self.channel.keyprefix_queue % ("",)
+        for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+            exchange = bytes_to_str(key)[len(prefix):]
+            for member in self.client.smembers(key):
+                routing_key, _, queue = bytes_to_str(member).split(self.channel.sep)
+                bindings[queue].add(Binding(exchange, routing_key))
+        # A queue bound but without its stream yet (nothing published, no worker) is a queue too.
+        names = {bytes_to_str(key) for key in self.client.scan_iter(count=1000, _type="STREAM")} | set(bindings)
+        queues = {}
+        for name in names:
+            messages, consumers = self.counts(name)
+            queues[name] = QueueState(name, arguments=None, bindings=frozenset(bindings[name]),
+                                      messages=messages, consumers=consumers)
+        return BrokerTopology(exchanges=None, queues=queues)
+
+    def declare_queue(self, queue: QueueState) -> None:
+        with contextlib.suppress(self.channel.ResponseError):  # BUSYGROUP: it exists
+            self.client.xgroup_create(queue.name, GROUP, id="0", mkstream=True)
+        for binding in sorted(queue.bindings):
+            self.bind(queue.name, binding)
+
+    def _binding_keys_and_member(self, queue: str, binding: Binding) -> tuple[list[str], str]:
+        # A direct exchange's binding has no pattern (kombu's ``prepare_bind``); the permanent
+        # set keeps kombu's sweep of expiring bindings off it.
+        member = self.channel.sep.join([binding.routing_key, "", queue])
+        return [self.channel.keyprefix_queue % (binding.exchange,),
+                self.channel.keyprefix_binding_permanent % (binding.exchange,)], member
+
+    def bind(self, queue: str, binding: Binding) -> None:
+        keys, member = self._binding_keys_and_member(queue, binding)
+        with self.client.pipeline() as pipe:
+            for key in keys:
+                pipe.sadd(key, member)
+            pipe.execute()
+
+    def unbind(self, queue: str, binding: Binding) -> None:
+        keys, member = self._binding_keys_and_member(queue, binding)
+        with self.client.pipeline() as pipe:
+            for key in keys:
+                pipe.srem(key, member)
+            pipe.execute()
+
+    def counts(self, queue: str) -> tuple[int, int]:
+        """Entries in the stream (waiting, and taken but not acked), and the consumers
+        that read it lately."""
+        messages = self.client.xlen(queue)
+        try:
+            consumers = self.client.xinfo_consumers(queue, GROUP)
+        except self.channel.ResponseError:
+            return messages, 0  # no such stream, or no group yet: nobody reads it
+        return messages, sum(1 for consumer in consumers if consumer["idle"] < self.active_within_ms)
+
+    def delete_queue(self, queue: str) -> None:
+        self.client.delete(queue)
+
+
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the bus's fan-out, delivery limit and dead letters
     (``CELERY_BROKER_TRANSPORT``)."""
@@ -696,6 +774,9 @@ class Redis(Broker):
 
     def dead_letter_queue(self) -> Queue:
         return Queue(DEAD_LETTER_QUEUE, exchange="", routing_key=DEAD_LETTER_QUEUE, durable=True)
+
+    def topology_editor(self, connection: Connection) -> RedisTopologyEditor:
+        return RedisTopologyEditor(connection.default_channel, active_within=settings.BUS_REDIS_VISIBILITY_TIMEOUT)
 
     def own_queues(self) -> list[Queue]:
         return [self.dead_letter_queue()]

@@ -1,19 +1,87 @@
 import json
+import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from messaging.topology import Topology
+from messaging import brokers
+from messaging.topology import Topology, holding_queue_name
+from messaging.topology_plan import Outcome, Plan, TopologyPlanError, apply
+
+#: Exit status of ``--plan`` (and of ``--apply``) when the broker still differs from the code:
+#: distinct from 1 (an error) and 2 (bad options), for deploy scripts and CI.
+CHANGES_PENDING = 3
 
 
 class Command(BaseCommand):
-    help = "Show the exchanges, queues, bindings and handlers derived from the code."
+    help = (
+        "Show the exchanges, queues, bindings and handlers derived from the code. With --plan, compare "
+        "them with the broker's and list what --apply would change (exit 3 while anything differs)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=["text", "json"], default="text")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--plan", action="store_true",
+                          help="list what differs between the broker and the code; exit 3 if anything does")
+        mode.add_argument("--apply", action="store_true",
+                          help="make what is safe of the plan: create, bind and unbind, redeclare a queue whose "
+                               "arguments changed (its workers stopped), delete unused queues that are empty")
+        parser.add_argument("--delete-unused-with-messages", action="store_true",
+                            help="with --apply: delete a queue the code no longer declares even if it holds "
+                                 "messages (they are lost)")
 
     def handle(self, *args, **options):
-        topology = Topology().describe()
+        if options["delete_unused_with_messages"] and not options["apply"]:
+            raise CommandError("--delete-unused-with-messages goes with --apply")
+        if not (options["plan"] or options["apply"]):
+            self._show_declared(options["format"])
+            return
+        broker = brokers.current()
+        topology = Topology(broker=broker)
+        try:
+            with broker.connection() as connection:
+                editor = broker.topology_editor(connection)
+                plan = topology.plan(editor.actual())
+                outcomes = None
+                if options["apply"]:
+                    outcomes = apply(plan, editor, holding_name=holding_queue_name,
+                                     delete_unused_with_messages=options["delete_unused_with_messages"])
+                    plan = topology.plan(editor.actual())
+        except TopologyPlanError as exc:
+            raise CommandError(str(exc)) from exc
         if options["format"] == "json":
+            report = plan.as_dict() if outcomes is None else {
+                "applied": [{**o.step.as_dict(), "done": o.done, "note": o.note} for o in outcomes],
+                "remaining": plan.as_dict(),
+            }
+            self.stdout.write(json.dumps(report, indent=2))
+        else:
+            if outcomes is not None:
+                self._show_outcomes(outcomes)
+            self._show_plan(plan, applied=outcomes is not None)
+        if not plan.in_sync:
+            sys.exit(CHANGES_PENDING)
+
+    def _show_outcomes(self, outcomes: list[Outcome]) -> None:
+        self.stdout.write("Applied" if outcomes else "Applied: nothing to do")
+        for outcome in outcomes:
+            state = "done" if outcome.done else "NOT DONE"
+            note = f": {outcome.note}" if outcome.note else ""
+            self.stdout.write(f"  {state:8}  {outcome.step.action:22} {outcome.step.describe()}{note}")
+
+    def _show_plan(self, plan: Plan, *, applied: bool) -> None:
+        if plan.in_sync:
+            self.stdout.write(f"In sync: {plan.broker} has what the code declares.")
+            return
+        self.stdout.write(f"{'Still pending' if applied else 'Plan'} for {plan.broker}:")
+        for step in plan.steps:
+            self.stdout.write(f"  {step.action:22} {step.describe()}")
+        self.stdout.write(f"{len(plan.steps)} change(s) pending (exit status {CHANGES_PENDING})"
+                          + ("." if applied else "; `manage.py bus_topology --apply` makes what is safe of them."))
+
+    def _show_declared(self, output_format: str) -> None:
+        topology = Topology().describe()
+        if output_format == "json":
             self.stdout.write(json.dumps(topology, indent=2))
             return
         self.stdout.write("Exchanges")
