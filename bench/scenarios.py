@@ -155,6 +155,11 @@ def price_changes(count: int, prefix: str = "BENCH") -> list[ProductPriceChanged
                                 price_version=1, currency="EUR") for i in range(count)]
 
 
+#: What the platform's subscribers of a price change are named in the inbox (``<context>:<type>``):
+#: basket's and ordering's, and no baseline's.
+PRICE_SUBSCRIBERS = ":catalog.ProductPriceChanged"
+
+
 def wait_for_rows(expected: int, *, consumer_like: str = "", timeout: float = 600) -> float:
     """Wait until the inbox holds ``expected`` rows; return the monotonic time it did."""
     rows = InboxMessage.objects.filter(consumer__contains=consumer_like)
@@ -430,7 +435,7 @@ class EndToEnd:
             cpu_before, started = self._cpu(), time.monotonic()
             pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
             profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
-            finished = wait_for_rows(2 * count, consumer_like="apps.")
+            finished = wait_for_rows(2 * count, consumer_like=PRICE_SUBSCRIBERS)
             cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "platform")
             for profiler in profilers:
                 profiler.wait()
@@ -466,7 +471,7 @@ class EndToEnd:
             with transaction.atomic():
                 operator.send_many(commands)
             started = time.monotonic()
-            finished = wait_for_rows(count, consumer_like="apps.catalog.")
+            finished = wait_for_rows(count, consumer_like="catalog:catalog.")
             return {"platform": count / (finished - started)}
 
         def baseline() -> dict:
@@ -511,9 +516,9 @@ class EndToEnd:
                 return str(envelope.id), time.time()  # after the commit
 
             sent_at = paced(send_one)
-            wait_for_rows(2 * count, consumer_like="apps.")
+            wait_for_rows(2 * count, consumer_like=PRICE_SUBSCRIBERS)
             latencies = [ms_since(row.handled_at, sent_at[str(row.message_id)])
-                         for row in InboxMessage.objects.filter(consumer__startswith="apps.")]
+                         for row in InboxMessage.objects.filter(consumer__contains=PRICE_SUBSCRIBERS)]
             return percentiles(latencies, "platform")
 
         def baseline() -> dict:

@@ -103,7 +103,7 @@ def test_an_event_retried_for_one_subscriber_never_reaches_the_others():
     deliveries = TestBus().run_until_quiet()
 
     assert [delivery.context for delivery in deliveries] == ["ordering"]
-    assert not InboxMessage.objects.filter(consumer__startswith="apps.basket").exists()
+    assert not InboxMessage.objects.filter(consumer__startswith="basket:").exists()
 
 
 def test_two_dead_letters_of_one_delivery_go_back_as_one_message():
