@@ -32,10 +32,19 @@ class RenameHandlers(migrations.RunPython):
         return f"Rename {len(self.renames)} handler(s) in the inbox and the dead letters"
 
     def _forwards(self, apps, schema_editor) -> None:
-        rename_consumers(apps, schema_editor.connection.alias, self.renames)
+        rename_consumers(apps, schema_editor.connection.alias, self._renames_today())
 
     def _backwards(self, apps, schema_editor) -> None:
-        rename_consumers(apps, schema_editor.connection.alias, {new: old for old, new in self.renames.items()})
+        rename_consumers(apps, schema_editor.connection.alias, {new: old for old, new in self._renames_today().items()})
+
+    def _renames_today(self) -> dict[str, str]:
+        """The renames, each new name that is a handler function's path given as that handler's
+        consumer name: a rename written when names were functions' paths, applied after the bus
+        moved to stable names (its ``0008_stable_consumer_names``), must not bring them back."""
+        from messaging.registry import registry  # as the code fills it: ``migrate`` loads every app first
+
+        consumer_of = {handler.function: handler.name for handler in registry.handlers}
+        return {old: consumer_of.get(new, new) for old, new in self.renames.items()}
 
 
 def rename_consumers(apps, database: str, renames: dict[str, str]) -> None:
