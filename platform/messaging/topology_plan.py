@@ -314,10 +314,17 @@ class Outcome:
 
 
 def apply(plan: Plan, editor: TopologyEditor, *, holding_name: Callable[[str], str],
-          delete_unused_with_messages: bool = False) -> list[Outcome]:
+          delete_unused_with_messages: bool = False,
+          arriving_by_name: Callable[[str], str | None] = lambda queue: None) -> list[Outcome]:
     """Carry out ``plan`` in its order; a step refused (consumers attached, messages in an
     unused queue) is reported and the others still run. Each step checks the broker again:
-    the plan may be minutes old."""
+    the plan may be minutes old.
+
+    ``arriving_by_name(queue)`` says what may still be routed to the queue by its name rather
+    than through a binding (a retry waiting to come back, a copy for that context alone), or
+    None: a queue is never deleted, to be declared again or not, while something is, since
+    the broker drops a message routed by name to a queue that is not there.
+    """
     outcomes = []
     for step in plan.steps:
         if isinstance(step, CreateExchange):
@@ -331,14 +338,16 @@ def apply(plan: Plan, editor: TopologyEditor, *, holding_name: Callable[[str], s
         elif isinstance(step, Unbind):
             editor.unbind(step.queue, step.binding)
         elif isinstance(step, RedeclareQueue):
-            outcomes.append(_redeclare_queue(step, editor, holding_name(step.queue.name)))
+            outcomes.append(_arriving_refusal(step, step.queue.name, arriving_by_name)
+                            or _redeclare_queue(step, editor, holding_name(step.queue.name)))
             continue
         elif isinstance(step, RestoreHeld):
             moved = _restore(editor, step.queue, step.holding)
             outcomes.append(Outcome(step, True, f"{moved} message(s) moved back"))
             continue
         elif isinstance(step, DeleteQueue):
-            outcomes.append(_delete_unused_queue(step, editor, delete_unused_with_messages))
+            outcomes.append(_arriving_refusal(step, step.queue.name, arriving_by_name)
+                            or _delete_unused_queue(step, editor, delete_unused_with_messages))
             continue
         elif isinstance(step, DeleteExchange):
             deleted = editor.delete_exchange(step.name)
@@ -346,6 +355,12 @@ def apply(plan: Plan, editor: TopologyEditor, *, holding_name: Callable[[str], s
             continue
         outcomes.append(Outcome(step, True))
     return outcomes
+
+
+def _arriving_refusal(step: Step, queue: str, arriving_by_name: Callable[[str], str | None]) -> Outcome | None:
+    arriving = arriving_by_name(queue)
+    return Outcome(step, False, f"refused: {arriving}, and the broker drops what is routed by name to a "
+                                "queue that is not there; --apply again once they have arrived") if arriving else None
 
 
 def _redeclare_queue(step: RedeclareQueue, editor: TopologyEditor, holding: str) -> Outcome:

@@ -1,13 +1,17 @@
 """The topology plan: what ``bus_topology --plan`` finds between the broker and the code, computed
 on plain data, and what ``--apply`` does with it, against an in-memory broker."""
 
+import uuid
 from io import StringIO
 from typing import ClassVar
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from apps.payment.messages import RefundPayment
 from messaging import brokers
+from messaging.management.commands.bus_topology import _arriving_by_name
+from messaging.outbox import redeliver
 from messaging.topology import Topology, held_queue_of, holding_queue_name
 from messaging.topology_plan import (
     Bind,
@@ -27,6 +31,8 @@ from messaging.topology_plan import (
     apply,
     diff,
 )
+from tests.brokers import on_broker
+from tests.senders import send
 
 PRICE = Binding("events.catalog.ProductPriceChanged", "catalog.ProductPriceChanged")
 LIMIT_5 = {"x-queue-type": "quorum", "x-delivery-limit": 5}
@@ -247,3 +253,34 @@ def test_plan_on_the_embedded_broker_says_it_is_not_supported():
 def test_delete_unused_with_messages_is_refused_without_apply():
     with pytest.raises(CommandError, match="goes with --apply"):
         call_command("bus_topology", "--plan", "--delete-unused-with-messages", stdout=StringIO())
+
+
+@pytest.mark.parametrize("step", ["redeclare", "delete"])
+def test_apply_touches_no_queue_something_may_still_reach_by_its_name(step):
+    # A retry expiring back to a queue, or a copy for its context alone, is routed by the
+    # queue's name: the broker drops it if the queue is gone at that moment.
+    name = "payment.commands" if step == "redeclare" else "shipping.events.catalog.ProductPriceChanged"
+    broker = InMemoryBroker(_queue(name, LIMIT_5, messages=3))
+    declared = _topology(_queue(name, LIMIT_7)) if step == "redeclare" else _topology()
+
+    [outcome] = _apply(broker, declared, delete_unused_with_messages=True,
+                       arriving_by_name=lambda queue: "1 retry waits in the retry queues" if queue == name else None)
+
+    assert not outcome.done and outcome.note.startswith("refused: 1 retry waits in the retry queues")
+    assert broker.queues[name].arguments == LIMIT_5 and len(broker.messages[name]) == 3
+
+
+@pytest.mark.django_db
+def test_the_command_counts_retries_and_copies_for_the_context_alone_as_arriving_by_name(settings):
+    on_broker(settings, "rabbitmq")
+    broker = InMemoryBroker(_queue("retry.2000ms", {}, (), messages=2), _queue("payment.commands"))
+    broker.actual = lambda: BrokerTopology(exchanges=None, queues=dict(broker.queues))
+    arriving = _arriving_by_name(brokers.current(), broker)
+    assert arriving("payment.commands") == "2 retries wait in the retry queues to come back by name"
+
+    broker.messages["retry.2000ms"] = []
+    assert arriving("payment.commands") is None
+    envelope = send(RefundPayment(order_id=uuid.uuid4()))
+    redeliver(envelope, context="payment")
+    assert "the outbox holds 1 message(s) for payment alone" in arriving("payment.commands")
+    assert arriving("basket.events.catalog.ProductPriceChanged") is None

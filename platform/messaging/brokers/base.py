@@ -284,6 +284,11 @@ class Broker:
         """Exchanges the broker needs beside the registry's (dead letters, retries)."""
         return []
 
+    def returns_by_name(self, queue: str) -> bool:
+        """Whether what waits in ``queue`` goes back to another queue by that queue's name
+        (RabbitMQ's retry queues), not through a binding."""
+        return False
+
     def own_queues(self) -> list[Queue]:
         """Queues the broker needs beside the contexts' (dead letters, retries)."""
         return []

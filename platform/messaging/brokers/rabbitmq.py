@@ -93,6 +93,9 @@ class RabbitMQ(Broker):
     def owns_queue(self, name: str) -> bool:
         return name == DEAD_LETTER_QUEUE or bool(RETRY_NAME.fullmatch(name))
 
+    def returns_by_name(self, queue: str) -> bool:
+        return bool(RETRY_NAME.fullmatch(queue))
+
     def owns_exchange(self, name: str) -> bool:
         return name == DEAD_LETTER_EXCHANGE or bool(RETRY_NAME.fullmatch(name))
 

@@ -4,7 +4,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from messaging import brokers
-from messaging.topology import Topology, holding_queue_name
+from messaging.models import OutboxMessage
+from messaging.topology import Topology, context_of_queue, holding_queue_name
 from messaging.topology_plan import Outcome, Plan, TopologyPlanError, apply
 
 #: Exit status of ``--plan`` (and of ``--apply``) when the broker still differs from the code:
@@ -45,7 +46,8 @@ class Command(BaseCommand):
                 outcomes = None
                 if options["apply"]:
                     outcomes = apply(plan, editor, holding_name=holding_queue_name,
-                                     delete_unused_with_messages=options["delete_unused_with_messages"])
+                                     delete_unused_with_messages=options["delete_unused_with_messages"],
+                                     arriving_by_name=_arriving_by_name(broker, editor))
                     plan = topology.plan(editor.actual())
         except TopologyPlanError as exc:
             raise CommandError(str(exc)) from exc
@@ -97,3 +99,23 @@ class Command(BaseCommand):
             self.stdout.write(f"  {context}: consumes {', '.join(about['queues'])}")
             for handler in about["handlers"]:
                 self.stdout.write(f"    {handler['kind']:7} {handler['message_type']:35} -> {handler['handler']}")
+
+
+def _arriving_by_name(broker, editor):
+    """What may still reach a queue by its name, not through a binding: retries waiting in
+    the broker's retry queues (any of them may return to it), and copies the outbox holds for
+    its context alone (a dead letter's retry, a catch-up), which the relay sends by name."""
+    retry_queues = [name for name in editor.actual().queues if broker.returns_by_name(name)]
+
+    def arriving(queue: str) -> str | None:
+        retrying = sum(editor.counts(name)[0] for name in retry_queues)
+        if retrying:
+            return f"{retrying} retr{'y waits' if retrying == 1 else 'ies wait'} in the retry queues to come back by name"
+        context = context_of_queue(queue)
+        copies = OutboxMessage.objects.filter(published_at__isnull=True, redeliver_to=context).count()
+        if copies:
+            return (f"the outbox holds {copies} message(s) for {context} alone (a dead letter's retry, a catch-up) "
+                    "the relay has not published")
+        return None
+
+    return arriving
