@@ -22,7 +22,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from messaging.contracts import Message
-from messaging.schema_compatibility import breaking_changes
+from messaging.schema_compatibility import CONSTRAINT_TIGHTENED, ENUM_VALUE_REMOVED, TYPE_NARROWED, breaking_changes
 
 CONTRACT_REMOVED = "contract removed"
 NOT_LOCKED = "not locked"
@@ -30,6 +30,7 @@ KIND_CHANGED = "kind changed"
 OWNER_CHANGED = "owner changed"
 VERSION_LOWERED = "version lowered"
 NO_UPCASTER = "no upcaster"
+CONSUMERS_FIRST = "consumers first"
 
 #: What the lock file says about itself, for whoever opens it.
 LOCK_COMMENT = ("The JSON Schema of every contract version, written by `python manage.py bus_contracts lock` "
@@ -176,6 +177,7 @@ def _contract_findings(contract: type[Message], locked: LockedContract | None) -
             findings.append(Finding(message_type, version, "", NOT_LOCKED,
                                     "changed compatibly since it was locked: run `python manage.py bus_contracts "
                                     "lock`", breaking=False))
+            findings.extend(_widenings(message_type, version, locked.versions[version], schema))
     else:
         findings.append(Finding(message_type, version, "", NOT_LOCKED,
                                 "a new version: run `python manage.py bus_contracts lock`", breaking=False))
@@ -186,6 +188,25 @@ def _contract_findings(contract: type[Message], locked: LockedContract | None) -
                                 f"consumers of the new code could not read messages of version {previous} still "
                                 f"in flight: register `@{contract.__name__}.upcaster(from_version={missing})`"))
     return findings
+
+
+def _widenings(message_type: str, version: int, locked: dict[str, Any], schema: dict[str, Any]) -> list[Finding]:
+    """Where the code's schema accepts values the locked one refuses (a constraint loosened, an
+    enum value added, integer widened to number): read backwards, the comparison's narrowings.
+
+    Not breaking for the new code, which reads everything the old wrote; but a consumer still
+    running the old code refuses such a value when a new publisher writes one, and a refusal
+    at the consumer is a dead letter. A field added is not among them: consumers ignore
+    fields they do not know.
+    """
+    value_rules = {TYPE_NARROWED, CONSTRAINT_TIGHTENED, ENUM_VALUE_REMOVED}
+    return [
+        Finding(message_type, version, change.path, CONSUMERS_FIRST,
+                f"the code before accepts less here ({change.detail}, reading from this code to it): deploy "
+                "every consumer before any publisher writes such a value, or make it a new version",
+                breaking=False)
+        for change in breaking_changes(schema, locked) if change.rule in value_rules
+    ]
 
 
 def _previous_version(versions: Iterable[int], contract: type[Message]) -> int | None:

@@ -14,7 +14,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import pluralize
 
-from messaging.contract_lock import ContractLock, ContractLockError, check, read_lock, relocked, write_lock
+from messaging.contract_lock import (
+    CONSUMERS_FIRST,
+    ContractLock,
+    ContractLockError,
+    check,
+    read_lock,
+    relocked,
+    write_lock,
+)
 from messaging.registry import registry
 
 
@@ -74,9 +82,12 @@ class Command(BaseCommand):
             if path.exists():
                 raise CommandError(f"{error}\nMove it away or repair it first: locking rewrites it") from None
             lock = ContractLock()
-        breaking = [finding for finding in check(lock, registry.contracts) if finding.breaking]
-        for finding in breaking:
-            self.stdout.write(str(finding))
+        findings = check(lock, registry.contracts)
+        breaking = [finding for finding in findings if finding.breaking]
+        # What the deploy must take care of, breaking or not (a widening needs the consumers first).
+        for finding in findings:
+            if finding.breaking or finding.rule == CONSUMERS_FIRST:
+                self.stdout.write(str(finding))
         if breaking and not force:
             raise CommandError(f"refused: {len(breaking)} breaking change{pluralize(len(breaking))} to what {path} "
                                "locked. Make an "
