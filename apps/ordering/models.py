@@ -40,10 +40,11 @@ class PriceListEntry(models.Model):
 
     sku = models.CharField(max_length=64, unique=True)
     price = models.DecimalField(max_digits=12, decimal_places=2)
-    #: The price's currency (ISO 4217), as the catalog announced it; entries made before
-    #: the catalog named one are in the catalog's default currency, EUR. A default in the
-    #: database too: code of the previous release, still running during a rolling deploy,
-    #: inserts entries without the column.
+    #: The price's currency (ISO 4217), as the catalog announced it (a price change of
+    #: version 1, which named none, in ``CATALOG_CURRENCY``). A default in the database
+    #: too, EUR, the catalog's unless set: the code of the release before, still running
+    #: during a rolling deploy, inserts entries without the column. A shop whose catalog
+    #: is in another currency sets it on those entries once the deploy is over.
     currency = models.CharField(max_length=3, default="EUR", db_default="EUR")
     #: The catalog's price version this entry reflects; older changes are ignored.
     price_version = models.PositiveIntegerField()
