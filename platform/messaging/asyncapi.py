@@ -22,13 +22,16 @@ import inspect
 import json
 import re
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from kombu import Exchange, Queue
 
 from messaging import brokers
 from messaging.brokers.base import PERSISTENT, Broker
 from messaging.contexts import OPERATOR_SOURCE
+from messaging.contract_lock import ContractLockError, read_lock
 from messaging.contracts import Envelope, Message
 from messaging.registry import Registry, registry as default_registry
 from messaging.task_message import CONTENT_ENCODING, CONTENT_TYPE, ENVELOPE_ARGUMENT, EMBED_KEYS
@@ -148,9 +151,15 @@ class _Builder:
         self.topology = Topology(registry, broker)
         self.vhost = amqp_vhost(broker.url.split(";")[0].strip()) if broker.speaks_amqp else None
         self.schemas: dict[str, Any] = {}
+        self.history = _locked_versions()
 
     def document(self) -> dict[str, Any]:
-        messages = {contract.type_name(): self.message(contract) for contract in self._contracts()}
+        messages = {}
+        for contract in self._contracts():
+            messages[contract.type_name()] = self.message(contract)
+            for version, schema in self.older_versions(contract).items():
+                messages[version_message_key(contract.type_name(), version)] = self.message(
+                    contract, version=version, data=schema)
         components = {"messages": messages, "schemas": self.schemas}
         return {
             "asyncapi": ASYNCAPI_VERSION,
@@ -170,6 +179,12 @@ class _Builder:
 
     def _contracts(self) -> list[type[Message]]:
         return sorted(self.registry.contracts, key=lambda contract: contract.type_name())
+
+    def older_versions(self, contract: type[Message]) -> dict[int, dict[str, Any]]:
+        """The schema of each older version a consumer still reads, as the contracts' lock
+        file keeps it (versions it does not hold are described by the current one only)."""
+        locked = self.history.get(contract.type_name(), {})
+        return {version: locked[version] for version in contract.readable_versions()[:-1] if version in locked}
 
     # Channels ---------------------------------------------------------------
 
@@ -248,7 +263,14 @@ class _Builder:
                 "to the one queue it failed on (the routing key it keeps).")
 
     def _message_refs(self, types: list[str]) -> dict[str, Any]:
-        return {t: {"$ref": f"#/components/messages/{_pointer(t)}"} for t in types}
+        """Each type's message, and a message per older version still read: during a rolling
+        deploy the code before still writes them."""
+        return {key: {"$ref": f"#/components/messages/{_pointer(key)}"} for t in types for key in self._keys(t)}
+
+    def _keys(self, message_type: str) -> list[str]:
+        contract = self.registry.contract_for(message_type)
+        older = self.older_versions(contract) if contract else {}
+        return [message_type, *(version_message_key(message_type, version) for version in older)]
 
     # Operations -------------------------------------------------------------
 
@@ -276,7 +298,8 @@ class _Builder:
                     "title": f"{context} receives {message_type}",
                     "summary": f"Handled by {', '.join(handlers)}.",
                     "tags": [{"name": context}],
-                    "messages": [{"$ref": f"#/channels/{_pointer(queue_id)}/messages/{_pointer(message_type)}"}],
+                    "messages": [{"$ref": f"#/channels/{_pointer(queue_id)}/messages/{_pointer(key)}"}
+                                 for key in self._keys(message_type)],
                     **({"bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}}}
                        if self.broker.speaks_amqp else {}),
                 }
@@ -300,31 +323,40 @@ class _Builder:
 
     # Messages ---------------------------------------------------------------
 
-    def message(self, contract: type[Message]) -> dict[str, Any]:
+    def message(self, contract: type[Message], *, version: int | None = None,
+                data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``contract``'s message, or that of an older ``version`` it still reads, whose ``data``
+        schema the lock file keeps."""
         message_type = contract.type_name()
+        key = message_type if version is None else version_message_key(message_type, version)
         summary, _, description = inspect.cleandoc(contract.__dict__.get("__doc__") or "").partition("\n")
-        self.schemas[message_type] = self.data_schema(contract)
-        self.schemas[f"{message_type}.envelope"] = self.envelope_schema(contract)
+        self.schemas[key] = self.data_schema(contract.model_json_schema() if data is None else copy.deepcopy(data),
+                                             owner=contract.context() if data is None else key,
+                                             fallback_owner=message_type)
+        self.schemas[f"{key}.envelope"] = self.envelope_schema(contract, version=version)
         versions = contract.readable_versions()
+        if version is None:
+            about_versions = (f"Written at version {contract.version}; read at versions "
+                              f"{', '.join(map(str, versions))} (older ones upcast to the current)."
+                              if len(versions) > 1 else f"Version {contract.version}.")
+        else:
+            about_versions = (f"Version {version}, as the code before version {contract.version} writes it: "
+                              f"still read (upcast to version {contract.version}), no longer written.")
         message = {
-            "name": message_type,
-            "title": f"{contract.__name__} ({contract.kind} of {contract.context()}, version {contract.version})",
+            "name": key,
+            "title": f"{contract.__name__} ({contract.kind} of {contract.context()}, "
+                     f"version {contract.version if version is None else version})",
             "summary": summary or f"The {contract.kind} {message_type}.",
-            "description": " ".join(part for part in (
-                description.strip().replace("\n", " "),
-                f"Written at version {contract.version}; read at versions "
-                f"{', '.join(map(str, versions))} (older ones upcast to the current)."
-                if len(versions) > 1 else f"Version {contract.version}.",
-            ) if part),
+            "description": " ".join(part for part in (description.strip().replace("\n", " "), about_versions) if part),
             "contentType": CONTENT_TYPE,
             "tags": [{"name": contract.kind}, {"name": contract.context()}],
             "headers": self.headers_schema(message_type),
-            "payload": self.body_schema(message_type),
+            "payload": self.body_schema(key),
             "correlationId": {
                 "description": "The business conversation; the AMQP property correlation_id holds it too.",
                 "location": CORRELATION_ID_LOCATION,
             },
-            "x-version": contract.version,
+            "x-version": contract.version if version is None else version,
             "x-readable-versions": versions,
         }
         if self.broker.speaks_amqp:
@@ -332,30 +364,36 @@ class _Builder:
                                             "bindingVersion": AMQP_BINDING_VERSION}}
         return message
 
-    def data_schema(self, contract: type[Message]) -> dict[str, Any]:
-        """The contract's JSON Schema (pydantic's, as it validates), its ``$defs`` moved into
-        ``components.schemas`` as ``<context>.<Name>`` (``<type>.<Name>`` where two contracts
-        of a context name different models alike)."""
-        schema = contract.model_json_schema()
+    def data_schema(self, schema: dict[str, Any], *, owner: str, fallback_owner: str) -> dict[str, Any]:
+        """A contract version's JSON Schema (pydantic's, as it validates), its ``$defs`` moved into
+        ``components.schemas`` as ``<owner>.<Name>`` (the context's, or an older version's key;
+        ``<fallback_owner>.<Name>``, the type's, where two contracts of a context name different
+        models alike)."""
         definitions = schema.pop("$defs", {})
-        moved = {name: f"{contract.context()}.{name}" for name in definitions}
+        moved = {name: f"{owner}.{name}" for name in definitions}
         if any(self.schemas.get(moved[name], _with_refs_moved(definition, moved)) != _with_refs_moved(definition, moved)
                for name, definition in definitions.items()):
             # All or none of the contract's models renamed, so its references stay consistent.
-            moved = {name: f"{contract.type_name()}.{name}" for name in definitions}
+            moved = {name: f"{fallback_owner}.{name}" for name in definitions}
         for name, definition in definitions.items():
             self.schemas[moved[name]] = _with_refs_moved(definition, moved)
         return _with_refs_moved(schema, moved)
 
-    def envelope_schema(self, contract: type[Message]) -> dict[str, Any]:
-        """The CloudEvent carrying ``contract``: the envelope's own schema (``Envelope``), each
-        attribute narrowed to what this contract's messages hold."""
+    def envelope_schema(self, contract: type[Message], *, version: int | None = None) -> dict[str, Any]:
+        """The CloudEvent carrying ``contract`` (at an older ``version``, if given): the envelope's
+        own schema (``Envelope``), each attribute narrowed to what those messages hold."""
         message_type = contract.type_name()
+        key = message_type if version is None else version_message_key(message_type, version)
         schema = copy.deepcopy(Envelope.model_json_schema())
         properties = schema["properties"]
         properties["type"] = {"type": "string", "const": message_type}
         properties["kind"] = {"type": "string", "const": contract.kind}
-        properties["version"] = {"type": "integer", "enum": contract.readable_versions()}
+        if version is None:
+            # The versions with no message of their own (no schema in the lock file) are told here.
+            undescribed = [v for v in contract.readable_versions() if v not in self.older_versions(contract)]
+            properties["version"] = {"type": "integer", "enum": undescribed}
+        else:
+            properties["version"] = {"type": "integer", "const": version}
         if contract.kind == "event":
             properties["source"] = {"type": "string", "const": contract.context()}
         else:
@@ -363,14 +401,15 @@ class _Builder:
                                     "enum": sorted({*self.registry.contexts_known(), OPERATOR_SOURCE})}
         # Absent rather than null (Envelope.to_json_dict): CloudEvents attributes have no null.
         properties["causationid"] = {"type": "string", "format": "uuid"}
-        properties["data"] = {"$ref": f"#/components/schemas/{_pointer(message_type)}"}
+        properties["data"] = {"$ref": f"#/components/schemas/{_pointer(key)}"}
         for name, description in ENVELOPE_ATTRIBUTES.items():
             properties[name] = {**{k: v for k, v in properties[name].items() if k != "title"},
                                 "description": description}
         # CloudEvents requires specversion; Envelope reads it as 1.0 when absent, but writes it always.
         schema["required"] = [*schema["required"], "specversion"]
-        return {**schema, "title": f"{message_type} envelope",
-                "description": f"The CloudEvent of {message_type} (JSON event format)."}
+        return {**schema, "title": f"{key} envelope",
+                "description": f"The CloudEvent of {message_type}"
+                               f"{'' if version is None else f' at version {version}'} (JSON event format)."}
 
     def body_schema(self, message_type: str) -> dict[str, Any]:
         """The task message's body, ``[args, kwargs, embed]``, as a JSON Schema tuple."""
@@ -419,6 +458,21 @@ class _Builder:
                 "description": "A retry's time to run: on this broker a retry waits in the worker.",
             }
         return headers
+
+
+def version_message_key(message_type: str, version: int) -> str:
+    """The message (and data schema) of an older version still read: ``<type>.v<N>``."""
+    return f"{message_type}.v{version}"
+
+
+def _locked_versions() -> dict[str, dict[int, dict[str, Any]]]:
+    """Every contract version's schema the lock file keeps (``BUS_CONTRACTS_LOCK``), by type;
+    none without a lock file (a project that keeps none describes current versions only)."""
+    try:
+        lock = read_lock(Path(settings.BUS_CONTRACTS_LOCK))
+    except ContractLockError:
+        return {}
+    return {message_type: dict(locked.versions) for message_type, locked in lock.contracts.items()}
 
 
 def _with_refs_moved(schema: Any, moved: dict[str, str]) -> Any:

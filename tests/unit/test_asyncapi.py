@@ -146,8 +146,37 @@ def test_the_owner_sends_each_event_and_each_subscriber_receives_it_on_its_own_q
     received = operations["ordering.receive.catalog.ProductPriceChanged"]
     assert received["action"] == "receive"
     assert received["channel"] == {"$ref": "#/channels/queue.ordering.events.catalog.ProductPriceChanged"}
-    assert received["messages"] == [{"$ref": "#/channels/queue.ordering.events.catalog.ProductPriceChanged"
-                                             "/messages/catalog.ProductPriceChanged"}]
+    # Version 1 too: it is still read (upcast), and the code before writes it during a deploy.
+    assert received["messages"] == [
+        {"$ref": "#/channels/queue.ordering.events.catalog.ProductPriceChanged/messages/catalog.ProductPriceChanged"},
+        {"$ref": "#/channels/queue.ordering.events.catalog.ProductPriceChanged/messages/catalog.ProductPriceChanged.v1"},
+    ]
+    assert sent["messages"] == [{"$ref": "#/channels/exchange.events.catalog.ProductPriceChanged"
+                                         "/messages/catalog.ProductPriceChanged"}]
+
+
+def test_an_older_version_still_read_is_a_message_of_its_own_with_the_schema_the_lock_file_keeps():
+    document = asyncapi.document()
+
+    older = document["components"]["messages"]["catalog.ProductPriceChanged.v1"]
+    assert older["x-version"] == 1 and "still read (upcast to version 2), no longer written" in older["description"]
+    schemas = document["components"]["schemas"]
+    envelope = schemas["catalog.ProductPriceChanged.v1.envelope"]
+    assert envelope["properties"]["version"]["const"] == 1
+    assert "currency" not in _resolve(document, envelope["properties"]["data"]["$ref"])["required"]
+    current = schemas["catalog.ProductPriceChanged.envelope"]
+    assert current["properties"]["version"]["enum"] == [2]
+    assert "currency" in _resolve(document, current["properties"]["data"]["$ref"])["required"]
+
+
+def test_without_a_lock_file_only_the_current_versions_are_described(settings, tmp_path):
+    settings.BUS_CONTRACTS_LOCK = tmp_path / "none.json"
+
+    document = asyncapi.document()
+
+    assert "catalog.ProductPriceChanged.v1" not in document["components"]["messages"]
+    assert document["components"]["schemas"]["catalog.ProductPriceChanged.envelope"]["properties"]["version"][
+        "enum"] == [1, 2]
 
 
 def test_each_command_is_received_by_its_owner_on_its_command_queue(settings):
@@ -189,7 +218,8 @@ def test_each_contract_is_a_message_whose_payload_is_the_task_message_around_its
     document = asyncapi.document()
 
     messages = document["components"]["messages"]
-    assert sorted(messages) == sorted(c.type_name() for c in registry.contracts)
+    # And each older version still read, whose schema the lock file keeps.
+    assert sorted(messages) == sorted([*(c.type_name() for c in registry.contracts), "catalog.ProductPriceChanged.v1"])
     message = messages["catalog.ReserveStock"]
     assert (message["name"], message["contentType"], message["x-version"]) == ("catalog.ReserveStock", "application/json", 1)
     assert message["correlationId"]["location"] == "$message.payload#/1/envelope/correlationid"
