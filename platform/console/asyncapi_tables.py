@@ -104,7 +104,7 @@ def operations_by_context(document: dict[str, Any]) -> dict[str, list[dict[str, 
         channel = document["channels"][_last_token(operation["channel"]["$ref"])]
         grouped.setdefault(context, []).append({
             "id": operation_id, "action": operation["action"], "channel": channel["address"],
-            "messages": ", ".join(_last_token(m["$ref"]) for m in operation["messages"]),
+            "messages": [_last_token(m["$ref"]) for m in operation["messages"]],
             "summary": operation.get("summary", ""),
         })
     return {context: sorted(rows, key=lambda row: (row["action"] != "send", row["messages"]))

@@ -138,7 +138,8 @@ def asyncapi(request):
         "servers": document["servers"],
         "channels": asyncapi_tables.channels(document),
         "operations": asyncapi_tables.operations_by_context(document),
-        "messages": asyncapi_tables.messages(document),
+        # Not "messages": the admin's templates show that name as Django's flash messages.
+        "contract_messages": asyncapi_tables.messages(document),
     })
 
 

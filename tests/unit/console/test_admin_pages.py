@@ -317,7 +317,15 @@ def test_the_asyncapi_page_lists_servers_channels_operations_and_every_message(a
     assert "<caption>ordering</caption>" in operations
     for contract in registry.contracts:
         assert f'id="message-{contract.type_name()}"' in page
+    assert 'id="message-catalog.ProductPriceChanged.v1"' in page
+    # Each receiving operation links every version it reads.
+    received = operations.split("<code>ordering.receive.catalog.ProductPriceChanged</code>", 1)[1].split("</tr>", 1)[0]
+    assert ('href="#message-catalog.ProductPriceChanged"' in received
+            and 'href="#message-catalog.ProductPriceChanged.v1"' in received)
     assert "<script" not in page.split('id="content-main"', 1)[1]
+    # Nothing of the page leaks into the admin's flash messages (a context variable named
+    # "messages" would be shown there, each message's repr as a success notice).
+    assert 'class="messagelist"' not in page and "MessageView(" not in page
 
 
 @pytest.mark.django_db
