@@ -18,7 +18,7 @@ class ReserveStockLine(BaseModel):
 
 
 class ProductPriceChanged(Event):
-    """A product's price changed: both prices, in ``currency``."""
+    """A product's price changed: its old and new prices, both in its currency."""
 
     #: 2 added the required ``currency``; version 1 is read through ``price_in_catalog_currency``.
     version = 2

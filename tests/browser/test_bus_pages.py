@@ -29,3 +29,20 @@ def test_the_topology_page_names_every_context_and_who_receives_each_message(pag
     expect(order_paid.locator(".unreceived")).to_have_text("No subscribers")
     expect(diagram.locator('g.unreceived[data-type="ordering.OrderPaid"]')).to_contain_text("no subscribers")
     snap(page, "topology")
+
+
+def test_the_asyncapi_page_reads_as_tables_with_every_version_of_a_contract(page, snap):
+    page.goto("/admin/")
+    page.get_by_role("link", name="AsyncAPI", exact=True).click()
+    page.wait_for_load_state()
+
+    expect(page.locator("h1")).to_have_text("AsyncAPI document")
+    # Nothing of the document is shown as an admin notice.
+    expect(page.locator("ul.messagelist")).to_have_count(0)
+    current = page.locator('[id="message-catalog.ProductPriceChanged"]')
+    older = page.locator('[id="message-catalog.ProductPriceChanged.v1"]')
+    expect(current).to_contain_text("currency")
+    expect(older).to_contain_text("version 1")
+    expect(older.locator("table").last).not_to_contain_text("currency")
+    expect(page.get_by_role("link", name=re.compile("Download the document"))).to_be_visible()
+    snap(page, "asyncapi")
