@@ -15,7 +15,8 @@ from messaging.topology import Topology
 
 from tests.integration.rabbitmq import empty_vhost, rabbitmqctl
 
-pytestmark = pytest.mark.integration
+# The command reads the outbox too (copies for one context that would reach a queue by its name).
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 PRICE_EXCHANGE = "events.catalog.ProductPriceChanged"
 REMOVED_SUBSCRIBER = "shipping.events.catalog.ProductPriceChanged"
