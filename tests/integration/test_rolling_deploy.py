@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     _platform_env,
     _purge_bus_queues,
 )
+from tests.integration import redis
 from tests.integration.platform_bus import PlatformBus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,10 +52,6 @@ STEP = 3.0
 #: What a deploy replaces, in each order.
 PUBLISHERS_FIRST = ["publisher", "relay", "worker-basket", "worker-ordering"]
 CONSUMERS_FIRST = ["worker-basket", "worker-ordering", "relay", "publisher"]
-#: On Redis a message a stopped worker had taken comes back after the visibility timeout:
-#: seconds here (it must outlast the time limit, manage.py check says).
-REDIS_ENV = {"BUS_REDIS_VISIBILITY_TIMEOUT": "10", "CELERY_TASK_TIME_LIMIT": "4",
-             "CELERY_TASK_SOFT_TIME_LIMIT": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +140,8 @@ def _assert_nothing_lost_or_doubled(deploy: Deploy) -> None:
 
 def _brokers(request) -> tuple[str, dict]:
     if request.param == "redis":
-        return request.getfixturevalue("redis_server").url, REDIS_ENV
+        # A message a stopped worker had taken comes back after the visibility timeout: seconds there.
+        return request.getfixturevalue("redis_server").url, redis.PLATFORM_ENV
     from django.conf import settings
 
     return settings.CELERY_BROKER_URL, {}
