@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from messaging import tracing
 from messaging.management.commands._stop_signals import stop_requested
 from messaging.relay import Relay
 
@@ -12,6 +13,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         stopping = stop_requested()
+        tracing.configure("relay")
         self.stdout.write("relay: publishing the outbox")
         Relay(batch_size=options["batch_size"]).run(stop=stopping)
         self.stdout.write("relay: stopped")
