@@ -18,6 +18,7 @@ task after its message type: the task name on the wire is the message type.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.db import connection
 from pydantic import ValidationError
 
+from messaging import metrics
 from messaging.brokers import publish_confirmed
 from messaging.brokers.base import Outgoing
 from messaging.contexts import worker_context
@@ -57,6 +59,8 @@ def message_task(task, *args, **kwargs) -> dict:
     body = envelope_from_arguments(args, kwargs)
     request = task.request
     headers = headers_of_request(task.name, request)
+    # The task's name is the message type (one task per handled type): never a sender's string.
+    delivered = functools.partial(metrics.recorder.delivered, context, task.name)
     try:
         outcome = _consume_once_the_database_answers(
             body, context=context, headers=headers, attempts=request.retries + 1,
@@ -67,12 +71,14 @@ def message_task(task, *args, **kwargs) -> dict:
         if envelope is None:
             # Unreadable, so a dead letter whatever happens: the broker keeps it in its
             # dead-letter queue, which the relay empties into the table later.
+            delivered(metrics.DEAD_LETTERED)
             raise Reject(unreachable, requeue=False) from unreachable
         # Back to the broker at the same attempt, to wait in a retry queue: requeueing
         # would count toward the quorum queue's delivery limit, a retry never does.
         _send_to_retry_queue(envelope, context=context, retries=request.retries, backoff_step=request.retries)
         logger.warning("database still unreachable: %s %s goes back to the broker, uncounted",
                        envelope["type"], envelope["id"])
+        delivered(metrics.RETRIED)
         # Acknowledged with no result to store (there is no database to store it in).
         raise Ignore() from unreachable
     except NewerVersionError as newer:
@@ -80,13 +86,16 @@ def message_task(task, *args, **kwargs) -> dict:
         # uncounted and after the shortest wait: this worker will never handle it.
         delay = _send_to_retry_queue(body, context=context, retries=request.retries, backoff_step=0)
         logger.warning("%s %s: %s", body["type"], body["id"], newer)
+        delivered(metrics.HELD_BACK)
         raise Retry(exc=newer, when=delay) from newer
     except HandlerFailedError as failure:
         error = failure.__cause__
         delay = _send_to_retry_queue(body, context=context, retries=request.retries + 1,
                                      backoff_step=request.retries)
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
+        delivered(metrics.RETRIED)
         raise Retry(exc=error, when=delay) from error
+    delivered(metrics.outcome_of(outcome))
     if outcome.get("dead_lettered"):
         raise DeadLettered.of(outcome["dead_lettered"], outcome["dead_letter"], outcome["error"])
     return outcome
