@@ -10,6 +10,7 @@ a request without that token as its bearer token gets 401, whatever else it carr
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -69,7 +70,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return HttpResponse("a bearer token is required", status=401, content_type="text/plain",
                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     registry = CollectorRegistry()
-    if settings.BUS_METRICS_DIR:
-        MultiProcessCollector(registry, path=str(settings.BUS_METRICS_DIR))
+    folder = Path(settings.BUS_METRICS_DIR) if settings.BUS_METRICS_DIR else None
+    if folder is not None and folder.is_dir():  # made by the first process that records
+        MultiProcessCollector(registry, path=str(folder))
     registry.register(BusStateCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

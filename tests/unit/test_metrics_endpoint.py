@@ -70,6 +70,15 @@ def test_a_scrape_with_the_token_gets_every_processs_counts_and_the_bus_state(cl
     assert samples[("bus_relays_alive", ())] == 0
 
 
+def test_a_scrape_before_any_process_recorded_anything_gets_the_bus_state(client, scrape_token, settings, tmp_path):
+    settings.BUS_METRICS_DIR = str(tmp_path / "made-at-the-first-record")
+
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 200
+    assert ("bus_outbox_due_messages", ()) in _samples(text_string_to_metric_families(response.content.decode()))
+
+
 def test_the_collector_reads_the_outbox_the_open_dead_letters_and_this_hosts_live_processes(
     scrape_token, price_changed, failing_basket_handler, settings, tmp_path
 ):
