@@ -2,7 +2,13 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import include, path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from messaging import metrics_endpoint
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    # Prometheus' default path; behind a bearer token (BUS_METRICS_TOKEN).
+    path("metrics", metrics_endpoint.metrics, name="metrics"),
+]
 
 if apps.is_installed("console"):
     from console import pages

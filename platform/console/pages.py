@@ -24,8 +24,9 @@ from console import asyncapi_tables
 from console.activity_plot import activity_svg
 from console.display import duration_text
 from messaging import asyncapi as asyncapi_document
+from messaging.bus_state import dead_letters_by_consumer, outbox_backlog
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from console.overview import dead_letters_by_consumer, handled_per_minute, outbox_backlog
+from console.overview import handled_per_minute
 from messaging.topology import Topology
 from console.topology_diagram import diagram_svg, message_flows
 

@@ -50,7 +50,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.transaction import TransactionManagementError
 from kombu.serialization import loads, prepare_accept_content
 
-from messaging import inbox, tracing
+from messaging import inbox, metrics, tracing
 from messaging.contexts import worker_context
 from messaging.database import connection_lost
 from messaging.delivery import Accepted, accept
@@ -108,7 +108,7 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
 
     # What the platform's task_prerun receiver does before a task: replace a broken connection.
     close_old_connections()
-    outcomes, results, unclaimed = {}, [], []
+    outcomes, results, unclaimed, counted = {}, [], [], []
     with transaction.atomic():
         claimed = inbox.claim_all([(d.accepted.envelope, claim[1]) for d in deliveries for claim in _claims(d.accepted)])
         for delivery in deliveries:
@@ -133,12 +133,16 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
                 traced.handled(result)
             if not delivery.task.ignore_result:
                 results.append((delivery.task_id, result, delivery.request))
+            counted.append((delivery.task.name, metrics.outcome_of(result)))
             outcomes[delivery.index] = (0, saferepr(result, delivery.task.resultrepr_maxsize),
                                         time.monotonic() - started)
         if unclaimed:
             inbox.unclaim(unclaimed)
         _store_results(app.backend, results)
         committing = time.monotonic()
+    # Counted once committed, as Celery's tracer would count each; those that go alone are counted there.
+    for message_type, outcome in counted:
+        metrics.recorder.delivered(context, message_type, outcome)
     if outcomes:
         _log_success(deliveries, outcomes, commit=time.monotonic() - committing)
     return outcomes

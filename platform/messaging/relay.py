@@ -39,7 +39,7 @@ from django.utils import timezone
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from messaging import brokers, task_message, tracing
+from messaging import brokers, metrics, task_message, tracing
 from messaging.brokers.base import BatchOutcome, Outgoing, Publisher, Route
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.failed_tasks import report_failed_delivery
@@ -152,6 +152,9 @@ class Relay:
             ids = [row.id for row in rows]
             self._mark_published([ids[position] for position in outcome.confirmed])
             failure = self._record_failures(ids, outcome)
+        # Counted once committed: a row is published when it is marked so.
+        metrics.recorder.relay_batch(len(rows), outcome.confirm_wait)
+        metrics.recorder.published(rows[position].message_type for position in outcome.confirmed)
         if outcome.error is not None or outcome.unroutable:
             # Unroutable: a queue was deleted under us; a new connection declares the topology again.
             self.close(broken=outcome.error is not None)

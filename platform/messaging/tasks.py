@@ -18,6 +18,7 @@ task after its message type: the task name on the wire is the message type.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from django.conf import settings
 from django.db import connection
 from pydantic import ValidationError
 
-from messaging import tracing
+from messaging import metrics, tracing
 from messaging.brokers import publish_confirmed
 from messaging.brokers.base import Outgoing
 from messaging.contexts import worker_context
@@ -64,6 +65,8 @@ def message_task(task, *args, **kwargs) -> dict:
 def _deliver(task, body: Any, context: str, delivery: tracing.Delivery) -> dict:
     request = task.request
     headers = headers_of_request(task.name, request)
+    # The task's name is the message type (one task per handled type): never a sender's string.
+    delivered = functools.partial(metrics.recorder.delivered, context, task.name)
     try:
         outcome = _consume_once_the_database_answers(
             body, context=context, headers=headers, attempts=request.retries + 1,
@@ -74,6 +77,7 @@ def _deliver(task, body: Any, context: str, delivery: tracing.Delivery) -> dict:
         if envelope is None:
             # Unreadable, so a dead letter whatever happens: the broker keeps it in its
             # dead-letter queue, which the relay empties into the table later.
+            delivered(metrics.DEAD_LETTERED)
             raise Reject(unreachable, requeue=False) from unreachable
         # Back to the broker at the same attempt, to wait in a retry queue: requeueing
         # would count toward the quorum queue's delivery limit, a retry never does.
@@ -81,6 +85,7 @@ def _deliver(task, body: Any, context: str, delivery: tracing.Delivery) -> dict:
         logger.warning("database still unreachable: %s %s goes back to the broker, uncounted",
                        envelope["type"], envelope["id"])
         delivery.retried(unreachable)
+        delivered(metrics.RETRIED)
         # Acknowledged with no result to store (there is no database to store it in).
         raise Ignore() from unreachable
     except NewerVersionError as newer:
@@ -89,6 +94,7 @@ def _deliver(task, body: Any, context: str, delivery: tracing.Delivery) -> dict:
         delay = _send_to_retry_queue(body, context=context, retries=request.retries, backoff_step=0)
         logger.warning("%s %s: %s", body["type"], body["id"], newer)
         delivery.held_back(str(newer))
+        delivered(metrics.HELD_BACK)
         raise Retry(exc=newer, when=delay) from newer
     except HandlerFailedError as failure:
         error = failure.__cause__
@@ -96,7 +102,9 @@ def _deliver(task, body: Any, context: str, delivery: tracing.Delivery) -> dict:
                                      backoff_step=request.retries)
         delivery.retried(error)
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
+        delivered(metrics.RETRIED)
         raise Retry(exc=error, when=delay) from error
+    delivered(metrics.outcome_of(outcome))
     if outcome.get("dead_lettered"):
         delivery.dead_lettered(outcome["dead_lettered"], outcome["error"])
         raise DeadLettered.of(outcome["dead_lettered"], outcome["dead_letter"], outcome["error"])

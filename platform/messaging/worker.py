@@ -22,7 +22,7 @@ import datetime
 import logging
 
 from billiard.einfo import ExceptionWithTraceback
-from celery import bootsteps
+from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
@@ -31,7 +31,7 @@ from django.db import close_old_connections
 from kombu.message import Message
 from vine import promise
 
-from messaging import brokers, task_message
+from messaging import brokers, metrics, task_message
 from messaging.batch_dispatch import BatchDispatch
 from messaging.contexts import worker_context
 from messaging.dead_letters import dead_letter_raw_message
@@ -221,6 +221,8 @@ class Consumer(CeleryConsumer):
             message.reject_log_error(logger, self.connection_errors)
             return
         message.ack()
+        metrics.recorder.delivered(self.context, metrics.known_type(task_message.message_type_in(message.headers)),
+                                   metrics.DEAD_LETTERED)
         # A failed task in Flower and the task results, as those the task itself makes.
         report_failed_delivery(row, app=self.app, dispatcher=self.event_dispatcher)
 
@@ -278,3 +280,9 @@ class LivenessStep(bootsteps.StartStopStep):
         if self.beating is not None:
             self.beating.cancel()
             self.beating = None
+
+
+@signals.worker_process_shutdown.connect
+def _pool_process_exits(**kwargs) -> None:
+    """A pool process's live metrics go with it (its counters stay counted: ``messaging.metrics``)."""
+    metrics.process_exited()

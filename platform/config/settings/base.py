@@ -237,6 +237,13 @@ BUS_HEALTH_INTERVAL = env.float("BUS_HEALTH_INTERVAL", default=5.0)
 #: and longer than a relay round can take (a confirm timeout, a purge batch).
 BUS_HEALTH_MAX_AGE = env.float("BUS_HEALTH_MAX_AGE", default=60.0)
 
+# METRICS (Prometheus: messaging.metrics, /metrics; docs/how-to/observe.md)
+#: Where this host's bus processes write their metrics (prometheus_client's multiprocess folder,
+#: files per process): a local folder, empty when the host's processes start. Empty: metrics off.
+BUS_METRICS_DIR = env.str("BUS_METRICS_DIR", default="")
+#: The bearer token Prometheus sends to ``/metrics`` (a secret). Empty: ``/metrics`` answers 404.
+BUS_METRICS_TOKEN = env.str("BUS_METRICS_TOKEN", default="")
+
 # RETENTION (the bus's tables; messaging.retention)
 #: How long a published outbox row stays, for people tracing a message; unpublished rows always stay.
 BUS_OUTBOX_RETENTION = env_duration("BUS_OUTBOX_RETENTION", default=timedelta(days=7))

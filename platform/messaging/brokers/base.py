@@ -145,6 +145,9 @@ class BatchOutcome:
     unroutable: list[int] = dataclasses.field(default_factory=list)
     #: Why the rest is unconfirmed (connection lost, confirm timeout), if anything is.
     error: Exception | None = None
+    #: Seconds spent waiting for the broker's confirms, after publishing; None where the
+    #: broker has each message as its publish returns (no confirms to wait for).
+    confirm_wait: float | None = None
 
     def refusal(self, batch_size: int) -> PublishRefusedError | None:
         problems = []

@@ -194,7 +194,11 @@ class ConfirmedPublisher(Publisher):
                 tags.append(self._published)
                 self._unsettled.add(self._published)
                 self._tag_of_id[message.message_id] = self._published
-            self._wait_for_confirms()
+            waiting = time.monotonic()
+            try:
+                self._wait_for_confirms()
+            finally:
+                outcome.confirm_wait = time.monotonic() - waiting
         except Exception as exc:
             outcome.error = exc
         for position, tag in enumerate(tags):

@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, DjangoHelpFormatter
 
-from messaging import brokers
+from messaging import brokers, metrics
 from messaging.health import read_health
 from messaging.management.commands._stop_signals import stop_requested
 from messaging.registry import registry
@@ -75,6 +75,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         admin_password = self._ensure_admin_user()
         brokers.current().forget_leftovers()
+        # Every process of this host starts now: counts of an earlier run would add to theirs.
+        metrics.clear_folder()
 
         python, manage = sys.executable, str(Path(settings.BASE_DIR) / "manage.py")
         commands = {f"worker:{c}": [python, "-m", "workers", c, "--concurrency=2"] for c in registry.contexts()}
