@@ -50,7 +50,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.transaction import TransactionManagementError
 from kombu.serialization import loads, prepare_accept_content
 
-from messaging import inbox
+from messaging import inbox, log_context
 from messaging.contexts import worker_context
 from messaging.database import connection_lost
 from messaging.delivery import Accepted, accept
@@ -116,14 +116,15 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
             mine = [claim for claim in _claims(delivery.accepted) if claim in claimed]
             claimed.difference_update(mine)
             try:
-                with transaction.atomic():  # this delivery's savepoint
+                with _logged_as(delivery), transaction.atomic():  # this delivery's savepoint
                     result = _handle(delivery.accepted, mine, context)
             except Exception as exc:
                 if connection_lost(exc):
                     raise
                 # Undone to its savepoint, but for the inbox rows claimed for it at the start.
-                logger.info("delivery %s failed in a batch and runs again alone: %s: %s",
-                            delivery.task_id, type(exc).__name__, exc)
+                with _logged_as(delivery):
+                    logger.info("delivery %s failed in a batch and runs again alone: %s: %s",
+                                delivery.task_id, type(exc).__name__, exc)
                 unclaimed.extend(mine)
                 continue
             if not delivery.task.ignore_result:
@@ -174,8 +175,14 @@ def _log_success(deliveries: list[_Delivery], outcomes: dict[int, Outcome], *, c
         if delivery.index in outcomes:
             _, result, runtime = outcomes[delivery.index]
             request = delivery.request
-            trace_log(LOG_SUCCESS, {"id": delivery.task_id, "name": request.task, "return_value": result,
-                                    "runtime": runtime, "args": request.argsrepr, "kwargs": request.kwargsrepr})
+            with _logged_as(delivery):
+                trace_log(LOG_SUCCESS, {"id": delivery.task_id, "name": request.task, "return_value": result,
+                                        "runtime": runtime, "args": request.argsrepr, "kwargs": request.kwargsrepr})
+
+
+def _logged_as(delivery: _Delivery):
+    """Lines logged inside name the delivery, as the tracer's lines of a delivery handled alone do."""
+    return log_context.delivery(delivery.accepted.envelope, delivery_id=delivery.task_id)
 
 
 @contextlib.contextmanager
