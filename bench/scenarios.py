@@ -385,10 +385,12 @@ class EndToEnd:
     """
 
     def __init__(self, run: Run, concurrency: int, *, settings: dict[str, str] | None = None,
-                 by_hand: bool = True) -> None:
+                 by_hand: bool = True, baselines: bool = True) -> None:
         self.run, self.concurrency = run, concurrency
         #: Whether "the same guarantees by hand" runs too (its workers started beside the others).
-        self.by_hand = by_hand
+        self.by_hand = by_hand and baselines
+        #: Whether bare Celery's workers run too (not when the platform is compared with itself).
+        self.baselines = baselines
         self.group = ProcessGroup({**run.env, **(settings or {})}, run.logs)
 
     def __enter__(self) -> EndToEnd:
@@ -398,9 +400,10 @@ class EndToEnd:
             for context in (*SUBSCRIBERS, "catalog"):
                 self.group.start_worker(context, concurrency=self.concurrency)
             self.group.start_relay()
-            for subscriber in SUBSCRIBERS:
-                self._start_bare(f"bare-{subscriber}", bare_celery.event_queue(subscriber))
-            self._start_bare("bare-commands", bare_celery.COMMANDS_QUEUE)
+            if self.baselines:
+                for subscriber in SUBSCRIBERS:
+                    self._start_bare(f"bare-{subscriber}", bare_celery.event_queue(subscriber))
+                self._start_bare("bare-commands", bare_celery.COMMANDS_QUEUE)
             if self.by_hand:
                 prefix = bare_celery.BY_HAND_WORKER_PREFIX
                 for subscriber in SUBSCRIBERS:
@@ -425,21 +428,26 @@ class EndToEnd:
     def _cpu(self) -> dict[str, float]:
         return cpu_seconds(self.group.pids(), self.run.services)
 
+    def platform_events(self, count: int, *, profile: str = "", side: str = "platform") -> dict:
+        """The platform's handled messages per second, ``count`` events to two subscribers, and
+        its CPU per handled message; the figures named ``side``."""
+        empty_bus_tables()
+        events = price_changes(count)
+        with transaction.atomic():
+            catalog.publish_many(events)
+        cpu_before, started = self._cpu(), time.monotonic()
+        pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
+        profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
+        finished = wait_for_rows(2 * count, consumer_like=PRICE_SUBSCRIBERS)
+        cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, side)
+        for profiler in profilers:
+            profiler.wait()
+        return {side: 2 * count / (finished - started), **cpu}
+
     def events(self, count: int, *, profile: str = "") -> dict:
-        """Handled messages per second, ``count`` events to two subscribers."""
+        """Handled messages per second, ``count`` events to two subscribers, beside the baselines."""
         def platform() -> dict:
-            empty_bus_tables()
-            events = price_changes(count)
-            with transaction.atomic():
-                catalog.publish_many(events)
-            cpu_before, started = self._cpu(), time.monotonic()
-            pids = {k: v for k, v in self.group.pids().items() if not k.startswith("bare")}
-            profilers = py_spy(self.run, profile, pids, seconds=count / 100) if profile else []
-            finished = wait_for_rows(2 * count, consumer_like=PRICE_SUBSCRIBERS)
-            cpu = cpu_ms_per_message(cpu_before, self._cpu(), 2 * count, "platform")
-            for profiler in profilers:
-                profiler.wait()
-            return {"platform": 2 * count / (finished - started), **cpu}
+            return self.platform_events(count, profile=profile)
 
         def baseline() -> dict:
             empty_bus_tables()
@@ -561,6 +569,60 @@ def end_to_end(run: Run) -> dict:
     return figures
 
 
+def observability(run: Run) -> dict:
+    """Events end to end with traces and metrics off, then on: what seeing inside costs.
+
+    The platform against itself: each configuration its own processes, started
+    in an order that rotates with the repeat; ratios are taken within a repeat.
+    Spans go to an OTLP/HTTP receiver in this process that counts them and
+    decodes nothing (a collector elsewhere, in production).
+    """
+    from tests.integration.otlp_receiver import OTLPReceiver
+
+    figures = {"off_hooks_us": _off_hooks_us()}
+    with OTLPReceiver(keep=False) as receiver:
+        configurations = {
+            "off": {},
+            "traces": {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+            **({"metrics": METRICS_ON} if METRICS_ON else {}),
+        }
+        names = list(configurations)
+        start = run.repeat % len(names)
+        for name in names[start:] + names[:start]:
+            with EndToEnd(run, DEFAULT_CONCURRENCY, settings=configurations[name], baselines=False) as e2e:
+                e2e.platform_events(max(run.sizes.events // 10, 10), side="warm-up")  # the first messages pay imports
+                before = receiver.requests
+                figures.update(e2e.platform_events(run.sizes.events, side=name))
+                # Spans leave every OTEL_BSP_SCHEDULE_DELAY (5 s): some must have come by then.
+                deadline = time.monotonic() + 10
+                while name == "traces" and receiver.requests == before and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if name == "traces" and receiver.requests == before:
+                    raise RuntimeError("tracing was on, but no span reached the receiver")
+    return figures
+
+
+def _off_hooks_us(calls: int = 20_000) -> float:
+    """Microseconds that one delivery spends in the tracing hooks while tracing is off: what
+    the consumer side calls per delivery (its process span and a handler's span), in a loop."""
+    from messaging import tracing
+
+    if tracing.enabled():
+        raise RuntimeError("the bench process must not trace")
+    envelope = {"id": str(uuid.uuid4()), "type": "catalog.ProductPriceChanged", "kind": "event"}
+    started = time.perf_counter()
+    for _ in range(calls):
+        with tracing.processing(envelope, context="basket", delivery_id="d") as delivery, \
+                tracing.handling("basket:catalog.ProductPriceChanged", "apps.basket.handlers.reprice"):
+            pass
+        delivery.handled({"handled": ["basket"]})
+    return (time.perf_counter() - started) * 1e6 / calls
+
+
+#: The setting that turns the metrics on, for the observability scenario.
+METRICS_ON: dict[str, str] = {}
+
+
 #: The two per-message costs a deployment may turn off (README, "Speed").
 LEAN_SETTINGS = {"CELERY_WORKER_SEND_TASK_EVENTS": "false", "CELERY_TASK_IGNORE_RESULT": "true"}
 
@@ -586,6 +648,7 @@ SCENARIOS: dict[str, Callable[[Run], dict]] = {
     "outbox": outbox_writes,
     "duplicates": duplicates,
     "end_to_end": end_to_end,
+    "observability": observability,
     "embedded": embedded,
 }
 

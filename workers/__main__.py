@@ -28,6 +28,11 @@ def main(argv: list[str]) -> None:
     set_process_role("worker")
     refuse_to_start_on_check_errors()
 
+    from messaging import tracing
+
+    # Before the pool forks: each pool process starts its own span exporter after it.
+    tracing.configure(f"{context}-worker")
+
     from celery.bin.celery import celery as celery_command
 
     from config.celery_app import app

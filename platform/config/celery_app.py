@@ -70,6 +70,14 @@ for _content_type in compression.encoders():
     compression.register(compression.get_encoder(_content_type)[0], _refuse_compressed, _content_type)
 
 
+@signals.worker_process_shutdown.connect
+def _export_buffered_spans(**kwargs) -> None:
+    """A pool process leaves by ``os._exit``: no exit hook would export its last spans."""
+    from messaging import tracing
+
+    tracing.flush()
+
+
 @signals.task_prerun.connect
 def _replace_broken_database_connections(**kwargs) -> None:
     """What Django does at each request: drop a connection that failed or outlived CONN_MAX_AGE."""

@@ -50,7 +50,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.transaction import TransactionManagementError
 from kombu.serialization import loads, prepare_accept_content
 
-from messaging import inbox, log_context
+from messaging import inbox, log_context, tracing
 from messaging.contexts import worker_context
 from messaging.database import connection_lost
 from messaging.delivery import Accepted, accept
@@ -86,6 +86,7 @@ class _Delivery:
     task: object
     task_id: str
     request: Context
+    body: dict
     accepted: Accepted
 
 
@@ -99,10 +100,11 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
         args, kwargs, embed = loads(body, content_type, content_encoding, accept=accept_content)
         request = Context({**request_dict, **(embed or {})}, args=args, kwargs=kwargs, called_directly=False,
                           is_eager=False)
-        verdict = accept(envelope_from_arguments(args, kwargs), context)
+        body = envelope_from_arguments(args, kwargs)
+        verdict = accept(body, context)
         # A refused one becomes a dead letter alone, made and reported as it always is.
         if isinstance(verdict, Accepted):
-            deliveries.append(_Delivery(index, app.tasks[task_name], task_id, request, verdict))
+            deliveries.append(_Delivery(index, app.tasks[task_name], task_id, request, body, verdict))
 
     # What the platform's task_prerun receiver does before a task: replace a broken connection.
     close_old_connections()
@@ -115,18 +117,21 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
             # batch: its second copy finds none, a duplicate).
             mine = [claim for claim in _claims(delivery.accepted) if claim in claimed]
             claimed.difference_update(mine)
-            try:
-                with _logged_as(delivery), transaction.atomic():  # this delivery's savepoint
-                    result = _handle(delivery.accepted, mine, context)
-            except Exception as exc:
-                if connection_lost(exc):
-                    raise
-                # Undone to its savepoint, but for the inbox rows claimed for it at the start.
-                with _logged_as(delivery):
+            with tracing.processing(delivery.body, context=context, delivery_id=delivery.task_id) as traced, \
+                    _logged_as(delivery):
+                try:
+                    with transaction.atomic():  # this delivery's savepoint
+                        result = _handle(delivery.accepted, mine, context)
+                except Exception as exc:
+                    if connection_lost(exc):
+                        raise
+                    # Undone to its savepoint, but for the inbox rows claimed for it at the start.
                     logger.info("delivery %s failed in a batch and runs again alone: %s: %s",
                                 delivery.task_id, type(exc).__name__, exc)
-                unclaimed.extend(mine)
-                continue
+                    traced.rolled_back(exc)
+                    unclaimed.extend(mine)
+                    continue
+                traced.handled(result)
             if not delivery.task.ignore_result:
                 results.append((delivery.task_id, result, delivery.request))
             outcomes[delivery.index] = (0, saferepr(result, delivery.task.resultrepr_maxsize),

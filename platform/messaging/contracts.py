@@ -138,9 +138,17 @@ class Envelope(BaseModel):
     causationid: uuid.UUID | None = Field(default=None, validation_alias=AliasChoices("causationid", "causation_id"))
     specversion: Literal["1.0"] = "1.0"
     datacontenttype: Literal["application/json"] = "application/json"
+    #: W3C trace context of the span that wrote the message, when tracing is on (the
+    #: CloudEvents distributed-tracing extension; ``messaging.tracing``).
+    traceparent: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+    tracestate: str | None = Field(default=None, max_length=512)
     data: dict[str, Any]
 
     def to_json_dict(self) -> dict[str, Any]:
-        # An absent causation is left out rather than written as null: CloudEvents
+        # An absent attribute is left out rather than written as null: CloudEvents
         # attributes have no null value.
-        return self.model_dump(mode="json", exclude={"causationid"} if self.causationid is None else None)
+        return self.model_dump(mode="json", exclude={name for name in _OPTIONAL_ATTRIBUTES if getattr(self, name) is None})
+
+
+#: Envelope attributes that may be absent.
+_OPTIONAL_ATTRIBUTES = ("causationid", "traceparent", "tracestate")

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from messaging import causation
+from messaging import causation, tracing
 from messaging.contracts import Envelope, Message
 from messaging.models import InboxMessage
 from messaging.registry import Handler
@@ -39,7 +39,7 @@ def run(envelope: Envelope, message: Message, handler: Handler) -> None:
     No inbox row and no transaction of its own: the caller claimed the row, in
     the transaction the handler's effects join.
     """
-    with causation.handling(envelope, handler.context):
+    with causation.handling(envelope, handler.context), tracing.handling(handler.name, handler.function):
         handler.func(message)
 
 

@@ -31,11 +31,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from messaging import causation
+from messaging import causation, tracing
 from messaging.contexts import OPERATOR_SOURCE, context_of_module
 from messaging.contracts import Command, Envelope, Event, Message
 from messaging.models import OutboxMessage
 from messaging.registry import registry
+from messaging.topology import command_queue_name, event_exchange_name
 
 #: PostgreSQL channel the relay listens on; NOTIFY is delivered at commit.
 RELAY_CHANNEL = "messaging_outbox"
@@ -253,14 +254,18 @@ def _envelope(message: Message, *, correlation_id: uuid.UUID | None, source: str
     handling = causation.current()
     cause = handling[0] if handling else None
     message_id = uuid.uuid4()
+    attributes = {
+        "id": message_id, "type": contract.type_name(), "kind": contract.kind, "source": source,
+        "correlationid": correlation_id or (cause.correlationid if cause else message_id),
+    }
+    if tracing.enabled():
+        destination = (event_exchange_name(contract.type_name()) if contract.kind == "event"
+                       else command_queue_name(contract.context()))
+        attributes.update(tracing.created(attributes, destination=destination))
     return Envelope(
-        id=message_id,
-        type=contract.type_name(),
-        kind=contract.kind,
+        **attributes,
         version=contract.version,
-        source=source,
         time=timezone.now(),
-        correlationid=correlation_id or (cause.correlationid if cause else message_id),
         causationid=cause.id if cause else None,
         data=data,
     )

@@ -39,7 +39,7 @@ from django.utils import timezone
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from messaging import brokers, log_context, task_message
+from messaging import brokers, log_context, task_message, tracing
 from messaging.brokers.base import BatchOutcome, Outgoing, Publisher, Route
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.failed_tasks import report_failed_delivery
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: Longest pause, in seconds, after repeated broker or database failures: short enough
 #: that publishing resumes within seconds of the broker or the database coming back.
 MAX_BACKOFF = 10.0
+#: Envelope attributes the relay reads from each row while tracing, for its send spans.
+TRACED_FIELDS = ("envelope_source", "envelope_traceparent", "envelope_tracestate")
 #: Longest stretch, in seconds, the relay waits without checking whether to stop.
 STOP_CHECK_INTERVAL = 1.0
 
@@ -136,13 +138,17 @@ class Relay:
             rows = self.claim_batch()
             if not rows:
                 return 0
+            sends = tracing.sends(self.broker.messaging_system)
+            outgoing = [self._outgoing(row) for row in rows]
             try:
                 publisher = self._publisher_ready()
             except Exception as exc:
                 outcome = BatchOutcome(error=exc)
             else:
-                outcome = publisher.publish([self._outgoing(row) for row in rows])
+                outcome = publisher.publish(outgoing)
             self._accept_unheard_events(rows, outcome)
+            if sends is not None:
+                self._trace(sends, rows, outgoing, outcome)
             ids = [row.id for row in rows]
             self._mark_published([ids[position] for position in outcome.confirmed])
             failure = self._record_failures(ids, outcome)
@@ -164,6 +170,20 @@ class Relay:
         envelope = task_message.StoredEnvelope(row.envelope_text, id=row.envelope_id, type=row.envelope_type,
                                                correlationid=row.envelope_correlationid)
         return Outgoing(envelope, exchange=route.exchange, routing_key=route.routing_key)
+
+    def _trace(self, sends: tracing.Sends, rows: list, outgoing: list[Outgoing], outcome: BatchOutcome) -> None:
+        """A ``send`` span per row of the batch, failed for each row the broker did not confirm."""
+        confirmed = set(outcome.confirmed)
+        failure = outcome.refusal(len(rows)) or outcome.error
+        for position, (row, message) in enumerate(zip(rows, outgoing, strict=True)):
+            envelope = {"id": row.envelope_id, "type": row.envelope_type, "source": row.envelope_source,
+                        "correlationid": row.envelope_correlationid,
+                        "traceparent": row.envelope_traceparent, "tracestate": row.envelope_tracestate}
+            error = None if position in confirmed else f"{type(failure).__name__}: {failure}"
+            # A command, or a copy for one context, is sent to a queue; an event to its exchange.
+            by_queue = row.kind == "command" or row.redeliver_to
+            sends.record(envelope, destination=message.routing_key if by_queue else message.exchange_name,
+                         routing_key=message.routing_key, error=error)
 
     def _accept_unheard_events(self, rows: list, outcome: BatchOutcome) -> None:
         """Count as delivered an event returned because no context subscribes to it.
@@ -254,6 +274,9 @@ class Relay:
         and ``envelope_correlationid`` read from it), not model instances, which would
         cost more than publishing them: the envelope is never decoded here.
         """
+        # While tracing, the attributes a row's send span needs too.
+        traced = {name: KeyTextTransform(name.removeprefix("envelope_"), "envelope") for name in TRACED_FIELDS} \
+            if tracing.enabled() else {}
         return list(
             OutboxMessage.objects.select_for_update(skip_locked=True)
             .due()
@@ -263,9 +286,10 @@ class Relay:
                 envelope_id=KeyTextTransform("id", "envelope"),
                 envelope_type=KeyTextTransform("type", "envelope"),
                 envelope_correlationid=KeyTextTransform("correlationid", "envelope"),
+                **traced,
             )
             .values_list("id", "message_id", "kind", "message_type", "redeliver_to", "envelope_text", "envelope_id",
-                         "envelope_type", "envelope_correlationid", named=True)[: self.batch_size]
+                         "envelope_type", "envelope_correlationid", *traced, named=True)[: self.batch_size]
         )
 
     def seconds_to_wait(self) -> float:

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection
 from pydantic import ValidationError
 
+from messaging import tracing
 from messaging.brokers import publish_confirmed
 from messaging.brokers.base import Outgoing
 from messaging.contexts import worker_context
@@ -56,6 +57,12 @@ def message_task(task, *args, **kwargs) -> dict:
     context = worker_context()
     body = envelope_from_arguments(args, kwargs)
     request = task.request
+    with tracing.processing(body, context=context, delivery_id=request.id) as delivery:
+        return _deliver(task, body, context, delivery)
+
+
+def _deliver(task, body: Any, context: str, delivery: tracing.Delivery) -> dict:
+    request = task.request
     headers = headers_of_request(task.name, request)
     try:
         outcome = _consume_once_the_database_answers(
@@ -73,6 +80,7 @@ def message_task(task, *args, **kwargs) -> dict:
         _send_to_retry_queue(envelope, context=context, retries=request.retries, backoff_step=request.retries)
         logger.warning("database still unreachable: %s %s goes back to the broker, uncounted",
                        envelope["type"], envelope["id"])
+        delivery.retried(unreachable)
         # Acknowledged with no result to store (there is no database to store it in).
         raise Ignore() from unreachable
     except NewerVersionError as newer:
@@ -80,15 +88,19 @@ def message_task(task, *args, **kwargs) -> dict:
         # uncounted and after the shortest wait: this worker will never handle it.
         delay = _send_to_retry_queue(body, context=context, retries=request.retries, backoff_step=0)
         logger.warning("%s %s: %s", body["type"], body["id"], newer)
+        delivery.held_back(str(newer))
         raise Retry(exc=newer, when=delay) from newer
     except HandlerFailedError as failure:
         error = failure.__cause__
         delay = _send_to_retry_queue(body, context=context, retries=request.retries + 1,
                                      backoff_step=request.retries)
+        delivery.retried(error)
         # The retry is on the broker: acknowledge this delivery, marked RETRY.
         raise Retry(exc=error, when=delay) from error
     if outcome.get("dead_lettered"):
+        delivery.dead_lettered(outcome["dead_lettered"], outcome["error"])
         raise DeadLettered.of(outcome["dead_lettered"], outcome["dead_letter"], outcome["error"])
+    delivery.handled(outcome)
     return outcome
 
 

@@ -222,6 +222,8 @@ class Broker:
 
     #: Shown to people: "RabbitMQ", "Redis", "embedded filesystem broker".
     label = ""
+    #: ``messaging.system`` of OpenTelemetry's semantic conventions (``messaging.tracing``).
+    messaging_system = ""
     #: kombu transport for ``Connection(transport=...)``; None: the URL's scheme names it.
     transport: str | None = None
     #: The exchange type that copies an event into every subscriber's queue.

@@ -242,6 +242,7 @@ class Transport(filesystem.Transport):
 
 class Embedded(Broker):
     label = "embedded filesystem broker"
+    messaging_system = "kombu_filesystem"
     transport = "messaging.brokers.embedded:Transport"
     has_delivery_limit = False
     keeps_a_killed_workers_message = False

@@ -69,6 +69,7 @@ def retry_name(delay_ms: int) -> str:
 
 class RabbitMQ(Broker):
     label = "RabbitMQ"
+    messaging_system = "rabbitmq"
     retries_wait_in_worker = False
     speaks_amqp = True
 

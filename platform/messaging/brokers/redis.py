@@ -710,6 +710,7 @@ class Transport(kombu_redis.Transport):
 
 class Redis(Broker):
     label = "Redis"
+    messaging_system = "redis"
     transport = "messaging.brokers.redis:Transport"
     #: A direct exchange with every subscriber bound by the event's type: one copy per
     #: queue, durably (never kombu's fanout, which is pub/sub on Redis).

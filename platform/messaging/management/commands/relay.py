@@ -2,6 +2,7 @@ import logging
 
 from django.core.management.base import BaseCommand
 
+from messaging import tracing
 from messaging.log_context import set_process_role
 from messaging.management.commands._stop_signals import stop_requested
 from messaging.relay import Relay
@@ -19,6 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         set_process_role("relay")
         stopping = stop_requested()
+        tracing.configure("relay")
         logger.info("relay: publishing the outbox")
         Relay(batch_size=options["batch_size"]).run(stop=stopping)
         logger.info("relay: stopped")
