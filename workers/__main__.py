@@ -23,6 +23,9 @@ def main(argv: list[str]) -> None:
     import django
 
     django.setup()
+    from messaging.log_context import set_process_role
+
+    set_process_role("worker")
     refuse_to_start_on_check_errors()
 
     from messaging import tracing

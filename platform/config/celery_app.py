@@ -27,6 +27,28 @@ def _use_the_brokers_adapter(sender, **kwargs) -> None:
     sender.conf.broker_transport = broker.transport
     sender.conf.broker_transport_options = broker.transport_options()
 
+
+@app.on_after_configure.connect
+def _json_logs_by_djangos_config(sender, **kwargs) -> None:
+    """With ``BUS_LOG_FORMAT=json`` a worker keeps the logging Django configured (``LOGGING``),
+    its pool processes with it: Celery would replace the root's handler with its own text
+    lines. Its receiver being there is what stops Celery (the ``setup_logging`` signal)."""
+    from django.conf import settings
+
+    if settings.BUS_LOG_FORMAT == "json":
+        signals.setup_logging.connect(_keep_djangos_logging, weak=False)
+
+
+def _keep_djangos_logging(loglevel=None, **kwargs) -> None:
+    import logging
+
+    # What Celery does after configuring its own logging, less its formats: the worker's
+    # --loglevel, and what is printed becomes log lines (JSON, not raw output among them).
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+    if app.conf.worker_redirect_stdouts:
+        app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)
+
 #: Celery's Django fixup closes every database connection before and after each
 #: task unless this is set (it ignores CONN_MAX_AGE, and reads only this old-style
 #: key): a new connection per message cost more than handling it. With it, the

@@ -31,6 +31,10 @@ from kombu.utils.url import maybe_sanitize_url
 from flower.views.monitor import Metrics
 from tornado.options import options
 
+from messaging.log_context import set_process_role
+
+set_process_role("flower")  # its lines name it (in JSON: BUS_LOG_FORMAT=json)
+
 if not (options.basic_auth or options.auth):
     raise SystemExit("Flower needs a login: --basic-auth=user:password (or FLOWER_BASIC_AUTH), or OAuth with --auth")
 

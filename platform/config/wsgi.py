@@ -16,3 +16,7 @@ if tracing.configure("web"):
     tracing.instrument_django()
 
 application = get_wsgi_application()
+
+from messaging.log_context import set_process_role  # noqa: E402 (once the settings are named)
+
+set_process_role("web")

@@ -50,7 +50,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.transaction import TransactionManagementError
 from kombu.serialization import loads, prepare_accept_content
 
-from messaging import inbox, metrics, tracing
+from messaging import inbox, log_context, metrics, tracing
 from messaging.contexts import worker_context
 from messaging.database import connection_lost
 from messaging.delivery import Accepted, accept
@@ -117,7 +117,8 @@ def _in_one_transaction(app, items: list[tuple]) -> dict[int, Outcome]:
             # batch: its second copy finds none, a duplicate).
             mine = [claim for claim in _claims(delivery.accepted) if claim in claimed]
             claimed.difference_update(mine)
-            with tracing.processing(delivery.body, context=context, delivery_id=delivery.task_id) as traced:
+            with tracing.processing(delivery.body, context=context, delivery_id=delivery.task_id) as traced, \
+                    _logged_as(delivery):
                 try:
                     with transaction.atomic():  # this delivery's savepoint
                         result = _handle(delivery.accepted, mine, context)
@@ -183,8 +184,14 @@ def _log_success(deliveries: list[_Delivery], outcomes: dict[int, Outcome], *, c
         if delivery.index in outcomes:
             _, result, runtime = outcomes[delivery.index]
             request = delivery.request
-            trace_log(LOG_SUCCESS, {"id": delivery.task_id, "name": request.task, "return_value": result,
-                                    "runtime": runtime, "args": request.argsrepr, "kwargs": request.kwargsrepr})
+            with _logged_as(delivery):
+                trace_log(LOG_SUCCESS, {"id": delivery.task_id, "name": request.task, "return_value": result,
+                                        "runtime": runtime, "args": request.argsrepr, "kwargs": request.kwargsrepr})
+
+
+def _logged_as(delivery: _Delivery):
+    """Lines logged inside name the delivery, as the tracer's lines of a delivery handled alone do."""
+    return log_context.delivery(delivery.accepted.envelope, delivery_id=delivery.task_id)
 
 
 @contextlib.contextmanager

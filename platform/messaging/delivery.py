@@ -104,6 +104,9 @@ def consume(
         try:
             ran = handle_once(envelope, message, handler)
         except Exception as exc:
+            if not connection_lost(exc):  # that one the caller waits out, and says so
+                # Its traceback, at each attempt: the dead letter keeps only the last one's.
+                logger.warning("handler %s failed on attempt %d", handler.name, attempts, exc_info=True)
             if last_attempt and not connection_lost(exc):
                 return park(Refusal(DeadLetter.Reason.HANDLER_FAILED, exc, {"consumer": handler.name, **fields}))
             raise HandlerFailedError(handler.name) from exc

@@ -39,7 +39,7 @@ from django.utils import timezone
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from messaging import brokers, metrics, task_message, tracing
+from messaging import brokers, log_context, metrics, task_message, tracing
 from messaging.brokers.base import BatchOutcome, Outgoing, Publisher, Route
 from messaging.dead_letters import collect_broker_dead_letters
 from messaging.failed_tasks import report_failed_delivery
@@ -198,7 +198,9 @@ class Relay:
         for position in list(outcome.unroutable):
             row = rows[position]
             if row.kind == "event" and not row.redeliver_to and not self.topology.registry.handlers_for(row.message_type):
-                logger.warning("relay: no queue is bound to %s; %s went to no one", row.message_type, row.message_id)
+                with log_context.delivery({"id": row.envelope_id, "type": row.envelope_type,
+                                           "correlationid": row.envelope_correlationid}):
+                    logger.warning("relay: no queue is bound to %s; %s went to no one", row.message_type, row.message_id)
                 outcome.unroutable.remove(position)
                 outcome.confirmed.append(position)
 

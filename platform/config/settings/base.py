@@ -12,6 +12,8 @@ setup exports services) and sets what tests need, such as quick retries.
 from datetime import timedelta
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.environment import env, env_duration
 
 #: The repository root (``platform/config/settings/base.py`` is three levels down).
@@ -114,12 +116,29 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 
 # LOGGING
+# https://docs.djangoproject.com/en/5.2/topics/logging/
+#: ``text``, a line for people; or ``json``, one JSON object per line for a log pipeline, naming
+#: the message each line was written for (``messaging.log_context``), in every process.
+BUS_LOG_FORMAT = env.str("BUS_LOG_FORMAT", default="text")
+if BUS_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"BUS_LOG_FORMAT={BUS_LOG_FORMAT!r}: use text or json")
+#: ``LOGGING``, with Python's warnings logged too in JSON.
+LOGGING_CONFIG = "messaging.log_context.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"message": {"()": "messaging.log_context.LogContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "messaging.log_context.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": BUS_LOG_FORMAT, "filters": ["message"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # In JSON, what Django and gunicorn log goes to the root's handler too, instead of their own
+    # handlers' text lines (Django's default logging; gunicorn's in its web processes).
+    "loggers": {name: {"handlers": [], "propagate": True} for name in (
+        "django", "django.server", "gunicorn.error", "gunicorn.access",
+    )} if BUS_LOG_FORMAT == "json" else {},
 }
 
 # CELERY

@@ -1,8 +1,14 @@
+import logging
+
 from django.core.management.base import BaseCommand
 
 from messaging import tracing
+from messaging.log_context import set_process_role
 from messaging.management.commands._stop_signals import stop_requested
 from messaging.relay import Relay
+
+# Logged, not printed: a line of the relay's log like every other (JSON with BUS_LOG_FORMAT=json).
+logger = logging.getLogger("messaging.relay")
 
 
 class Command(BaseCommand):
@@ -12,8 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, help="rows per transaction")
 
     def handle(self, *args, **options):
+        set_process_role("relay")
         stopping = stop_requested()
         tracing.configure("relay")
-        self.stdout.write("relay: publishing the outbox")
+        logger.info("relay: publishing the outbox")
         Relay(batch_size=options["batch_size"]).run(stop=stopping)
-        self.stdout.write("relay: stopped")
+        logger.info("relay: stopped")
