@@ -23,14 +23,18 @@ from django.utils.http import urlencode
 from console import asyncapi_tables
 from console.activity_plot import activity_svg
 from console.display import duration_text
+from console.overview import handled_per_minute, process_rows
 from messaging import asyncapi as asyncapi_document
+from messaging import brokers, bus_state
 from messaging.bus_state import dead_letters_by_consumer, outbox_backlog
 from messaging.models import DeadLetter, InboxMessage, OutboxMessage
-from console.overview import handled_per_minute
 from messaging.topology import Topology
 from console.topology_diagram import diagram_svg, message_flows
 
 app_name = "bus"
+
+#: Seconds between the overview page's own reloads: the numbers an operator watches move.
+OVERVIEW_REFRESH_SECONDS = 10
 
 #: The overview counts rows of all three bus tables and links to their lists.
 OVERVIEW_PERMISSIONS = tuple(
@@ -102,8 +106,15 @@ def overview(request):
         {**row, "url": _changelist(DeadLetter, context=row["context"], consumer=row["consumer"])}
         for row in dead_letters_by_consumer()
     ]
+    queues = bus_state.queues()
     return _render(request, "admin/messaging/overview.html", "Message bus overview", {
         "now": now,
+        "refresh_seconds": OVERVIEW_REFRESH_SECONDS,
+        "processes": process_rows(bus_state.processes()),
+        # None: the broker did not answer in time (the page says so rather than wait).
+        "queues": queues,
+        "retrying": None if queues is None else bus_state.retrying_now(queues),
+        "retries_wait_in_worker": brokers.current().retries_wait_in_worker,
         "backlog": backlog,
         "oldest_due_age": duration_text(now - backlog.oldest_due_since) if backlog.oldest_due_since else None,
         # Unpublished rows, split by whether their time had come at ``now``.

@@ -18,10 +18,10 @@ from datetime import datetime
 from django.db.models import Count, Min, QuerySet
 
 from messaging import brokers
-from messaging.health import read_healths
+from messaging.health import Health, read_healths
 from messaging.models import DeadLetter, OutboxMessage
 from messaging.registry import registry
-from messaging.topology import Topology
+from messaging.topology import Topology, context_of_queue
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,51 @@ def workers_alive() -> dict[str, int]:
 def relays_alive() -> int:
     """Running relay processes on this host."""
     return len(read_healths(RELAY))
+
+
+def processes() -> dict[str, list[Health]]:
+    """What each running bus process of this host last said, by liveness name: the relay's,
+    then each context's worker's (an empty list: none runs); the processes counted alive above."""
+    names = [RELAY, *(worker_name(context) for context in registry.contexts())]
+    return {name: sorted(read_healths(name), key=lambda health: health.pid) for name in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    #: ``consumer`` (a context's), ``retry`` (where retries wait on the broker) or ``dead letters``.
+    kind: str
+    #: The context consuming it; blank for the broker's own queues.
+    context: str
+    messages: int
+
+
+def queues(timeout: float = QUEUE_DEPTH_TIMEOUT) -> list[QueueDepth] | None:
+    """Each bus queue with what it holds (``queue_depths``), said what it is for; None if the
+    broker did not answer."""
+    depths = queue_depths(timeout)
+    if depths is None:
+        return None
+    broker = brokers.current()
+    dead_letters = broker.dead_letter_queue()
+    found = []
+    for name, messages in depths.items():
+        if dead_letters is not None and name == dead_letters.name:
+            kind, context = "dead letters", ""
+        elif broker.owns_queue(name):
+            kind, context = "retry", ""
+        else:
+            kind, context = "consumer", context_of_queue(name)
+        found.append(QueueDepth(name, kind, context, messages))
+    return found
+
+
+def retrying_now(depths: list[QueueDepth]) -> int | None:
+    """Messages waiting on the broker to be tried again (its retry queues); None where retries
+    wait in the workers instead (a countdown, ``Broker.retries_wait_in_worker``), out of its sight."""
+    if brokers.current().retries_wait_in_worker:
+        return None
+    return sum(queue.messages for queue in depths if queue.kind == "retry")
 
 
 def queue_depths(timeout: float = QUEUE_DEPTH_TIMEOUT) -> dict[str, int] | None:

@@ -103,6 +103,11 @@ def test_a_dead_letter_retried_from_its_page_is_handled_by_the_worker_and_its_or
     by_consumer = page.locator("#dead-letters tbody tr").filter(has_text=STOCK_RESERVED_HANDLER)
     expect(by_consumer).to_contain_text("ordering")
     open_count = page.locator("#dead-letters tbody tr").last.get_by_role("link").inner_text()
+    # beside the processes' liveness and the broker's queues (read as /metrics reads them),
+    expect(page.locator("#processes tbody tr").filter(has_text="worker-ordering")).to_contain_text("consuming")
+    expect(page.locator("#processes tbody tr").filter(has_text="relay")).to_have_count(1)
+    expect(page.locator("#queues tbody tr").filter(has_text="ordering.commands")).to_contain_text("ordering")
+    expect(page.locator("#retrying")).to_contain_text("Retrying now")
     snap(page, "overview")
     page.locator("#dead-letters tbody tr").last.get_by_role("link").click()
     expect(page.locator("p.paginator")).to_contain_text(re.compile(rf"^\s*{open_count} dead letters?\b"))

@@ -362,3 +362,54 @@ def test_nested_objects_are_flattened_into_dotted_fields():
     rows = field_rows(schema, schemas)
 
     assert [(r.field, r.type, r.required) for r in rows] == [("inner", "Inner", False), ("inner.depth", "integer", True)]
+
+
+@pytest.mark.django_db
+def test_the_overview_names_each_process_on_this_host_and_a_context_with_none_running(admin_client, settings, tmp_path):
+    from messaging.health import Heartbeat
+
+    settings.BUS_HEALTH_DIR = tmp_path
+    Heartbeat("relay").beat("publishing")
+    Heartbeat("worker-basket").beat("reconnecting", "the broker went away")
+
+    response = admin_client.get(reverse("bus:overview"))
+
+    rows = {row.name: row for row in response.context["processes"]}
+    assert set(rows) == {"relay", *(f"worker-{context}" for context in registry.contexts())}
+    assert (rows["relay"].state, rows["relay"].problem) == ("publishing", "")
+    assert rows["worker-basket"].problem.endswith("is reconnecting: the broker went away")
+    assert rows["worker-ordering"].problem == "no worker-ordering process runs on this host"
+    page = response.content.decode()
+    assert "no worker-ordering process runs on this host" in page and "reconnecting" in page
+
+
+@pytest.mark.django_db
+def test_the_overview_shows_each_queues_depth_and_what_waits_to_be_retried(admin_client, settings, monkeypatch):
+    from messaging import bus_state
+
+    on_broker(settings, "rabbitmq")
+    depths = {"basket.events.catalog.ProductPriceChanged": 3, "ordering.commands": 0, "dead-letters": 1,
+              "retry.400ms": 2, "retry.2000ms": 5}
+    monkeypatch.setattr(bus_state, "queue_depths", lambda timeout=None: depths)
+
+    response = admin_client.get(reverse("bus:overview"))
+
+    queues = {queue.name: (queue.kind, queue.context, queue.messages) for queue in response.context["queues"]}
+    assert queues["basket.events.catalog.ProductPriceChanged"] == ("consumer", "basket", 3)
+    assert queues["retry.2000ms"] == ("retry", "", 5)
+    assert queues["dead-letters"] == ("dead letters", "", 1)
+    assert response.context["retrying"] == 7
+    assert re.search(r'id="retrying">.*?<td class="number">7</td>', response.content.decode(), re.S)
+
+
+@pytest.mark.django_db
+def test_the_overview_says_when_the_broker_did_not_answer_and_reloads_itself(admin_client, monkeypatch):
+    from messaging import bus_state
+
+    monkeypatch.setattr(bus_state, "queue_depths", lambda timeout=None: None)
+
+    response = admin_client.get(reverse("bus:overview"))
+
+    page = response.content.decode()
+    assert "The broker did not answer in time: queue depths unknown." in page
+    assert '<meta http-equiv="refresh" content="10">' in page
