@@ -36,6 +36,8 @@ PRICE_CHANGES = 20
 FAILING_CONSUMER = "ordering:catalog.StockReserved"
 #: Seconds Prometheus gets to show every number (a scrape a second).
 QUERY_TIMEOUT = 60
+#: The alert rules a deployment loads (monitoring/README.md).
+ALERT_RULES = ROOT / "monitoring" / "prometheus" / "bus-alerts.yml"
 
 
 def _free_port() -> int:
@@ -65,6 +67,8 @@ class Prometheus:
                "static_configs": [{"targets": [target]}]}
         config.write_text(json.dumps({  # YAML is a superset of JSON
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            # The repository's alert rules, evaluated on what the scrapes bring.
+            "rule_files": [str(ALERT_RULES)],
             "scrape_configs": [
                 {"job_name": "bus", "authorization": {"credentials": token}, **job},
                 {"job_name": "bus-wrong-token", "authorization": {"credentials": "not-the-token"}, **job},
@@ -84,6 +88,14 @@ class Prometheus:
             return {}
         return {tuple(sorted((k, v) for k, v in sample["metric"].items() if k != "__name__")): float(sample["value"][1])
                 for sample in json.loads(body)["data"]["result"]}
+
+    def active_alerts(self) -> dict[str, list[dict]]:
+        """The labels of each alert pending or firing, by its name."""
+        status, body = _get(f"{self.url}/api/v1/alerts")
+        active: dict[str, list[dict]] = {}
+        for alert in json.loads(body)["data"]["alerts"] if status == 200 else []:
+            active.setdefault(alert["labels"]["alertname"], []).append(alert["labels"])
+        return active
 
     def value(self, promql: str) -> float | None:
         """The single value of ``promql``, None while it has none."""
@@ -185,6 +197,18 @@ def test_prometheus_scrapes_what_the_bus_did_from_every_process(metrics_platform
     # and a scraper with another token gets nothing.
     assert prometheus.value('up{job="bus"}') == 1
     assert prometheus.value('up{job="bus-wrong-token"}') == 0
+    # The repository's alert rules, on these series: the dead letter's alert and the failing
+    # scrape's are raised (pending until their `for`), and no liveness alert is.
+    def raised() -> dict[str, list[dict]]:
+        alerts = prometheus.active_alerts()
+        return alerts if {"BusDeadLettersOpen", "BusScrapeFailing"} <= set(alerts) else {}
+
+    _until(prometheus, "the dead letter's and the failing scrape's alerts", raised)
+    alerts = prometheus.active_alerts()
+    assert [labels["consumer"] for labels in alerts["BusDeadLettersOpen"]] == [FAILING_CONSUMER]
+    assert [labels["job"] for labels in alerts["BusScrapeFailing"]] == ["bus-wrong-token"]
+    assert not {"BusContextWithoutWorker", "BusNoRelayAlive", "BusLivenessMetricsAbsent",
+                "BusOutboxMessagesOld"} & set(alerts)
 
 
 def _instance(prometheus: Prometheus) -> str:
