@@ -30,6 +30,7 @@ from bench.processes import ROOT, ProcessGroup
 from messaging.delivery import consume
 from messaging.models import InboxMessage, OutboxMessage
 from messaging.outbox import Outbox
+from messaging.registry import registry
 from messaging.relay import Relay
 from messaging.topology import Topology
 
@@ -584,7 +585,7 @@ def observability(run: Run) -> dict:
         configurations = {
             "off": {},
             "traces": {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
-            **({"metrics": METRICS_ON} if METRICS_ON else {}),
+            "metrics": {"BUS_METRICS_DIR": str(run.logs / f"metrics-{run.repeat}")},
         }
         names = list(configurations)
         start = run.repeat % len(names)
@@ -603,24 +604,23 @@ def observability(run: Run) -> dict:
 
 
 def _off_hooks_us(calls: int = 20_000) -> float:
-    """Microseconds that one delivery spends in the tracing hooks while tracing is off: what
-    the consumer side calls per delivery (its process span and a handler's span), in a loop."""
-    from messaging import tracing
+    """Microseconds that one delivery spends in the tracing and metrics hooks while both are off:
+    what the consumer side calls per delivery (its process span, a handler's span and timing,
+    its outcome's count), in a loop."""
+    from messaging import metrics, tracing
 
-    if tracing.enabled():
-        raise RuntimeError("the bench process must not trace")
+    if tracing.enabled() or isinstance(metrics.recorder, metrics.Recorder):
+        raise RuntimeError("the bench process must neither trace nor record metrics")
+    handler = next(h for h in registry.handlers if h.context == "basket")
     envelope = {"id": str(uuid.uuid4()), "type": "catalog.ProductPriceChanged", "kind": "event"}
     started = time.perf_counter()
     for _ in range(calls):
         with tracing.processing(envelope, context="basket", delivery_id="d") as delivery, \
-                tracing.handling("basket:catalog.ProductPriceChanged", "apps.basket.handlers.reprice"):
+                metrics.recorder.handler_run(handler), tracing.handling(handler.name, handler.function):
             pass
         delivery.handled({"handled": ["basket"]})
+        metrics.recorder.delivered("basket", envelope["type"], metrics.HANDLED)
     return (time.perf_counter() - started) * 1e6 / calls
-
-
-#: The setting that turns the metrics on, for the observability scenario.
-METRICS_ON: dict[str, str] = {}
 
 
 #: The two per-message costs a deployment may turn off (README, "Speed").

@@ -67,6 +67,9 @@ ENVELOPE_ATTRIBUTES = {
     "causationid": "The message being handled when this one was sent; absent on the first message of a "
                    "conversation, since CloudEvents attributes have no null (extension; read under its former "
                    "name causation_id too).",
+    "traceparent": "The W3C trace context of the span that wrote the message, present while tracing is on "
+                   "(CloudEvents distributed-tracing extension): continue the conversation's trace from it.",
+    "tracestate": "The W3C tracestate that goes with traceparent, when there is one (distributed tracing).",
     "data": "The contract's fields (the schema of the version written).",
 }
 
@@ -401,6 +404,8 @@ class _Builder:
                                     "enum": sorted({*self.registry.contexts_known(), OPERATOR_SOURCE})}
         # Absent rather than null (Envelope.to_json_dict): CloudEvents attributes have no null.
         properties["causationid"] = {"type": "string", "format": "uuid"}
+        properties["traceparent"] = {"type": "string"}
+        properties["tracestate"] = {"type": "string"}
         properties["data"] = {"$ref": f"#/components/schemas/{_pointer(key)}"}
         for name, description in ENVELOPE_ATTRIBUTES.items():
             properties[name] = {**{k: v for k, v in properties[name].items() if k != "title"},

@@ -1,11 +1,14 @@
 """System checks: ``manage.py check`` fails on a registry mistake, a retention that forgets too
-soon or broker settings the broker cannot work with, and warns about a handler not named after what it handles.
+soon, broker settings the broker cannot work with or a metrics folder it cannot write, and warns about a handler not named after what it handles.
 
 Each ``_check_*`` function looks at one kind of mistake and returns Django
 check messages with an id and a hint saying how to fix it, as
 ``django/contrib/admin/checks.py`` does. ``registry_problems`` runs them on any
 registry (the tests give it a registry with a mistake in it).
 """
+
+import tempfile
+from pathlib import Path
 
 from django.apps import apps
 from django.conf import settings
@@ -176,6 +179,25 @@ def check_inbox_outlasts_redelivery(app_configs, **kwargs):
 def check_broker(app_configs, **kwargs):
     """What the broker's adapter cannot work with (on Redis, a visibility timeout too short)."""
     return brokers.current().configuration_problems()
+
+
+@checks.register("messaging")
+def check_metrics_folder(app_configs, **kwargs):
+    """A metrics folder this process cannot write to: refused at start, where a worker
+    exits on it (``python -m workers``), rather than every count failing later."""
+    folder = settings.BUS_METRICS_DIR
+    if not folder:
+        return []
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return [checks.Error(f"BUS_METRICS_DIR ({folder}) cannot be written: {exc}",
+                             hint="Point BUS_METRICS_DIR at a folder of this host this process may write "
+                                  "to, or leave it empty to record no metrics.",
+                             id="messaging.E012")]
+    return []
 
 
 def _dotted(contract) -> str:

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
+import logging
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from django.conf import settings
 
 from messaging.registry import Handler, registry
+
+logger = logging.getLogger(__name__)
 
 #: A delivery's outcomes (the label ``outcome`` of ``bus_deliveries_total``).
 HANDLED = "handled"  # a handler of the context ran (the others, if any, had already)
@@ -84,24 +87,34 @@ class Recorder(NoRecorder):
     """Metrics on: each method records into this process's files in ``folder``.
 
     The metrics are made at the first record, so a process that records nothing (a
-    management command, the web) leaves no file.
+    management command, the web) leaves no file. Recording never raises: it runs where
+    messages are handled and published, whose outcome a count must never change. A
+    record that fails (the folder unwritable, the disk full) is logged, and this process
+    records nothing more.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self._made: _Metrics | None = None
 
     def published(self, message_types: Iterable[str]) -> None:
-        # A batch is mostly a few types: one increment each, not one per row.
-        for message_type, count in collections.Counter(message_types).items():
-            self._metrics.published.labels(message_type).inc(count)
+        def record(metrics: _Metrics) -> None:
+            # A batch is mostly a few types: one increment each, not one per row.
+            for message_type, count in collections.Counter(message_types).items():
+                metrics.published.labels(message_type).inc(count)
+
+        self._record(record)
 
     def relay_batch(self, size: int, confirm_wait: float | None) -> None:
-        self._metrics.batch_size.observe(size)
-        if confirm_wait is not None:
-            self._metrics.confirm_wait.observe(confirm_wait)
+        def record(metrics: _Metrics) -> None:
+            metrics.batch_size.observe(size)
+            if confirm_wait is not None:
+                metrics.confirm_wait.observe(confirm_wait)
+
+        self._record(record)
 
     def delivered(self, context: str, message_type: str, outcome: str) -> None:
-        self._metrics.deliveries.labels(context, message_type, outcome).inc()
+        self._record(lambda metrics: metrics.deliveries.labels(context, message_type, outcome).inc())
 
     @contextlib.contextmanager
     def handler_run(self, handler: Handler) -> Iterator[None]:
@@ -109,12 +122,29 @@ class Recorder(NoRecorder):
         try:
             yield
         finally:
-            self._metrics.handler_duration.labels(handler.context, handler.name, handler.message_type).observe(
-                time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self._record(lambda metrics: metrics.handler_duration.labels(
+                handler.context, handler.name, handler.message_type).observe(took))
 
-    @functools.cached_property
+    def _record(self, record: Callable[[_Metrics], None]) -> None:
+        global recorder
+        try:
+            record(self._metrics())
+        except Exception:
+            logger.exception("recording metrics into %s failed: this process records none from now on", self.folder)
+            recorder = NoRecorder()
+
     def _metrics(self) -> _Metrics:
-        return _Metrics(self.folder)
+        if self._made is None:
+            # Once per process, whichever thread records first (the threads pool): two sets
+            # would each open this process's files and write over each other's counts.
+            with _making:
+                if self._made is None:
+                    self._made = _Metrics(self.folder)
+        return self._made
+
+
+_making = threading.Lock()
 
 
 class _Metrics:

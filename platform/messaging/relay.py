@@ -147,12 +147,13 @@ class Relay:
             else:
                 outcome = publisher.publish(outgoing)
             self._accept_unheard_events(rows, outcome)
-            if sends is not None:
-                self._trace(sends, rows, outgoing, outcome)
             ids = [row.id for row in rows]
             self._mark_published([ids[position] for position in outcome.confirmed])
             failure = self._record_failures(ids, outcome)
-        # Counted once committed: a row is published when it is marked so.
+        # Traced and counted once committed: a row is published when it is marked so, and
+        # neither may hold the rows' locks longer, nor ever decide whether they are marked.
+        if sends is not None:
+            self._trace(sends, rows, outgoing, outcome)
         metrics.recorder.relay_batch(len(rows), outcome.confirm_wait)
         metrics.recorder.published(rows[position].message_type for position in outcome.confirmed)
         if outcome.error is not None or outcome.unroutable:
@@ -175,7 +176,14 @@ class Relay:
         return Outgoing(envelope, exchange=route.exchange, routing_key=route.routing_key)
 
     def _trace(self, sends: tracing.Sends, rows: list, outgoing: list[Outgoing], outcome: BatchOutcome) -> None:
-        """A ``send`` span per row of the batch, failed for each row the broker did not confirm."""
+        """A ``send`` span per row of the batch, failed for each row the broker did not confirm.
+        Never raises: the batch is published and marked whatever becomes of its spans."""
+        try:
+            self._trace_rows(sends, rows, outgoing, outcome)
+        except Exception:
+            logger.exception("relay: the batch's send spans could not be made")
+
+    def _trace_rows(self, sends: tracing.Sends, rows: list, outgoing: list[Outgoing], outcome: BatchOutcome) -> None:
         confirmed = set(outcome.confirmed)
         failure = outcome.refusal(len(rows)) or outcome.error
         for position, (row, message) in enumerate(zip(rows, outgoing, strict=True)):

@@ -19,9 +19,11 @@ process (and each prefork pool process, after its fork) has of its own.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 #: Variables that ask for spans to be exported, one of which must be set for tracing to be on.
 EXPORTER_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")
+
+#: Seconds a stopping process gives its last spans to reach the collector.
+FLUSH_TIMEOUT = 2.0
 
 _propagator = TraceContextTextMapPropagator()
 #: The tracer once ``configure`` turned tracing on; None while it is off.
@@ -73,10 +78,12 @@ def configure(service_name: str) -> bool:
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if exporter != "otlp":
         logger.warning("OTEL_TRACES_EXPORTER=%s: the platform exports traces over OTLP/HTTP only", exporter)
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name,
-                                                        "service.namespace": "bus"}))
+    # Not the SDK's own shutdown at exit, which waits as long as the exporter retries: ours is bounded.
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name, "service.namespace": "bus"}),
+                              shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    atexit.register(flush)
     _tracer = trace.get_tracer("messaging")
     return True
 
@@ -85,10 +92,16 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def flush() -> None:
-    """Export what is buffered: a prefork pool process leaves by ``os._exit``, without exit hooks."""
-    if _tracer is not None:
-        trace.get_tracer_provider().force_flush()
+def flush(timeout: float = FLUSH_TIMEOUT) -> None:
+    """Export what is buffered, for up to ``timeout`` seconds: a prefork pool process leaves by
+    ``os._exit``, without exit hooks. Bounded, since the SDK's own flush waits as long as the
+    exporter retries (measured: 14 s with the collector away), and a process stopping must stop
+    within its grace period."""
+    if _tracer is None:
+        return
+    exporting = threading.Thread(target=trace.get_tracer_provider().force_flush, daemon=True)
+    exporting.start()
+    exporting.join(timeout)
 
 
 def instrument_django() -> None:
@@ -97,6 +110,8 @@ def instrument_django() -> None:
         return
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 
+    # Prometheus scrapes every few seconds: no trace of each scrape, unless told otherwise.
+    os.environ.setdefault("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "metrics")
     DjangoInstrumentor().instrument()
 
 
@@ -172,14 +187,18 @@ class Delivery:
 
     def __init__(self, span) -> None:
         self.span = span
+        #: Whether one of the methods below said what became of the delivery.
+        self.said = False
 
     def handled(self, outcome: dict) -> None:
+        self.said = True
         self.span.set_attribute("bus.delivery.outcome", "duplicate" if not outcome.get("handled") else "handled")
 
     def retried(self, error: BaseException) -> None:
         self._failed("retried", type(error).__name__, f"{type(error).__name__}: {error}")
 
     def held_back(self, reason: str) -> None:
+        self.said = True
         self.span.set_attribute("bus.delivery.outcome", "held_back")
         self.span.add_event("held back", {"bus.reason": reason})
 
@@ -192,9 +211,12 @@ class Delivery:
         self._failed("dead_lettered", reason, error)
 
     def _failed(self, outcome: str, error_type: str, description: str) -> None:
+        self.said = True
         self.span.set_attribute("bus.delivery.outcome", outcome)
         self.span.set_attribute("error.type", error_type)
-        self.span.set_status(Status(StatusCode.ERROR, description[:1000]))
+        # Its first line only: what follows may quote the message's data (pydantic's errors
+        # do), which has no place in a tracing backend.
+        self.span.set_status(Status(StatusCode.ERROR, description.strip().splitlines()[0][:300] if description else ""))
 
 
 class _NoDelivery(Delivery):
@@ -221,9 +243,19 @@ def processing(envelope: Any, *, context: str, delivery_id: str) -> Iterator[Del
     attributes = _common(brokers.current().messaging_system, queue, "process", "process", envelope)
     attributes["messaging.consumer.group.name"] = context
     attributes["messaging.message.delivery_id"] = delivery_id
+    # The outcome is the delivery's to say (a hold-back ends in Celery's Retry, no error); an
+    # exception it did not explain (the database gone, say) marks the span failed below.
     with _tracer.start_as_current_span(f"process {queue}", context=context_of_writer, kind=SpanKind.CONSUMER,
-                                       links=links, attributes=attributes) as span:
-        yield Delivery(span)
+                                       links=links, attributes=attributes, record_exception=False,
+                                       set_status_on_exception=False) as span:
+        delivery = Delivery(span)
+        try:
+            yield delivery
+        except BaseException as exc:
+            if not delivery.said:
+                span.record_exception(exc)
+                delivery._failed("failed", type(exc).__name__, f"{type(exc).__name__}: {exc}")
+            raise
 
 
 @contextlib.contextmanager

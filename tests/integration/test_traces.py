@@ -60,14 +60,16 @@ def traced_platform(platforms, receiver, transactional_db, tmp_path):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(url), timeout=30, message=f"the web at {url} ({tmp_path / 'web.log'})")
-    yield processes, url
-    PlatformBus(processes).run_until_quiet()
-    web.terminate()
-    web.wait(timeout=30)
-    log.close()
-    # The next test's processes export nowhere.
-    platforms.stop()
+    try:
+        wait_for(lambda: _answers(url), timeout=30, message=f"the web at {url} ({tmp_path / 'web.log'})")
+        yield processes, url
+        PlatformBus(processes).run_until_quiet()
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        log.close()
+        # The next test's processes export nowhere.
+        platforms.stop()
 
 
 def _answers(url: str) -> bool:

@@ -11,10 +11,11 @@ from decimal import Decimal
 import pytest
 from celery.exceptions import Retry
 
+from apps.basket.models import BasketLine
 from apps.basket.services import basket_add_item
 from messaging import batch_run, metrics
 from messaging.brokers.base import PublishRefusedError
-from messaging.delivery import DeadLettered
+from messaging.delivery import DeadLettered, consume
 from tests.brokers import on_broker
 from tests.metrics import metrics_on, recorded  # noqa: F401  (a fixture)
 from tests.unit.test_batch_run import _item, _price_change, basket_worker  # noqa: F401  (a fixture)
@@ -143,3 +144,37 @@ def test_clearing_the_folder_before_a_start_forgets_an_earlier_runs_counts(metri
 
     assert _deliveries(metrics_on, metrics.HANDLED) == 0
     assert [path.name for path in metrics_on.iterdir()] == ["notes.txt"]
+
+
+def test_a_folder_that_cannot_be_written_changes_no_delivery_and_turns_recording_off(
+    monkeypatch, settings, tmp_path, caplog
+):
+    # given metrics "on" into a folder that cannot be made (a file stands where it would be)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(metrics, "recorder", metrics.Recorder(blocked / "metrics"))
+    settings.BUS_CONTEXT = "basket"
+    basket_add_item(customer_id="c1", sku="MUG-1", quantity=1, unit_price=Decimal("10.00"))
+    envelope = _price_change("MUG-1")
+
+    # when a delivery is handled
+    outcome = consume(envelope, context="basket")
+
+    # then it is handled as ever, the failure is logged once, and this process records no more
+    assert outcome["handled"] == ["basket:catalog.ProductPriceChanged"]
+    assert BasketLine.objects.get().unit_price == Decimal("12.00")
+    assert isinstance(metrics.recorder, metrics.NoRecorder) and not isinstance(metrics.recorder, metrics.Recorder)
+    assert "recording metrics into" in caplog.text
+
+
+def test_manage_py_check_refuses_a_metrics_folder_this_process_cannot_write(settings, tmp_path):
+    from messaging.checks import check_metrics_folder
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    settings.BUS_METRICS_DIR = str(blocked / "metrics")
+    [error] = check_metrics_folder(None)
+    assert error.id == "messaging.E012" and "cannot be written" in error.msg
+
+    settings.BUS_METRICS_DIR = str(tmp_path / "metrics")
+    assert check_metrics_folder(None) == []

@@ -180,3 +180,43 @@ def test_each_delivery_of_a_batch_has_its_process_span_and_a_failed_one_says_it_
 
 def _fail(**kwargs):
     raise ConnectionError("database briefly away")
+
+
+def test_a_stopping_process_waits_for_its_last_spans_no_longer_than_the_flush_timeout(monkeypatch):
+    import time as clock
+
+    provider = TracerProvider()
+
+    class NeverAnswering:
+        def force_flush(self, timeout_millis=None):
+            clock.sleep(30)  # an exporter retrying a collector that is away
+
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", lambda: NeverAnswering())
+    started = clock.monotonic()
+
+    tracing.flush(timeout=0.2)
+
+    assert clock.monotonic() - started < 2
+
+
+def test_a_message_held_back_for_a_newer_worker_is_no_error_on_its_span(spans, basket_worker, monkeypatch):
+    envelope = {**_price_change(), "version": 99}
+    monkeypatch.setattr("messaging.tasks.publish_confirmed", lambda messages: None)
+
+    with pytest.raises(Retry):
+        _run_task(envelope)
+
+    (process,) = _named(spans, "process ")
+    assert process.attributes["bus.delivery.outcome"] == "held_back"
+    assert process.status.status_code is StatusCode.UNSET
+
+
+def test_a_traceparent_no_one_can_read_is_ignored_and_the_delivery_starts_a_trace_of_its_own(spans, basket_worker):
+    envelope = {**_price_change(), "traceparent": "not-a-trace-context", "tracestate": "x" * 2000}
+
+    outcome = _run_task(envelope)
+
+    assert outcome["handled"] == ["basket:catalog.ProductPriceChanged"]
+    (process,) = _named(spans, "process ")
+    assert process.parent is None and not process.links
