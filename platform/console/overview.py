@@ -10,9 +10,8 @@ processes, queue depths) is the bus's own state, which ``/metrics`` reads too:
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
-
 import time
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count

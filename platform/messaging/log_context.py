@@ -101,8 +101,9 @@ class LogContextFilter(logging.Filter):
         if settings.BUS_CONTEXT:
             record.context = settings.BUS_CONTEXT
         fields = _delivery.get() or _fields_of_the_traced_task()
-        if fields:
-            record.__dict__.update(fields)
+        for name, value in (fields or {}).items():
+            # A caller's own ``extra`` says it better.
+            record.__dict__.setdefault(name, value)
         span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:
             record.trace_id = trace.format_trace_id(span_context.trace_id)

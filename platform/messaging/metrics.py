@@ -184,15 +184,6 @@ def recorder_for(folder: str | Path) -> NoRecorder:
 recorder: NoRecorder = recorder_for(settings.BUS_METRICS_DIR)
 
 
-def process_exited(pid: int | None = None) -> None:
-    """Bookkeeping for a process of this host that exits (a worker's pool process): its live
-    gauges go (its counters stay, counted). Nothing when metrics are off."""
-    if isinstance(recorder, Recorder):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(os.getpid() if pid is None else pid, str(recorder.folder))
-
-
 def clear_folder(folder: str | Path | None = None) -> int:
     """Delete the metric files in ``folder`` (``BUS_METRICS_DIR`` by default) before this host's
     processes start: counts of an earlier run would otherwise be added to this one's.

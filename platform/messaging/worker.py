@@ -22,7 +22,7 @@ import datetime
 import logging
 
 from billiard.einfo import ExceptionWithTraceback
-from celery import bootsteps, signals
+from celery import bootsteps
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
@@ -281,8 +281,3 @@ class LivenessStep(bootsteps.StartStopStep):
             self.beating.cancel()
             self.beating = None
 
-
-@signals.worker_process_shutdown.connect
-def _pool_process_exits(**kwargs) -> None:
-    """A pool process's live metrics go with it (its counters stay counted: ``messaging.metrics``)."""
-    metrics.process_exited()

@@ -41,7 +41,7 @@ def test_with_no_metrics_folder_the_bus_records_nothing_and_writes_no_file(setti
     # when a delivery is handled, then nothing is kept anywhere (the recorder has nowhere to write)
     settings.BUS_CONTEXT = "basket"
     _run_price_changed_task(envelope=price_changed)
-    assert metrics.process_exited() is None and metrics.clear_folder() == 0
+    assert metrics.clear_folder() == 0
 
 
 def test_a_delivery_run_by_celerys_tracer_is_counted_handled_then_duplicate_with_its_handlers_run(
@@ -124,16 +124,6 @@ def test_the_relay_counts_the_rows_the_broker_confirmed_and_each_batch(metrics_o
     assert recorded(metrics_on, "bus_relay_batch_size_count") == 1
     assert recorded(metrics_on, "bus_relay_batch_size_sum") == 3
     assert recorded(metrics_on, "bus_relay_confirm_wait_seconds_count") == 1
-
-
-def test_a_pool_process_that_exits_takes_its_live_gauges_but_leaves_its_counts(metrics_on):
-    metrics_on.mkdir()
-    for name in ("gauge_livesum_4242.db", "counter_4242.db", "histogram_4242.db"):
-        (metrics_on / name).write_bytes(b"")
-
-    metrics.process_exited(4242)
-
-    assert sorted(path.name for path in metrics_on.iterdir()) == ["counter_4242.db", "histogram_4242.db"]
 
 
 def test_clearing_the_folder_before_a_start_forgets_an_earlier_runs_counts(metrics_on):
