@@ -14,7 +14,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, OperationalError, connection, transaction
 
-from messaging import outbox
+from messaging import outbox, tracing
 from messaging.contracts import Envelope, Message
 from messaging.registry import registry
 
@@ -37,6 +37,8 @@ class MessageCommand(BaseCommand):
                             help="the business conversation to join (UUID; a checkout's is its order id)")
 
     def handle(self, *args, **options):
+        # While tracing, the conversation this message starts (or joins) has its first span here.
+        tracing.configure("command")
         data = _json_object(*_read_data(options["data"], options.get("stdin") or sys.stdin))
         try:
             message = outbox.build(options["type"], data, kind=self.kind)
