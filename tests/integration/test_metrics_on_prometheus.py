@@ -196,7 +196,7 @@ def test_prometheus_scrapes_what_the_bus_did_from_every_process(metrics_platform
     assert prometheus.value('count(bus_queue_messages{queue="basket.events.catalog.ProductPriceChanged"})') == 1
     # and a scraper with another token gets nothing.
     assert prometheus.value('up{job="bus"}') == 1
-    assert prometheus.value('up{job="bus-wrong-token"}') == 0
+    _until(prometheus, "the wrong token's scrapes refused", lambda: prometheus.value('up{job="bus-wrong-token"}') == 0)
     # The repository's alert rules, on these series: the dead letter's alert and the failing
     # scrape's are raised (pending until their `for`), and no liveness alert is.
     def raised() -> dict[str, list[dict]]:
