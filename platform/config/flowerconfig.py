@@ -27,10 +27,10 @@ variables, so the login options are known here.
 import tornado.web
 from flower.app import Flower
 from flower.utils.broker import RedisBase
-from kombu.utils.url import maybe_sanitize_url
 from flower.views.monitor import Metrics
 from tornado.options import options
 
+from messaging.brokers.base import masked_url
 from messaging.log_context import set_process_role
 
 set_process_role("flower")  # its lines name it (in JSON: BUS_LOG_FORMAT=json)
@@ -66,7 +66,8 @@ def _inspect_if_unknown(flower: Flower, name: str) -> None:
 Flower.start = _start_inspecting_workers_as_they_come
 
 
-Flower.broker_uri = property(lambda flower: maybe_sanitize_url(flower.capp.conf.broker_url))
+# Every node's password masked, a failover URL's too (kombu's masks only the first node's).
+Flower.broker_uri = property(lambda flower: masked_url(flower.capp.conf.broker_url))
 Flower.broker_uri_with_password = property(lambda flower: flower.capp.conf.broker_url)
 
 

@@ -1,5 +1,7 @@
 """The adapter is chosen by the broker URL, and says what its broker cannot work with."""
 
+import re
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -44,3 +46,22 @@ def test_on_rabbitmq_there_is_no_visibility_timeout_to_check(settings):
     settings.BUS_REDIS_VISIBILITY_TIMEOUT = 1
 
     assert check_broker(None) == []
+
+
+FAILOVER_URL = "amqp://bus:p1%2F@rabbit-1:5672/bus;amqp://bus:p2@rabbit-2:5672/bus; amqp://bus:p3@rabbit-3:5672/bus"
+
+
+def test_a_failover_url_is_described_by_every_node_without_any_password():
+    from messaging.brokers.base import failover_addresses
+
+    assert len(failover_addresses(FAILOVER_URL)) == 3
+    assert brokers.for_url(FAILOVER_URL).describe() == "rabbit-1:5672/bus, rabbit-2:5672/bus, rabbit-3:5672/bus"
+
+
+def test_a_failover_url_is_shown_with_every_nodes_password_masked():
+    from messaging.brokers.base import masked_url
+
+    shown = masked_url(FAILOVER_URL)
+
+    assert not {"p1", "p2", "p3"} & set(re.findall(r"p\d", shown))
+    assert shown.count("**") == 3 and shown.count(";") == 2

@@ -17,6 +17,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from kombu import Connection, Exchange, Queue
+from kombu.utils.url import maybe_sanitize_url
 
 from messaging import task_message
 from messaging.topology_plan import TopologyEditor, TopologyPlanError
@@ -220,6 +221,18 @@ class ReplyConfirmedPublisher(Publisher):
         return outcome
 
 
+def failover_addresses(url: str) -> list[str]:
+    """The nodes of a broker URL, each a URL of its own: kombu's failover form names several,
+    separated by ``;`` (``amqp://u:p@h1/v;amqp://u:p@h2/v``)."""
+    return [address.strip() for address in url.split(";") if address.strip()]
+
+
+def masked_url(url: str) -> str:
+    """``url`` with every node's password masked; kombu's ``maybe_sanitize_url`` masks only
+    the first node's of a failover URL, and prints the others' as they are."""
+    return ";".join(maybe_sanitize_url(address) for address in failover_addresses(url))
+
+
 class Broker:
     """One broker as the bus uses it. Subclasses set what differs."""
 
@@ -255,8 +268,8 @@ class Broker:
         """Drop what an earlier run left that nobody will consume (before ``run_platform`` starts)."""
 
     def describe(self) -> str:
-        """Where the broker is, for people (no password)."""
-        return self.url.split("@")[-1]
+        """Where the broker is, for people (no password): every node of a failover URL."""
+        return ", ".join(address.split("@")[-1] for address in failover_addresses(self.url))
 
     def redelivery_wait(self) -> float:
         """Seconds a message taken by a worker that died may wait before it comes back
