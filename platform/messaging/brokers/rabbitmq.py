@@ -315,12 +315,23 @@ class ManagementAPI:
                    urllib.parse.unquote(account.password or "guest"), timeout=settings.BUS_CONFIRM_TIMEOUT)
 
     def get(self, path: str) -> list[dict]:
-        request = urllib.request.Request(f"{self.url}/api/{path}", headers={"Authorization": self._authorization})
+        return self._request(urllib.request.Request(f"{self.url}/api/{path}",
+                                                    headers={"Authorization": self._authorization}))
+
+    def put(self, path: str, body: dict) -> None:
+        """Create or replace what ``path`` names (a user, its permissions: ``bus_permissions --apply``)."""
+        self._request(urllib.request.Request(
+            f"{self.url}/api/{path}", data=json.dumps(body).encode(), method="PUT",
+            headers={"Authorization": self._authorization, "Content-Type": "application/json"}))
+
+    def _request(self, request: urllib.request.Request):
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.load(response)
+                # A PUT answers 201 or 204, with no body.
+                return json.load(response) if request.get_method() == "GET" else None
         except urllib.error.HTTPError as exc:
-            hint = (" (its user needs the management or monitoring tag)" if exc.code in (401, 403) else "")
+            needs = "the management or monitoring tag" if request.get_method() == "GET" else "the administrator tag"
+            hint = (f" (its user needs {needs})" if exc.code in (401, 403) else "")
             raise TopologyPlanError(f"RabbitMQ's management API at {self.url} answered {exc.code} {exc.reason}"
                                     f"{hint}") from exc
         except (urllib.error.URLError, OSError) as exc:

@@ -1,0 +1,118 @@
+"""The broker permissions derived per role let each role reach its own names and no one else's.
+
+RabbitMQ searches a name with a permission's pattern (unanchored), so these tests do too
+(``re.search``): a pattern that forgot its anchors would match another context's names here
+as it would on the broker. The names come from ``Topology`` on RabbitMQ.
+"""
+
+import re
+
+import pytest
+from django.core.management import call_command
+
+from messaging import broker_permissions, brokers
+from messaging.registry import registry
+from messaging.topology import Topology
+
+CONTEXTS = registry.contexts()
+
+
+@pytest.fixture
+def topology():
+    return Topology(broker=brokers.for_url("amqp://guest:guest@localhost:5672/bus"))
+
+
+def _allows(pattern: str, name: str) -> bool:
+    return re.search(pattern, name) is not None
+
+
+def _queues(topology, context: str) -> list[str]:
+    return [queue.name for queue in topology.context_queues(context)]
+
+
+def _permissions(role: str) -> broker_permissions.RolePermissions:
+    return next(p for p in broker_permissions.derive() if p.role == role)
+
+
+def test_there_is_one_role_for_the_relay_and_one_per_context_with_handlers():
+    assert [p.role for p in broker_permissions.derive()] == ["relay", *CONTEXTS]
+    assert {"catalog", "basket", "ordering", "payment"} <= set(CONTEXTS)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_a_context_reads_each_of_its_own_queues_and_none_of_another_contexts(topology, context):
+    read = _permissions(context).read
+
+    assert all(_allows(read, name) for name in _queues(topology, context))
+    others = [name for other in CONTEXTS if other != context for name in _queues(topology, other)]
+    assert others and not any(_allows(read, name) for name in others)
+    assert not _allows(read, "dead-letters")
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_a_context_publishes_to_its_retry_route_and_to_no_command_or_event_exchange(topology, context):
+    write = _permissions(context).write
+    retry = topology.retry_route(_queues(topology, context)[0], 0).route.exchange
+
+    assert _allows(write, retry.name)
+    assert all(_allows(write, exchange.name) for exchange in topology.exchanges() if exchange.name.startswith("retry."))
+    assert not any(_allows(write, exchange.name) for exchange in topology.exchanges()
+                   if exchange.name == "commands" or exchange.name.startswith("events."))
+    assert not _allows(write, broker_permissions.DEFAULT_EXCHANGE_RESOURCE)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_a_context_may_declare_none_of_the_buss_exchanges_and_queues(topology, context):
+    configure = _permissions(context).configure
+
+    names = [e.name for e in topology.exchanges()] + [q.name for q in topology.queues()]
+    assert not any(_allows(configure, name) for name in names)
+
+
+def test_ordering_may_neither_read_catalogs_commands_nor_publish_catalogs_events(topology):
+    ordering = _permissions("ordering")
+
+    assert not _allows(ordering.read, "catalog.commands")
+    assert not _allows(ordering.write, "events.catalog.ProductPriceChanged")
+
+
+def test_a_workers_remote_control_queue_is_its_own_contexts_alone():
+    ordering = _permissions("ordering")
+
+    assert _allows(ordering.read, "ordering.4242@host.example.celery.pidbox")
+    assert not _allows(ordering.read, "catalog.4242@host.example.celery.pidbox")
+    assert not _allows(ordering.configure, "catalog.4242@host.example.celery.pidbox")
+
+
+def test_the_relay_publishes_to_every_command_and_event_exchange_and_reads_only_the_dead_letters(topology):
+    relay = _permissions("relay")
+
+    assert all(_allows(relay.write, exchange.name) for exchange in topology.exchanges()
+               if exchange.name == "commands" or exchange.name.startswith("events."))
+    assert _allows(relay.write, broker_permissions.DEFAULT_EXCHANGE_RESOURCE)  # a dead letter's redelivery
+    assert [name for name in (q.name for q in topology.queues()) if _allows(relay.read, name)] == ["dead-letters"]
+    assert not any(_allows(relay.configure, q.name) for q in topology.queues())
+
+
+def test_every_pattern_is_anchored_at_both_ends():
+    for role in broker_permissions.derive():
+        for pattern in (role.configure, role.write, role.read):
+            assert pattern.startswith("^") and pattern.endswith("$"), (role.role, pattern)
+
+
+def test_the_command_prints_rabbitmqctl_lines_with_a_placeholder_for_each_password(settings, capsys):
+    settings.CELERY_BROKER_URL = "amqp://admin:s3cret@broker:5672/shop"
+
+    call_command("bus_permissions", "--user-prefix", "shop-")
+
+    out = capsys.readouterr().out
+    assert "rabbitmqctl add_user shop-ordering '<password of shop-ordering>'" in out
+    assert "rabbitmqctl set_permissions -p shop shop-relay '^(celeryev)$' " in out
+    assert "s3cret" not in out
+
+
+def test_a_role_url_keeps_every_host_and_encodes_the_password():
+    url = broker_permissions.role_url("amqp://a:b@h1:5672/x;amqp://a:b@h2:5672/x",
+                                      user="bus-ordering", password="p/@$", vhost="shop")
+
+    assert url == "amqp://bus-ordering:p%2F%40%24@h1:5672/shop;amqp://bus-ordering:p%2F%40%24@h2:5672/shop"
