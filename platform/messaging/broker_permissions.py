@@ -31,9 +31,13 @@ import urllib.parse
 from celery import current_app
 
 from messaging.brokers.base import DEAD_LETTER_QUEUE
-from messaging.brokers.rabbitmq import RETRY_NAME
-from messaging.registry import Registry, registry as default_registry
-from messaging.topology import COMMANDS_EXCHANGE, command_queue_name, event_exchange_name, event_queue_name
+from messaging.topology import (
+    COMMANDS_EXCHANGE,
+    Topology,
+    command_queue_name,
+    event_exchange_name,
+    event_queue_name,
+)
 
 #: The role of the relay; every other role is a context, whose worker it names.
 RELAY = "relay"
@@ -95,7 +99,13 @@ def _celery_objects(context: str) -> tuple[str, str, str, str]:
             re.escape(mailbox.reply_exchange.name), _shape(node_queue, r"[^@]+@.+"))
 
 
-def worker_permissions(context: str) -> RolePermissions:
+def _retry_exchanges(topology: Topology) -> tuple[str, ...]:
+    """Every exchange a retry may wait behind, whatever the retry settings: the broker says."""
+    pattern = topology.broker.retry_exchange_pattern
+    return (pattern,) if pattern else ()
+
+
+def worker_permissions(context: str, topology: Topology) -> RolePermissions:
     events, control, replies, node_queue = _celery_objects(context)
     return RolePermissions(
         role=context,
@@ -105,7 +115,7 @@ def worker_permissions(context: str) -> RolePermissions:
         # Retries wait in the retry exchanges' queues (``Topology.retry_route``); binding its
         # remote-control queue needs write on that queue. No dead-letter exchange: a worker
         # rejects to it through its queue's ``x-dead-letter-exchange``, which RabbitMQ does unchecked.
-        write=only(RETRY_NAME.pattern, events, replies, node_queue),
+        write=only(*_retry_exchanges(topology), events, replies, node_queue),
         # Its own queues; the control exchange and its own queue for remote control (Flower).
         read=only(*_context_queues(context), control, node_queue),
     )
@@ -123,9 +133,10 @@ def relay_permissions() -> RolePermissions:
     )
 
 
-def derive(registry: Registry = default_registry) -> list[RolePermissions]:
+def derive(topology: Topology | None = None) -> list[RolePermissions]:
     """The relay's permissions, then those of each context with handlers (each has a worker)."""
-    return [relay_permissions(), *(worker_permissions(context) for context in registry.contexts())]
+    topology = topology or Topology()
+    return [relay_permissions(), *(worker_permissions(context, topology) for context in topology.registry.contexts())]
 
 
 def rabbitmqctl_commands(permissions: list[RolePermissions], *, vhost: str, prefix: str) -> list[str]:

@@ -71,6 +71,7 @@ class RabbitMQ(Broker):
     label = "RabbitMQ"
     messaging_system = "rabbitmq"
     retries_wait_in_worker = False
+    retry_exchange_pattern = RETRY_NAME.pattern
     speaks_amqp = True
 
     def queue_arguments(self) -> dict:
@@ -101,7 +102,10 @@ class RabbitMQ(Broker):
         return name == DEAD_LETTER_EXCHANGE or bool(RETRY_NAME.fullmatch(name))
 
     def topology_editor(self, connection: Connection) -> RabbitMQTopologyEditor:
-        return RabbitMQTopologyEditor(connection, ManagementAPI.for_broker(self.url))
+        return RabbitMQTopologyEditor(connection, self.management_api())
+
+    def management_api(self) -> ManagementAPI:
+        return ManagementAPI.for_broker(self.url)
 
     def dead_letter_queue(self) -> Queue:
         return Queue(DEAD_LETTER_QUEUE, exchange=self._dead_letter_exchange(), routing_key=DEAD_LETTER_QUEUE,

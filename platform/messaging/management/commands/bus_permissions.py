@@ -6,7 +6,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from messaging import broker_permissions, brokers
-from messaging.brokers.rabbitmq import ManagementAPI, RabbitMQ
 from messaging.topology_plan import TopologyPlanError
 
 
@@ -28,7 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         broker = brokers.current()
-        if not isinstance(broker, RabbitMQ):
+        api = broker.management_api()
+        if api is None:
             raise CommandError(f"bus_permissions makes RabbitMQ users; the broker is the {broker.label} "
                                "(on Redis, see docs/how-to/deploy.md, Least privilege on the broker)")
         vhost = options["vhost"] or urllib.parse.unquote(urllib.parse.urlsplit(
@@ -45,8 +45,7 @@ class Command(BaseCommand):
                 passwords[role.role] = secrets.token_urlsafe(24)
                 generated.append(role)
         try:
-            broker_permissions.apply(permissions, ManagementAPI.for_broker(settings.CELERY_BROKER_URL),
-                                     vhost=vhost, prefix=prefix, passwords=passwords)
+            broker_permissions.apply(permissions, api, vhost=vhost, prefix=prefix, passwords=passwords)
         except TopologyPlanError as exc:
             raise CommandError(str(exc)) from exc
         # Once, and never on standard output (which a deploy log keeps): nobody can ask for them again.
