@@ -8,12 +8,13 @@ as it would on the broker. The names come from ``Topology`` on RabbitMQ.
 import re
 
 import pytest
+from amqp.exceptions import AccessRefused, NotFound
 from django.core.management import call_command
 
 from messaging import brokers
 from messaging import broker_permissions
 from messaging.registry import registry
-from messaging.topology import Topology
+from messaging.topology import Topology, TopologyMissingError
 
 CONTEXTS = registry.contexts()
 
@@ -119,3 +120,54 @@ def test_a_role_url_keeps_every_host_and_encodes_the_password():
                                       user="bus-ordering", password="p/@$", vhost="shop")
 
     assert url == "amqp://bus-ordering:p%2F%40%24@h1:5672/shop;amqp://bus-ordering:p%2F%40%24@h2:5672/shop"
+
+
+class _Channel:
+    """A channel of a broker user that may declare nothing; ``existing`` names what the broker has."""
+
+    def __init__(self, existing: set[str]) -> None:
+        self.existing, self.is_open = existing, True
+
+    def exchange_declare(self, exchange, type, passive=False, **options):
+        self._declare(exchange, passive)
+
+    def queue_declare(self, queue, passive=False, **options):
+        self._declare(queue, passive)
+
+    def _declare(self, name, passive):
+        if not passive:
+            self.is_open = False
+            raise AccessRefused(f"ACCESS_REFUSED - configure access to '{name}' refused")
+        if name not in self.existing:
+            self.is_open = False
+            raise NotFound(f"NOT_FOUND - no '{name}'")
+
+    def close(self):
+        self.is_open = False
+
+
+class _Connection:
+    def __init__(self, existing: set[str]) -> None:
+        self.existing = existing
+
+    def channel(self):
+        return _Channel(self.existing)
+
+
+def _names(topology) -> set[str]:
+    return {e.name for e in topology.exchanges()} | {q.name for q in topology.queues()}
+
+
+def test_a_process_that_may_not_declare_finds_the_topology_declared(topology):
+    assert topology.declare_where_allowed(_Connection(_names(topology))) is False
+
+
+def test_a_process_that_may_not_declare_names_what_is_missing(topology):
+    missing = sorted(_names(topology))[:2]
+
+    with pytest.raises(TopologyMissingError) as error:
+        topology.declare_where_allowed(_Connection(_names(topology) - set(missing)))
+
+    assert "2 of its exchanges and queues are missing" in str(error.value)
+    assert all(name in str(error.value) for name in missing)
+    assert "bus_topology --apply" in str(error.value)
