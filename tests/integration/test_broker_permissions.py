@@ -17,7 +17,6 @@ from decimal import Decimal
 import amqp
 import pytest
 from amqp.exceptions import AccessRefused
-from django.conf import settings
 from django.core.management import call_command
 from kombu import Connection
 

@@ -11,8 +11,7 @@ import pytest
 from amqp.exceptions import AccessRefused, NotFound
 from django.core.management import call_command
 
-from messaging import brokers
-from messaging import broker_permissions
+from messaging import broker_permissions, brokers
 from messaging.registry import registry
 from messaging.topology import Topology, TopologyMissingError
 
