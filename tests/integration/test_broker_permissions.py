@@ -86,9 +86,9 @@ def test_a_checkout_ends_paid_with_a_broker_user_per_context_and_for_the_relay(r
 
     assert Order.objects.get(id=order_id).status == Order.Status.PAID
     # Each worker ran as its own user, knowing it may not declare (and the relay likewise).
-    for name in WORKERS:
-        assert "may not declare the topology" in processes[name].log_path.read_text(), name
-    assert "ACCESS_REFUSED" not in "".join(processes[name].log_path.read_text() for name in WORKERS)
+    logs = {name: processes[name].log_path.read_text() for name in [*WORKERS, "relay"]}
+    assert all("may not declare the topology" in log for log in logs.values()), logs
+    assert not any("ACCESS_REFUSED" in log for log in logs.values()), logs
 
 
 def test_orderings_user_is_refused_catalogs_commands_and_catalogs_events(role_urls, start_platform):
