@@ -85,11 +85,14 @@ class Relay:
         self._events = None
         #: When the next purge is due (time.monotonic()); the first round purges.
         self._next_purge = 0.0
+        #: Whether it logged that it only checks the topology (once: it reconnects often in an outage).
+        self._said_checked = False
 
     def _connect_to_the_app_broker(self) -> Connection:
         # Socket timeouts as well as the confirm timeout: a hung broker
         # must turn into an error, never into a relay stuck holding row locks.
-        return current_app.connection_for_write(transport_options={
+        # Its own broker user where it has one (least privilege: ``bus_permissions``).
+        return current_app.connection_for_write(url=settings.BUS_BROKER_URL_RELAY or None, transport_options={
             "read_timeout": self.confirm_timeout,
             "write_timeout": self.confirm_timeout,
         })
@@ -105,11 +108,13 @@ class Relay:
                 self.close(broken=True)
                 raise BrokerUnreachableError(f"cannot reach the broker at {where}: {exc}") from exc
             try:
-                channel = self._connection.default_channel
                 # Declared before the first publish: a subscriber's queue exists
-                # even if its worker never ran, so no event falls on the floor.
-                self.topology.declare(channel)
-                self._publisher = self.broker.publisher(channel, timeout=self.confirm_timeout)
+                # even if its worker never ran, so no event falls on the floor. A relay
+                # whose user may not declare it finds it declared, or fails the round.
+                if not self.topology.declare_where_allowed(self._connection) and not self._said_checked:
+                    logger.info("relay: its broker user may not declare the topology; found it declared")
+                    self._said_checked = True
+                self._publisher = self.broker.publisher(self._connection.default_channel, timeout=self.confirm_timeout)
             except Exception:
                 self.close(broken=True)  # or the next round would open a second connection
                 raise

@@ -14,14 +14,18 @@
   type, since a Redis fanout is pub/sub).
 
 Every process declares the whole topology before it publishes or consumes, so
-an event published before its subscribers ever ran still reaches their queues.
+an event published before its subscribers ever ran still reaches their queues;
+a process whose broker user may not (least privilege, ``messaging.broker_permissions``)
+checks that it exists instead (``declare_where_allowed``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 
+from amqp.exceptions import AccessRefused, NotFound
 from kombu import Exchange, Queue, binding
 
 from messaging import brokers
@@ -30,6 +34,11 @@ from messaging.registry import Registry, registry as default_registry
 from messaging.topology_plan import Binding, BrokerTopology, ExchangeState, Plan, QueueState, diff
 
 COMMANDS_EXCHANGE = "commands"
+
+
+class TopologyMissingError(Exception):
+    """This process's broker user may not declare the topology, and part of it is not there."""
+
 #: Where ``bus_topology --apply`` keeps a queue's messages while it redeclares that queue.
 HOLDING_PREFIX = "topology-holding."
 
@@ -154,6 +163,47 @@ class Topology:
         for queue in self.queues():
             queue(channel).declare()
 
+    def declare_where_allowed(self, connection) -> bool:
+        """``declare`` on a channel of its own; where this process's broker user may not
+        (RabbitMQ refuses the first declaration), check that every exchange and queue exists.
+
+        Returns whether it declared them. Raises ``TopologyMissingError`` naming what is
+        missing: a user with every right must declare it first (``bus_topology --apply``).
+        Bindings cannot be checked over AMQP; whoever declared the queues bound them.
+        """
+        channel = connection.channel()
+        try:
+            self.declare(channel)
+            return True
+        except AccessRefused:
+            pass  # RabbitMQ closed the channel; a passive declaration needs no permission
+        finally:
+            _close_quietly(channel)
+        missing = self._missing(connection)
+        if missing:
+            raise TopologyMissingError(
+                f"this broker user may not declare the topology, and {len(missing)} of its exchanges and "
+                f"queues are missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+                "run `manage.py bus_topology --apply` with a user that may (docs/how-to/deploy.md)")
+        return False
+
+    def _missing(self, connection) -> list[str]:
+        """Exchanges and queues not on the broker, checked with passive declarations."""
+        checks = [(e.name, "exchange_declare", {"exchange": e.name, "type": e.type}) for e in self.exchanges()]
+        checks += [(q.name, "queue_declare", {"queue": q.name}) for q in self.queues()]
+        missing, channel = [], None
+        try:
+            for name, method, arguments in checks:
+                channel = channel if channel is not None and channel.is_open else connection.channel()
+                try:
+                    getattr(channel, method)(passive=True, **arguments)
+                except NotFound:
+                    missing.append(name)  # and the channel is closed: the next check opens another
+        finally:
+            if channel is not None:
+                _close_quietly(channel)
+        return missing
+
     def is_own_queue(self, name: str) -> bool:
         """Whether a queue found on the broker is named as the platform names its queues."""
         return bool(_CONSUMER_QUEUE_NAME.fullmatch(name)) or self.broker.owns_queue(name) or name.startswith(HOLDING_PREFIX)
@@ -214,3 +264,9 @@ class Topology:
                 for c in self.registry.contracts
             ],
         }
+
+
+def _close_quietly(channel) -> None:
+    # A channel the broker closed (a refusal) may raise on close: nothing is left to release.
+    with contextlib.suppress(Exception):
+        channel.close()

@@ -131,6 +131,10 @@ class FakeConnection:
         channel.connection = self
         self.closed: str | None = None  # "released" (a clean close) or "collected" (dropped, no handshake)
 
+    def channel(self):
+        # The topology is declared on a channel of its own: here the one channel, to log it in order.
+        return self.default_channel
+
     def drain_events(self, timeout=None):
         self.default_channel.drain_events(timeout=timeout)
 

@@ -249,6 +249,8 @@ def test_the_relay_publishes_each_row_as_for_envelope_builds_its_envelope(settin
         def release(self):
             pass
 
+    # The topology is declared on a channel of its own: here the one channel.
+    Connection.channel = lambda self: self.default_channel
     assert Relay(batch_size=10, confirm_timeout=1, connect=Connection).publish_batch() == 2
 
     for (message, _, _), envelope in zip(channel.published, [event, command], strict=True):

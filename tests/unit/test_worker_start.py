@@ -51,3 +51,20 @@ def test_the_worker_entry_point_checks_before_it_reaches_the_broker(two_handlers
         main(["catalog"])
 
     assert "has 2 handlers" in str(stopped.value.code)
+
+
+def test_a_worker_whose_user_may_not_declare_consumes_its_queues_without_declaring_them(monkeypatch):
+    # Given Celery's queues as the app has them (the topology's), restored after the test
+    from celery import current_app
+
+    from messaging.topology import Topology
+    from workers.__main__ import least_privilege
+
+    queues = Topology().queues()
+    monkeypatch.setattr(current_app.conf, "task_queues", queues)
+    extra = ["--concurrency=2", "--without-gossip"]
+
+    least_privilege(current_app, Topology().context_queues("ordering"), extra)
+
+    assert {q.name for q in queues if q.no_declare} == {q.name for q in Topology().context_queues("ordering")}
+    assert extra == ["--concurrency=2", "--without-gossip", "--without-mingle"]

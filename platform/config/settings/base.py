@@ -200,6 +200,9 @@ def relay_poll_interval(database: dict) -> float:
 
 #: The bounded context whose queues this process consumes (set by ``python -m workers``).
 BUS_CONTEXT = env.str("BUS_CONTEXT", default="")
+#: The relay's broker URL, to connect as a broker user of its own (least privilege: ``manage.py
+#: bus_permissions``); empty: ``CELERY_BROKER_URL``. A context's worker takes ``BUS_BROKER_URL_<CONTEXT>``.
+BUS_BROKER_URL_RELAY = env.str("BUS_BROKER_URL_RELAY", default="")
 #: Largest serialized ``data`` accepted at publish, in bytes.
 BUS_MAX_PAYLOAD_BYTES = env.int("BUS_MAX_PAYLOAD_BYTES", default=256 * 1024)
 #: Deepest nesting of objects and arrays accepted in ``data`` at publish: JSON readers

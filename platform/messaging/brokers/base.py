@@ -250,6 +250,9 @@ class Broker:
     keeps_a_killed_workers_message = True
     #: A retry waits in the worker (a Celery countdown, so the message carries an eta).
     retries_wait_in_worker = True
+    #: A regular expression matching every exchange a retry waits behind, whatever the retry
+    #: settings (``bus_permissions`` lets each worker publish there); None: retries need none.
+    retry_exchange_pattern: str | None = None
     #: Its exchanges and queues are AMQP 0-9-1 ones, which AsyncAPI's ``amqp`` bindings
     #: describe; on any other broker ``carriage()`` says how they are carried.
     speaks_amqp = False
@@ -323,6 +326,11 @@ class Broker:
     def topology_editor(self, connection: Connection) -> TopologyEditor:
         """Reads and changes the topology on ``connection``'s broker (``bus_topology --plan``/``--apply``)."""
         raise TopologyPlanError(f"bus_topology --plan and --apply are not supported on the {self.label or 'broker'}")
+
+    def management_api(self):
+        """Its HTTP management API, which makes users and sets their permissions
+        (``bus_permissions --apply``); None where it has no per-queue permissions to set."""
+        return None
 
     def dead_letter_queue(self) -> Queue | None:
         """Where the broker puts what it dead-letters (delivery limit, rejects), which the

@@ -71,6 +71,7 @@ class RabbitMQ(Broker):
     label = "RabbitMQ"
     messaging_system = "rabbitmq"
     retries_wait_in_worker = False
+    retry_exchange_pattern = RETRY_NAME.pattern
     speaks_amqp = True
 
     def queue_arguments(self) -> dict:
@@ -101,7 +102,10 @@ class RabbitMQ(Broker):
         return name == DEAD_LETTER_EXCHANGE or bool(RETRY_NAME.fullmatch(name))
 
     def topology_editor(self, connection: Connection) -> RabbitMQTopologyEditor:
-        return RabbitMQTopologyEditor(connection, ManagementAPI.for_broker(self.url))
+        return RabbitMQTopologyEditor(connection, self.management_api())
+
+    def management_api(self) -> ManagementAPI:
+        return ManagementAPI.for_broker(self.url)
 
     def dead_letter_queue(self) -> Queue:
         return Queue(DEAD_LETTER_QUEUE, exchange=self._dead_letter_exchange(), routing_key=DEAD_LETTER_QUEUE,
@@ -315,12 +319,23 @@ class ManagementAPI:
                    urllib.parse.unquote(account.password or "guest"), timeout=settings.BUS_CONFIRM_TIMEOUT)
 
     def get(self, path: str) -> list[dict]:
-        request = urllib.request.Request(f"{self.url}/api/{path}", headers={"Authorization": self._authorization})
+        return self._request(urllib.request.Request(f"{self.url}/api/{path}",
+                                                    headers={"Authorization": self._authorization}))
+
+    def put(self, path: str, body: dict) -> None:
+        """Create or replace what ``path`` names (a user, its permissions: ``bus_permissions --apply``)."""
+        self._request(urllib.request.Request(
+            f"{self.url}/api/{path}", data=json.dumps(body).encode(), method="PUT",
+            headers={"Authorization": self._authorization, "Content-Type": "application/json"}))
+
+    def _request(self, request: urllib.request.Request):
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.load(response)
+                # A PUT answers 201 or 204, with no body.
+                return json.load(response) if request.get_method() == "GET" else None
         except urllib.error.HTTPError as exc:
-            hint = (" (its user needs the management or monitoring tag)" if exc.code in (401, 403) else "")
+            needs = "the management or monitoring tag" if request.get_method() == "GET" else "the administrator tag"
+            hint = (f" (its user needs {needs})" if exc.code in (401, 403) else "")
             raise TopologyPlanError(f"RabbitMQ's management API at {self.url} answered {exc.code} {exc.reason}"
                                     f"{hint}") from exc
         except (urllib.error.URLError, OSError) as exc:
