@@ -7,6 +7,8 @@ apps are ready (see ``messaging.apps``). A worker takes its deliveries through
 checks each one before Celery runs the message's task (``messaging.tasks``).
 """
 
+import signal
+
 from celery import Celery, signals
 from kombu import compression
 
@@ -68,6 +70,24 @@ def _refuse_compressed(body):
 # decode error, which the worker turns into a dead letter.
 for _content_type in compression.encoders():
     compression.register(compression.get_encoder(_content_type)[0], _refuse_compressed, _content_type)
+
+
+@signals.worker_process_init.connect
+def _leave_sigterm_to_the_main_process(**kwargs) -> None:
+    """A pool process ignores SIGTERM: its worker's main process decides when it stops.
+
+    Supervisors signal the whole process group or cgroup (systemd's default
+    ``KillMode=control-group``, GNU ``timeout``, Heroku), so SIGTERM reached the pool
+    processes as well as the main one. Each exited at once, in the middle of its message,
+    under the main process's warm shutdown, which then hung now and then in billiard's
+    ``Pool._help_stuff_finish`` until SIGKILL (celery/celery#2839). Ignored here, the main
+    process's warm shutdown runs as after a SIGTERM to it alone: the pool finishes the
+    messages it holds and exits when the main process closes it. SIGINT is ignored already
+    (Celery's pool initializer), and billiard leaves an ignored SIGTERM ignored
+    (``billiard.common.reset_signals``); the main process ends a pool process that must go
+    now with SIGKILL (time limits, or a cold shutdown, below).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @signals.worker_process_shutdown.connect
