@@ -79,13 +79,14 @@ def _leave_sigterm_to_the_main_process(**kwargs) -> None:
     Supervisors signal the whole process group or cgroup (systemd's default
     ``KillMode=control-group``, GNU ``timeout``, Heroku), so SIGTERM reached the pool
     processes as well as the main one. Each exited at once, in the middle of its message,
-    under the main process's warm shutdown, which then hung now and then in billiard's
-    ``Pool._help_stuff_finish`` until SIGKILL (celery/celery#2839). Ignored here, the main
-    process's warm shutdown runs as after a SIGTERM to it alone: the pool finishes the
+    and one that died holding the pool queue's read lock left the main process's warm
+    shutdown waiting for that lock in billiard's ``Pool._help_stuff_finish`` until SIGKILL
+    (2 stops in 10 on the embedded broker; celery/celery#2839 is the same clash). Ignored
+    here, a group's SIGTERM is a SIGTERM to the main process alone: the pool finishes the
     messages it holds and exits when the main process closes it. SIGINT is ignored already
     (Celery's pool initializer), and billiard leaves an ignored SIGTERM ignored
-    (``billiard.common.reset_signals``); the main process ends a pool process that must go
-    now with SIGKILL (time limits, or a cold shutdown, below).
+    (``billiard.common.reset_signals``). A time limit still ends a pool process (billiard
+    follows SIGTERM with SIGKILL); a cold shutdown (Ctrl-C twice) lets running messages end.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
