@@ -7,6 +7,8 @@ apps are ready (see ``messaging.apps``). A worker takes its deliveries through
 checks each one before Celery runs the message's task (``messaging.tasks``).
 """
 
+import signal
+
 from celery import Celery, signals
 from kombu import compression
 
@@ -68,6 +70,25 @@ def _refuse_compressed(body):
 # decode error, which the worker turns into a dead letter.
 for _content_type in compression.encoders():
     compression.register(compression.get_encoder(_content_type)[0], _refuse_compressed, _content_type)
+
+
+@signals.worker_process_init.connect
+def _leave_sigterm_to_the_main_process(**kwargs) -> None:
+    """A pool process ignores SIGTERM: its worker's main process decides when it stops.
+
+    Supervisors signal the whole process group or cgroup (systemd's default
+    ``KillMode=control-group``, GNU ``timeout``, Heroku), so SIGTERM reached the pool
+    processes as well as the main one. Each exited at once, in the middle of its message,
+    and one that died holding the pool queue's read lock left the main process's warm
+    shutdown waiting for that lock in billiard's ``Pool._help_stuff_finish`` until SIGKILL
+    (2 stops in 10 on the embedded broker; celery/celery#2839 is the same clash). Ignored
+    here, a group's SIGTERM is a SIGTERM to the main process alone: the pool finishes the
+    messages it holds and exits when the main process closes it. SIGINT is ignored already
+    (Celery's pool initializer), and billiard leaves an ignored SIGTERM ignored
+    (``billiard.common.reset_signals``). A time limit still ends a pool process (billiard
+    follows SIGTERM with SIGKILL); a cold shutdown (Ctrl-C twice) lets running messages end.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @signals.worker_process_shutdown.connect

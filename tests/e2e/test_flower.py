@@ -5,7 +5,6 @@ after it listed in its API without a refresh."""
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.compose import FILLED_IN, compose_config
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -26,10 +25,7 @@ LOGIN = "watcher:correct-horse"
 
 def _compose_flower_command(tmp_path) -> list[str]:
     """The flower service's command as docker-compose resolves it."""
-    secrets = {"DJANGO_SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", "RABBITMQ_PASSWORD": "r", "FLOWER_BASIC_AUTH": LOGIN}
-    resolved = subprocess.run([shutil.which("docker-compose"), "config"], cwd=ROOT, capture_output=True, text=True,
-                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **secrets}, check=True)
-    return yaml.safe_load(resolved.stdout)["services"]["flower"]["command"]
+    return compose_config(tmp_path, {**FILLED_IN, "FLOWER_BASIC_AUTH": LOGIN})["services"]["flower"]["command"]
 
 
 def _free_port() -> int:

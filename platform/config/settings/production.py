@@ -7,6 +7,8 @@ process at start-up, naming it, instead of running with a guessable secret.
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
+from config.environment import url_with_password
+
 from .base import MIDDLEWARE, database, env, relay_poll_interval
 
 
@@ -28,14 +30,16 @@ SECRET_KEY = required("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.parse_value(required("DJANGO_ALLOWED_HOSTS"), list)
 
 # DATABASES
-#: Carries the database password: no default.
-DATABASES = {"default": database(required("DATABASE_URL"))}
+#: Carries the database password, or DATABASE_PASSWORD does (any characters, URL-encoded into
+#: the URL here: docker-compose passes it so): no default.
+DATABASES = {"default": database(url_with_password(required("DATABASE_URL"), env.str("DATABASE_PASSWORD", default="")))}
 #: As the database can be nudged: PostgreSQL tells the relay of new rows, SQLite cannot.
 BUS_RELAY_POLL_INTERVAL = relay_poll_interval(DATABASES["default"])
 
 # CELERY
-#: Carries the broker password: no default.
-CELERY_BROKER_URL = required("CELERY_BROKER_URL")
+#: Carries the broker password, or CELERY_BROKER_PASSWORD does (any characters, URL-encoded
+#: into every address of the URL here): no default.
+CELERY_BROKER_URL = url_with_password(required("CELERY_BROKER_URL"), env.str("CELERY_BROKER_PASSWORD", default=""))
 
 # SECURITY
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/

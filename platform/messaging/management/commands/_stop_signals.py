@@ -12,8 +12,18 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def stop_requested() -> Callable[[], bool]:
     """Catch the stop signals from now on; the returned function says whether one came."""
     received: list[int] = []
+
+    def request_stop(signum, frame) -> None:
+        received.append(signum)
+        # Asked once is asked: a second signal (a supervisor repeating itself, Ctrl-C twice)
+        # changes nothing. Ignored rather than caught, it cannot arrive while the interpreter
+        # shuts down, which gives a caught signal its default action back: the process then
+        # died of it (exit -15) after it had stopped cleanly.
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+
     for number in STOP_SIGNALS:
-        signal.signal(number, lambda signum, frame: received.append(signum))
+        signal.signal(number, request_stop)
     return lambda: bool(received)
 
 
