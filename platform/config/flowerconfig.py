@@ -24,8 +24,11 @@ Flower executes this file after reading its command line and ``FLOWER_*``
 variables, so the login options are known here.
 """
 
+import signal
+
 import tornado.web
 from flower.app import Flower
+from flower.command import sigterm_handler
 from flower.utils.broker import RedisBase
 from flower.views.monitor import Metrics
 from tornado.options import options
@@ -39,6 +42,11 @@ if not (options.basic_auth or options.auth):
     raise SystemExit("Flower needs a login: --basic-auth=user:password (or FLOWER_BASIC_AUTH), or OAuth with --auth")
 
 Metrics.get = tornado.web.authenticated(Metrics.get)
+
+# Ctrl-C stops Flower as SIGTERM does (Flower's own handler, an orderly exit): left to
+# Python's KeyboardInterrupt, a SIGINT arriving while Flower first inspected the workers
+# (a second after its start) once kept it running past 15 s (tests/e2e/test_stop_signals.py).
+signal.signal(signal.SIGINT, sigterm_handler)
 
 _start = Flower.start
 
