@@ -7,7 +7,6 @@ its dead letter open, every row published counted, every worker and the relay al
 
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from django.db import transaction
 from apps.catalog.messages import ProductPriceChanged, StockReserved
 from messaging.models import OutboxMessage
 from tests.integration.conftest import ROOT
+from tests.integration.redis import _free_port
 from tests.polling import wait_for
 from tests.senders import publish
 
@@ -38,12 +38,6 @@ FAILING_CONSUMER = "ordering:catalog.StockReserved"
 QUERY_TIMEOUT = 60
 #: The alert rules a deployment loads (monitoring/README.md).
 ALERT_RULES = ROOT / "monitoring" / "prometheus" / "bus-alerts.yml"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, str]:
