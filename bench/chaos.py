@@ -67,6 +67,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--broker", choices=("rabbitmq", "redis"), default="rabbitmq",
                         help="rabbitmq: the node and cluster the environment names; redis: a redis-server "
                              "and a PostgreSQL cluster of the soak's own (default rabbitmq)")
+    from bench import chaos_cluster
+
+    chaos_cluster.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -77,7 +80,12 @@ def main(argv: list[str]) -> None:
     command = " ".join(["python -m bench chaos", *argv])
     say(f"{command}  (seed {seed})")
     logs = Path(tempfile.mkdtemp(prefix="chaos-logs-"))
-    services = OnRedis(logs) if options.broker == "redis" else OnRabbitMQ()
+    if options.cluster:
+        from bench import chaos_cluster
+
+        services, run_soak = chaos_cluster.OnRabbitMQCluster(), chaos_cluster.soak
+    else:
+        services, run_soak = OnRedis(logs) if options.broker == "redis" else OnRabbitMQ(), soak
     try:
         os.environ.update({
             **services.start(),
@@ -87,7 +95,7 @@ def main(argv: list[str]) -> None:
             # Retries a few seconds apart, as in the integration tests.
             "BUS_RETRY_BACKOFF": "0.5", "BUS_RETRY_BACKOFF_MAX": "4",
         })
-        report = soak(options, rng, services, logs)
+        report = run_soak(options, rng, services, logs)
     finally:
         services.stop()
     print(report.text(command=command, seed=seed, logs=logs), flush=True)
@@ -323,13 +331,15 @@ class Load:
     def _price(self) -> Decimal:
         return Decimal(self.rng.randrange(500, 5000)) / 100
 
-    def run(self, duration: float, *, checkouts_per_second: float, price_changes_per_second: float) -> None:
+    def run(self, duration: float, *, checkouts_per_second: float, price_changes_per_second: float,
+            until: threading.Event | None = None) -> None:
+        """For ``duration`` seconds, or until ``until`` is set."""
         from django.db import close_old_connections
 
         started = time.monotonic()
         rate = checkouts_per_second + price_changes_per_second
         customers = calls = 0
-        while (elapsed := time.monotonic() - started) < duration:
+        while (elapsed := time.monotonic() - started) < duration and not (until and until.is_set()):
             calls += 1
             close_old_connections()  # as Django does per request: drop a session the database cut
             try:
@@ -400,6 +410,8 @@ class Report:
     def __init__(self) -> None:
         self.figures: dict[str, object] = {}
         self.checks: dict[str, int] = {}
+        #: More lines to print before the checks (the cluster form's recovery times).
+        self.sections: list[list[str]] = []
         #: The messages behind a lost or duplicated count, to look for in the logs.
         self.offenders: list[str] = []
 
@@ -489,6 +501,8 @@ class Report:
         width = max(map(len, [*self.figures, *self.checks]))
         lines = [f"chaos soak: {command}  (seed {seed}; process logs in {logs})", ""]
         lines += [f"  {name:<{width}}  {value}" for name, value in self.figures.items()]
+        for section in self.sections:
+            lines += ["", *section]
         lines += ["", "  checks (0 passes):"]
         lines += [f"  {name:<{width}}  {count}{'' if not count else '   <-- FAILED'}"
                   for name, count in self.checks.items()]

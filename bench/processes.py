@@ -20,10 +20,12 @@ class ProcessGroup:
         self.processes: dict[str, subprocess.Popen] = {}
         self.ready_lines: dict[str, str] = {}
 
-    def start(self, name: str, argv: list[str], *, ready_line: str) -> None:
+    def start(self, name: str, argv: list[str], *, ready_line: str, env: dict[str, str] | None = None) -> None:
+        """Start ``argv`` as ``name``, with the group's environment updated by ``env``."""
         log = open(self.logs / f"{name}.log", "w")
         self.processes[name] = subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.ready_lines[name] = ready_line
 

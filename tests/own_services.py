@@ -43,19 +43,31 @@ class PostgreSQLCluster:
     port: pointed at this one, an outage stops this cluster and nobody else's.
     """
 
-    def __init__(self, name: str, *, version: str = os.environ.get("PG_VERSION", "15")) -> None:
+    def __init__(self, name: str, *, version: str = os.environ.get("PG_VERSION", "15"),
+                 listen: str = "127.0.0.1", clients: str = "", options: dict[str, str] | None = None) -> None:
+        """``listen``: the address it listens on (also the one its URL names) besides the
+        loopback; ``clients``: a network (``10.77.0.0/24``) allowed to log in with a password,
+        besides this machine; ``options``: server settings (``postgresql.conf``)."""
         self.name, self.version = name, version
+        self.listen, self.clients, self.options = listen, clients, options or {}
         self.user, self.password = "platform", secrets.token_hex(16)
         self.port: int | None = None
 
     def create(self) -> str:
         """Create and start the cluster; the URL of its database."""
-        self._run("pg_createcluster", self.version, self.name, "--start")
+        settings = {**self.options, **({"listen_addresses": f"localhost,{self.listen}"}
+                                       if self.listen != "127.0.0.1" else {})}
+        self._run("pg_createcluster", self.version, self.name,
+                  *(f"--pgoption={key}={value}" for key, value in settings.items()))
+        if self.clients:
+            with open(f"/etc/postgresql/{self.version}/{self.name}/pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.clients} scram-sha-256\n")
+        self._run("pg_ctlcluster", self.version, self.name, "start")
         listing = self._run("pg_lsclusters", "-h", self.version, self.name)
         self.port = int(listing.split()[2])
         self._psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
         self._psql(f"CREATE DATABASE platform OWNER {self.user}")
-        return f"postgres://{self.user}:{self.password}@127.0.0.1:{self.port}/platform"
+        return f"postgres://{self.user}:{self.password}@{self.listen}:{self.port}/platform"
 
     def drop(self) -> None:
         subprocess.run(["pg_dropcluster", "--stop", self.version, self.name], capture_output=True, timeout=120)

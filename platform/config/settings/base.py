@@ -151,6 +151,12 @@ LOGGING = {
 #: Reconnect forever: a broker restart must never stop a worker for good.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+#: Seconds of AMQP heartbeat a worker asks for (RabbitMQ takes the lower of its own, 60 by
+#: default, and this): a connection silent for about that long is taken for dead, by the
+#: broker (it gives the worker's unacknowledged messages to the others) and by the worker
+#: (it reconnects, to the next node of a failover URL). A host that lost its network is
+#: found out only this way. Celery's default.
+CELERY_BROKER_HEARTBEAT = env.float("CELERY_BROKER_HEARTBEAT", default=120.0)
 #: A channel error (a queue deleted under the worker, say) reconnects too, instead of
 #: stopping the worker with "Unrecoverable error".
 CELERY_BROKER_CHANNEL_ERROR_RETRY = True
