@@ -443,7 +443,8 @@ class Report:
         dead = set(DeadLetter.objects.values_list("message_id", flat=True))
         orders = Order.objects.aggregate(total=Count("id"), paid=Count("id", filter=Q(status=Order.Status.PAID)),
                                          cancelled=Count("id", filter=Q(status=Order.Status.CANCELLED)))
-        absorbed = sum(len(re.findall(r"'apps\.[\w.]+'", found))
+        # A consumer is named '<context>:<message type>' (messaging.registry).
+        absorbed = sum(len(re.findall(r"'[\w.]+:[\w.]+'", found))
                        for found in re.findall(r"'duplicates': \[([^\]]+)\]", platform.all_logs()))
         report.figures = {
             "checkouts placed": len(load.orders),
