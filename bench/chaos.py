@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
     if options.cluster:
         from bench import chaos_cluster
 
-        services, run_soak = chaos_cluster.OnRabbitMQCluster(), chaos_cluster.soak
+        services, run_soak = chaos_cluster.OnRabbitMQCluster(logs), chaos_cluster.soak
     else:
         services, run_soak = OnRedis(logs) if options.broker == "redis" else OnRabbitMQ(), soak
     try:

@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on a three-node RabbitMQ cluster of the soak's own, with workers and relays on "
                              "three hosts (network namespaces): node, partition and host faults one at a time; "
                              "--duration is then ignored")
-    parser.add_argument("--partition", type=float, default=15.0,
-                        help="with --cluster: seconds a node is cut off from the others (default 15; more than "
+    parser.add_argument("--partition", type=float, default=20.0,
+                        help="with --cluster: seconds a node is cut off from the others (default 20; more than "
                              f"Erlang's {NET_TICKTIME * 1.25:.1f} s to declare a partition)")
     parser.add_argument("--quiet", type=float, default=5.0,
                         help="with --cluster: seconds of load without a fault before, between and after the "
@@ -99,7 +99,8 @@ class OnRabbitMQCluster:
 
     broker_outage_name = "RabbitMQ cluster node faults"
 
-    def __init__(self) -> None:
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
         self.cluster = RabbitMQCluster(app_hosts=tuple(LAYOUT))
         self.database = PostgreSQLCluster(DATABASE_CLUSTER, listen=BRIDGE_ADDRESS, clients=f"{SUBNET}.0/24",
                                           options=DATABASE_OPTIONS)
@@ -120,7 +121,7 @@ class OnRabbitMQCluster:
 
     def stop(self) -> None:
         try:
-            self.cluster.close()
+            self.cluster.close(keep_logs_in=self.logs)  # beside the platform's: bus1.log, ...
         finally:
             self.database.drop()
 
@@ -384,9 +385,10 @@ def _recovery_text(baseline: dict, found: list[Recovery], short_names: list[str]
              f"    quiet spell: {baseline['messages']} deliveries, median wait {baseline['median']:.2f}s, "
              f"longest {baseline['longest']:.2f}s"]
     for recovery in found:
-        verdict = ("no stall" if not recovery.recovered_after else
-                   f"flow recovered {recovery.recovered_after:.1f}s after the fault's start"
-                   + (" (before the fault ended)" if recovery.within_failover else " (NOT before the fault ended)"))
+        verdict = "no stall" if not recovery.recovered_after else \
+            f"flow recovered {recovery.recovered_after:.1f}s after the fault's start"
+        if recovery.recovered_after and recovery.fault.node_fault:
+            verdict += " (before the node was back)" if recovery.within_failover else " (NOT before the node was back)"
         lines += [f"    {recovery.fault.what}",
                   f"      lasted {recovery.lasted:.1f}s; {recovery.messages} deliveries around it; "
                   f"longest wait {recovery.longest_wait:.1f}s ({recovery.worst}); {verdict}"]

@@ -286,14 +286,17 @@ class RabbitMQCluster:
         first.ctl("add_user", self.user, self.password)
         first.ctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
 
-    def close(self) -> None:
-        """Nodes killed, hosts and bridge removed, folder deleted; safe to call after a failed start."""
+    def close(self, *, keep_logs_in: Path | None = None) -> None:
+        """Nodes killed, hosts and bridge removed, folder deleted (the nodes' logs copied to
+        ``keep_logs_in`` first, as ``bus1.log``, ...); safe to call after a failed start."""
         try:
             Hosts.remove_all()
             for node in self.nodes:
                 if node.process is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         node.process.wait(timeout=10)
+                if keep_logs_in is not None and (node.folder / "log" / "console.log").exists():
+                    shutil.copy(node.folder / "log" / "console.log", keep_logs_in / f"{node.host}.log")
             shutil.rmtree(self.folder, ignore_errors=True)
         finally:
             if self._lock is not None:
