@@ -41,7 +41,9 @@ import argparse
 import collections
 import dataclasses
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -155,8 +157,7 @@ class ClusterPlatform(Platform):
         for role in self.roles():
             self.start(role)
         deadline = time.monotonic() + 180
-        workers = [role for role in self.roles() if ".worker-" in role]
-        while not all(" ready." in self.log(role) for role in workers):
+        while not all(self.group.ready_lines[f"{role}.1"] in self.log(role) for role in self.roles()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers not ready after 180 s; logs in {self.group.logs}")
             for role, process in self.group.processes.items():
@@ -365,6 +366,8 @@ def soak(options: argparse.Namespace, rng, services: OnRabbitMQCluster, logs: Pa
         monkey.join()
         platform.ensure_running()
         settled = _settle(load, services, timeout=options.settle)
+        if not settled:
+            _dump_what_is_stuck(platform, services, logs)
         report = Report.measure(load, monkey, platform, settled=settled)
         baseline, found = recoveries(monkey)
         short, short_names = replicated_everywhere(services.cluster)
@@ -372,15 +375,36 @@ def soak(options: argparse.Namespace, rng, services: OnRabbitMQCluster, logs: Pa
         report.checks["node faults that stalled the flow for the whole fault"] = sum(
             1 for recovery in found if recovery.fault.node_fault and not recovery.within_failover)
         report.checks["queues of the bus on fewer than three nodes"] = short
-        report.checks["contexts or relays without two live processes at start"] = sum(
-            1 for alive in alive_at_start.values() if alive < 2)
-        report.sections.append(_recovery_text(baseline, found, short_names, alive_at_start))
+        alive_at_end = liveness()
+        report.checks["contexts or relays without two live processes, at start or end"] = sum(
+            1 for alive in [*alive_at_start.values(), *alive_at_end.values()] if alive < 2)
+        report.sections.append(_recovery_text(baseline, found, short_names, alive_at_start, alive_at_end))
         return report
     finally:
         platform.stop()
 
 
-def _recovery_text(baseline: dict, found: list[Recovery], short_names: list[str], alive: dict[str, int]) -> list[str]:
+def _dump_what_is_stuck(platform: ClusterPlatform, services: OnRabbitMQCluster, logs: Path) -> None:
+    """The queues still holding messages, and every platform process's Python stack (py-spy,
+    where installed), into ``stuck.txt`` beside the logs: what held the last messages."""
+    lines = []
+    try:
+        lines += [f"{queue['name']}: {queue['messages']} message(s)" for queue in services.cluster.queues()
+                  if queue["messages"]]
+    except Exception as exc:
+        lines.append(f"queues: {exc}")
+    if shutil.which("py-spy"):
+        for role, process in platform.group.processes.items():
+            children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+            for pid in [str(process.pid), *children]:
+                dump = subprocess.run(["py-spy", "dump", "--pid", pid], capture_output=True, text=True, timeout=60)
+                lines += [f"== {role} pid {pid}", dump.stdout or dump.stderr]
+    (logs / "stuck.txt").write_text("\n".join(lines))
+    say(f"not settled: queues and stacks in {logs / 'stuck.txt'}")
+
+
+def _recovery_text(baseline: dict, found: list[Recovery], short_names: list[str], alive: dict[str, int],
+                   alive_at_end: dict[str, int]) -> list[str]:
     lines = ["  the flow through each fault (a message's wait: outbox row to inbox row):",
              f"    quiet spell: {baseline['messages']} deliveries, median wait {baseline['median']:.2f}s, "
              f"longest {baseline['longest']:.2f}s"]
@@ -392,8 +416,9 @@ def _recovery_text(baseline: dict, found: list[Recovery], short_names: list[str]
         lines += [f"    {recovery.fault.what}",
                   f"      lasted {recovery.lasted:.1f}s; {recovery.messages} deliveries around it; "
                   f"longest wait {recovery.longest_wait:.1f}s ({recovery.worst}); {verdict}"]
-    lines.append("  live processes at start (each its own liveness file): "
+    lines.append("  live processes (each its own liveness file), at start: "
                  + ", ".join(f"{name} ×{count}" for name, count in alive.items()))
+    lines.append("  and at the end: " + ", ".join(f"{name} ×{count}" for name, count in alive_at_end.items()))
     if short_names:
         lines.append("  queues of the bus on fewer than three nodes: " + ", ".join(short_names))
     return lines
