@@ -63,6 +63,9 @@ LAYOUT = {
     "app3": ["relay"],
 }
 WORKER_HOST, RELAY_HOST = "app1", "app3"
+#: The faults of ``--faults``, by name: ClusterMonkey's methods.
+FAULTS = {"follower": "follower_stopped", "leader": "leader_killed", "partition": "node_partitioned",
+          "worker-host": "worker_host_cut_off", "relay-host": "relay_host_cut_off"}
 
 #: The platform's settings on the cluster. A host that loses its network closes no
 #: connection: the broker learns that a worker is gone, and hands its unacknowledged
@@ -91,9 +94,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partition", type=float, default=20.0,
                         help="with --cluster: seconds a node is cut off from the others (default 20; more than "
                              f"Erlang's {NET_TICKTIME * 1.25:.1f} s to declare a partition)")
+    parser.add_argument("--faults", type=fault_list, default=list(FAULTS),
+                        help="with --cluster: the faults, in order, comma-separated; one may come again "
+                             f"(default {','.join(FAULTS)})")
     parser.add_argument("--quiet", type=float, default=5.0,
                         help="with --cluster: seconds of load without a fault before, between and after the "
                              "faults (default 5)")
+
+
+def fault_list(text: str) -> list[str]:
+    faults = [name.strip() for name in text.split(",") if name.strip()]
+    if unknown := sorted(set(faults) - set(FAULTS)):
+        raise argparse.ArgumentTypeError(f"unknown faults {unknown}: choose among {', '.join(FAULTS)}")
+    return faults
 
 
 class OnRabbitMQCluster:
@@ -178,7 +191,8 @@ class Fault:
 class ClusterMonkey(threading.Thread):
     """The cluster's faults, one at a time, with quiet spells between; sets ``done`` at the end."""
 
-    def __init__(self, services: OnRabbitMQCluster, *, outage: float, partition: float, quiet: float) -> None:
+    def __init__(self, services: OnRabbitMQCluster, *, outage: float, partition: float, quiet: float,
+                 faults: list[str]) -> None:
         super().__init__(name="chaos-cluster-monkey", daemon=True)
         self.cluster, self.hosts = services.cluster, services.cluster.hosts
         self.outage, self.partition, self.quiet = outage, partition, quiet
@@ -187,12 +201,12 @@ class ClusterMonkey(threading.Thread):
         self.faults: collections.Counter[str] = collections.Counter()
         self.error: str | None = None
         self.load_started = time.time()
+        self.schedule = [getattr(self, FAULTS[name]) for name in faults]
 
     def run(self) -> None:
         try:
             time.sleep(self.quiet)
-            for fault in (self.follower_stopped, self.leader_killed, self.node_partitioned,
-                          self.worker_host_cut_off, self.relay_host_cut_off):
+            for fault in self.schedule:
                 fault()
                 self.faults[self.records[-1].what.split(":")[0]] += 1
                 self._wait_whole()
@@ -354,9 +368,11 @@ def soak(options: argparse.Namespace, rng, services: OnRabbitMQCluster, logs: Pa
     try:
         platform.start_all()
         alive_at_start = liveness()
-        monkey = ClusterMonkey(services, outage=options.outage, partition=options.partition, quiet=options.quiet)
+        faults = options.faults
+        monkey = ClusterMonkey(services, outage=options.outage, partition=options.partition, quiet=options.quiet,
+                               faults=faults)
         # Enough stock for the whole soak (it sells at most three of a product per line).
-        expected_seconds = 6 * options.quiet + 4 * options.outage + options.partition + 90
+        expected_seconds = (len(faults) + 1) * (options.quiet + options.outage) + options.partition + 90
         load = Load(rng, products=options.products,
                     stock=max(10, int(expected_seconds * options.checkouts * 3 / options.products)))
         monkey.load_started = time.time()
