@@ -138,7 +138,8 @@ def test_local_and_test_settings_on_postgresql_and_rabbitmq_get_nothing_of_sqlit
 
     database = loaded["DATABASES"]["default"]
     assert (database["ENGINE"], database["HOST"]) == ("django.db.backends.postgresql", "db.internal")
-    assert "OPTIONS" not in database and "TEST" not in database
+    assert "TEST" not in database and "init_command" not in database["OPTIONS"]  # only the keepalives
+    assert database["OPTIONS"]["keepalives"] == 1
     assert loaded["BUS_RELAY_POLL_INTERVAL"] == 1.0
     assert (loaded["CELERY_BROKER_URL"], loaded["celery:broker_transport"]) == (SERVICES["CELERY_BROKER_URL"], None)
     assert loaded["celery:broker_transport_options"] == {}
@@ -173,10 +174,19 @@ def test_production_settings_load_with_the_variables_they_document():
     assert (loaded["SECRET_KEY"], loaded["ALLOWED_HOSTS"]) == (PRODUCTION["DJANGO_SECRET_KEY"], ["shop.example.com"])
     database = loaded["DATABASES"]["default"]
     assert (database["ENGINE"], database["CONN_MAX_AGE"]) == ("django.db.backends.postgresql", 60)
-    assert "OPTIONS" not in database
+    # TCP keepalives: a connection to a server gone without a word fails in seconds, never hangs.
+    assert database["OPTIONS"] == {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                                   "keepalives_count": 3}
     assert loaded["BUS_RELAY_POLL_INTERVAL"] == 1.0
     assert (loaded["celery:broker_transport"], loaded["celery:broker_transport_options"]) == (None, {})
     assert "whitenoise.middleware.WhiteNoiseMiddleware" in loaded["MIDDLEWARE"]
+
+
+def test_the_database_urls_own_keepalives_win():
+    loaded = _load("config.settings.production",
+                   {**PRODUCTION, "DATABASE_URL": PRODUCTION["DATABASE_URL"] + "?keepalives_idle=2"}, "DATABASES")
+
+    assert loaded["DATABASES"]["default"]["OPTIONS"]["keepalives_idle"] == 2
 
 
 def test_what_depends_on_the_database_follows_its_url_in_production_too(tmp_path):

@@ -54,6 +54,14 @@ def database(url: str) -> dict:
         # SQLite makes the file, not its folder (in a fresh clone ./var does not exist yet).
         if config.get("NAME") and config["NAME"] != ":memory:":
             Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    if config.get("ENGINE") == "django.db.backends.postgresql":
+        # TCP keepalives (libpq's, after 10 s idle, every 5 s, 3 misses): a connection whose
+        # server is gone without a word, as after the client's host lost its network while
+        # it waited on a lock and the server ended the session meanwhile, fails within about
+        # 25 s. Without them the process waited for the answer until its task's time limit
+        # (the chaos soak's --cluster form met it). The URL's own (``?keepalives_idle=2``) win.
+        config["OPTIONS"] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                             "keepalives_count": 3, **config.get("OPTIONS", {})}
     # Seconds a connection is kept for reuse: a worker keeps one across tasks
     # (see config.celery_app) instead of opening one per message.
     config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
