@@ -133,7 +133,7 @@ def amqp_vhost(url: str) -> str:
 
 
 def exchange_channel_id(name: str) -> str:
-    # Exchanges and queues share names (RabbitMQ's dead-letters, its retry.<ms>ms): one prefix each.
+    # Exchanges and queues share names (RabbitMQ's dead-letters, its retry.quorum.<ms>ms): one prefix each.
     return f"exchange.{name}"
 
 
