@@ -43,16 +43,6 @@ EVENT = "catalog.ProductPriceChanged"
 RATE, BEFORE, AFTER = 10, 5, 10
 
 
-@pytest.fixture
-def sentinel_group(tmp_path, settings):
-    """A primary, a replica and three sentinels of the test's own; the bus told the primary's name."""
-    group = SentinelGroup(tmp_path / "sentinel-group")
-    group.start()
-    settings.BUS_REDIS_SENTINEL_MASTER = MASTER_NAME
-    yield group
-    group.stop()
-
-
 def _envelope() -> dict:
     message_id = str(uuid.uuid4())
     return {"id": message_id, "type": EVENT, "kind": "event", "version": 1, "source": "catalog",

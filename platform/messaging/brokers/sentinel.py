@@ -26,6 +26,8 @@ as one).
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core import checks
 from kombu.transport import redis as kombu_redis
@@ -95,7 +97,8 @@ class RedisSentinel(redis.Redis):
     transport = "messaging.brokers.sentinel:Transport"
 
     def describe(self) -> str:
-        sentinels = ", ".join(address.split("@")[-1] for address in failover_addresses(self.url))
+        sentinels = ", ".join(urlsplit(address).netloc.rpartition("@")[2] + urlsplit(address).path
+                              for address in failover_addresses(self.url))
         return f"primary '{settings.BUS_REDIS_SENTINEL_MASTER}' of the sentinels {sentinels}"
 
     def transport_options(self) -> dict:
