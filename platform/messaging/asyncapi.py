@@ -43,7 +43,7 @@ AMQP_BINDING_VERSION = "0.3.0"
 #: The AsyncAPI protocol of each broker URL scheme (``messaging.brokers.ADAPTERS``).
 PROTOCOLS = {
     "amqp": "amqp", "pyamqp": "amqp", "amqps": "amqps",
-    "redis": "redis", "rediss": "redis",
+    "redis": "redis", "rediss": "redis", "sentinel": "redis",
     # No AsyncAPI protocol names kombu's filesystem transport: the embedded broker is for trying.
     "filesystem": "kombu-filesystem",
 }
