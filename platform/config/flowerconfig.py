@@ -18,22 +18,27 @@ connection, whose URI names the bus's transport class
 (``messaging.brokers.redis:Transport://…``). Here it takes ``broker_url``. And
 the bus keeps each Redis queue in a stream (``messaging.brokers.redis``), which
 Flower's ``LLEN`` is refused on: here it counts with ``XLEN``, the messages
-waiting and those taken and not acked yet, as RabbitMQ's count does.
+waiting and those taken and not acked yet, as RabbitMQ's count does. Through
+Sentinel (``sentinel://h1:26379;sentinel://h2:26379``) Flower read the URL as one
+address (its database number "0;sentinel://...") and asked one sentinel: here it
+asks every sentinel the URL names.
 
 Flower executes this file after reading its command line and ``FLOWER_*``
 variables, so the login options are known here.
 """
 
 import signal
+from urllib.parse import urlsplit
 
 import tornado.web
 from flower.app import Flower
 from flower.command import sigterm_handler
+from flower.utils import broker as flower_broker
 from flower.utils.broker import RedisBase
 from flower.views.monitor import Metrics
 from tornado.options import options
 
-from messaging.brokers.base import masked_url
+from messaging.brokers.base import failover_addresses, masked_url
 from messaging.log_context import set_process_role
 
 set_process_role("flower")  # its lines name it (in JSON: BUS_LOG_FORMAT=json)
@@ -95,3 +100,22 @@ async def _stream_lengths(broker: RedisBase, names) -> list[dict]:
 
 
 RedisBase.queues = _stream_lengths
+
+
+class _EverySentinel(flower_broker.RedisSentinel):
+    """Flower's Sentinel broker, on every sentinel of the URL (each an address of its own)."""
+
+    def __init__(self, broker_url, *args, **kwargs):
+        self.sentinel_addresses = [(urlsplit(address).hostname, urlsplit(address).port or 26379)
+                                   for address in failover_addresses(broker_url)]
+        super().__init__(failover_addresses(broker_url)[0], *args, **kwargs)
+
+    def _get_redis_client(self, broker_options, broker_use_ssl):
+        client = super()._get_redis_client(broker_options, broker_use_ssl)  # on the first sentinel
+        manager = client.connection_pool.sentinel_manager
+        manager.sentinels = [type(manager.sentinels[0])(host=host, port=port, **manager.sentinel_kwargs)
+                             for host, port in self.sentinel_addresses]
+        return client
+
+
+flower_broker.RedisSentinel = _EverySentinel  # what flower.utils.broker.Broker makes for sentinel://

@@ -43,7 +43,7 @@ AMQP_BINDING_VERSION = "0.3.0"
 #: The AsyncAPI protocol of each broker URL scheme (``messaging.brokers.ADAPTERS``).
 PROTOCOLS = {
     "amqp": "amqp", "pyamqp": "amqp", "amqps": "amqps",
-    "redis": "redis", "rediss": "redis",
+    "redis": "redis", "rediss": "redis", "sentinel": "redis",
     # No AsyncAPI protocol names kombu's filesystem transport: the embedded broker is for trying.
     "filesystem": "kombu-filesystem",
 }
@@ -133,7 +133,7 @@ def amqp_vhost(url: str) -> str:
 
 
 def exchange_channel_id(name: str) -> str:
-    # Exchanges and queues share names (RabbitMQ's dead-letters, its retry.<ms>ms): one prefix each.
+    # Exchanges and queues share names (RabbitMQ's dead-letters, its retry.quorum.<ms>ms): one prefix each.
     return f"exchange.{name}"
 
 

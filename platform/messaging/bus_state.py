@@ -142,7 +142,8 @@ def queue_depths(timeout: float = QUEUE_DEPTH_TIMEOUT) -> dict[str, int] | None:
     try:
         with broker.connection(read_timeout=timeout, write_timeout=timeout) as connection:
             connection.connect_timeout = timeout
-            connection.ensure_connection(max_retries=0)
+            # Each node of a failover URL once, then give up: a page waits on this.
+            connection.ensure_connection(max_retries=max(0, len(connection.alt) - 1))
             return broker.queue_depths(connection.channel(), names)
     except Exception as exc:
         logger.warning("queue depths unknown: the broker did not answer: %s: %s", type(exc).__name__, exc)

@@ -100,13 +100,7 @@ class Relay:
     def _publisher_ready(self) -> Publisher:
         if self._publisher is None:
             self._connection = self.connect()
-            try:
-                self._connection.ensure_connection(max_retries=1)
-            except (KombuOperationalError, *self._connection.connection_errors) as exc:
-                # as_uri() masks the password.
-                where = self._connection.as_uri()
-                self.close(broken=True)
-                raise BrokerUnreachableError(f"cannot reach the broker at {where}: {exc}") from exc
+            self._reach_a_node()
             try:
                 # Declared before the first publish: a subscriber's queue exists
                 # even if its worker never ran, so no event falls on the floor. A relay
@@ -119,6 +113,19 @@ class Relay:
                 self.close(broken=True)  # or the next round would open a second connection
                 raise
         return self._publisher
+
+    def _reach_a_node(self) -> None:
+        """Connect to the broker: each node of a failover URL once, in turn (kombu moves to
+        the next after each failure), saying which it reached; raise when none answered."""
+        try:
+            self._connection.ensure_connection(max_retries=max(1, len(self._connection.alt) - 1))
+        except (KombuOperationalError, *self._connection.connection_errors) as exc:
+            # as_uri() masks the password.
+            where = self._connection.as_uri()
+            self.close(broken=True)
+            raise BrokerUnreachableError(f"cannot reach the broker at {where}: {exc}") from exc
+        # Which node of several: after a node's loss, the log says where publishing moved.
+        logger.info("relay: connected to %s", self._connection.as_uri())
 
     def close(self, *, broken: bool = False) -> None:
         if self._connection is not None:

@@ -16,22 +16,27 @@
 Every process declares the whole topology before it publishes or consumes, so
 an event published before its subscribers ever ran still reaches their queues;
 a process whose broker user may not (least privilege, ``messaging.broker_permissions``)
-checks that it exists instead (``declare_where_allowed``).
+checks that it exists instead (``declare_where_allowed``). A declaration the broker
+refuses for one object (its node is down, its arguments differ from the code's) is
+logged and skipped: the others are declared, and publishing goes on for them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import re
 
-from amqp.exceptions import AccessRefused, NotFound
+from amqp.exceptions import AccessRefused, ChannelError, NotFound, PreconditionFailed
 from kombu import Exchange, Queue, binding
 
 from messaging import brokers
 from messaging.brokers.base import DEFAULT_EXCHANGE, Broker, RetryRoute, Route, retry_ceiling
 from messaging.registry import Registry, registry as default_registry
 from messaging.topology_plan import Binding, BrokerTopology, ExchangeState, Plan, QueueState, diff
+
+logger = logging.getLogger(__name__)
 
 COMMANDS_EXCHANGE = "commands"
 
@@ -164,19 +169,39 @@ class Topology:
             queue(channel).declare()
 
     def declare_where_allowed(self, connection) -> bool:
-        """``declare`` on a channel of its own; where this process's broker user may not
-        (RabbitMQ refuses the first declaration), check that every exchange and queue exists.
+        """Declare every exchange, queue and binding, each on its own; where this process's
+        broker user may not (RabbitMQ refuses the first declaration), check that every
+        exchange and queue exists.
+
+        A declaration the broker refuses for another reason (``NOT_FOUND - home node ... is
+        down`` for a queue on a stopped node, ``PRECONDITION_FAILED`` for arguments that
+        differ from the code's) is logged and skipped: one object the broker cannot declare
+        now never stops a process from publishing to or consuming the others. The next
+        connection tries it again. An error that closes the connection is raised.
 
         Returns whether it declared them. Raises ``TopologyMissingError`` naming what is
         missing: a user with every right must declare it first (``bus_topology --apply``).
         Bindings cannot be checked over AMQP; whoever declared the queues bound them.
         """
+        refused: dict[str, ChannelError] = {}
         channel = connection.channel()
         try:
-            self.declare(channel)
-            return True
-        except AccessRefused:
-            pass  # RabbitMQ closed the channel; a passive declaration needs no permission
+            for entity in [*self.exchanges(), *self.queues()]:
+                try:
+                    entity(channel).declare()
+                except AccessRefused:
+                    break  # this user may not declare: the passive check below says what exists
+                except ChannelError as exc:
+                    refused[entity.name] = exc
+                    _close_quietly(channel)  # the broker closed it with the refusal
+                    channel = connection.channel()
+            else:
+                for name, exc in refused.items():
+                    hint = (" `manage.py bus_topology --plan` shows what brings it to the code's."
+                            if isinstance(exc, PreconditionFailed) else "")
+                    logger.warning("could not declare %s (%s); publishing and consuming go on for the rest, "
+                                   "and the next connection tries it again.%s", name, _first_line(exc), hint)
+                return True
         finally:
             _close_quietly(channel)
         missing = self._missing(connection)
@@ -264,6 +289,10 @@ class Topology:
                 for c in self.registry.contracts
             ],
         }
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _close_quietly(channel) -> None:

@@ -4,7 +4,7 @@
 ``DATABASE_URL``; these fixtures start one worker per context and the relay
 as separate processes against pytest-django's test database, on the session's
 RabbitMQ or on another broker (``platforms.on(url)``: a private redis-server,
-``redis_server``).
+``redis_server``, or a Redis Sentinel group, ``sentinel_group``).
 """
 
 import contextlib
@@ -23,7 +23,7 @@ from messaging import brokers
 from messaging.brokers.base import Broker
 from messaging.topology import Topology
 from tests.integration.platform_bus import PlatformBus
-from tests.integration.redis import RedisServer
+from tests.integration.redis import MASTER_NAME, RedisServer, SentinelGroup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,6 +208,17 @@ def redis_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path, settings):
+    """A Redis primary, its replica and three sentinels of the test's own (a failover changes
+    which is primary: one group per test); this process's bus told the primary's name."""
+    group = SentinelGroup(tmp_path / "sentinel-group")
+    group.start()
+    settings.BUS_REDIS_SENTINEL_MASTER = MASTER_NAME
+    yield group
+    group.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A retry on RabbitMQ waits in a retry queue of its delay (``retry.<ms>ms``): one
+"""A retry on RabbitMQ waits in a retry queue of its delay (``retry.quorum.<ms>ms``): one
 that has no such queue to wait in is returned by RabbitMQ and ends up as a dead
 letter in the admin's table, never lost. (What every broker dead-letters, and how,
 is in the broker contract: ``broker_contract.py``.)"""

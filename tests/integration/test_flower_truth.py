@@ -34,6 +34,7 @@ from tests.senders import publish, publish_many
 from messaging.task_message import delivery_id
 from messaging.topology import DEFAULT_EXCHANGE
 from tests.integration.on_the_broker import returned_until_the_broker_gives_up
+from tests.integration.redis import MASTER_NAME
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -244,7 +245,17 @@ def test_on_redis_flowers_queue_lengths_count_the_bus_streams(redis_server, tmp_
     # Flower took the broker's address from the connection's URI, which names the bus's
     # transport class ("'redis' broker is not supported"), and counted with LLEN, which
     # the bus's streams refuse.
-    broker = brokers.for_url(redis_server.url)
+    _assert_flower_counts_the_streams(redis_server.url, os.environ, tmp_path)
+
+
+def test_through_sentinel_flowers_queue_lengths_count_the_bus_streams(sentinel_group, tmp_path):
+    # Flower read a URL of several sentinels as one address, its database "0;sentinel://...".
+    _assert_flower_counts_the_streams(sentinel_group.url, {**os.environ, "BUS_REDIS_SENTINEL_MASTER": MASTER_NAME},
+                                      tmp_path)
+
+
+def _assert_flower_counts_the_streams(url: str, env: dict, tmp_path) -> None:
+    broker = brokers.for_url(url)
     with broker.connection() as connection:
         channel = connection.default_channel
         for name in ("ordering.commands", BASKET_PRICES):
@@ -254,7 +265,7 @@ def test_on_redis_flowers_queue_lengths_count_the_bus_streams(redis_server, tmp_
         publisher.publish([Outgoing(_envelope(), exchange=DEFAULT_EXCHANGE, routing_key="ordering.commands")
                            for _ in range(2)])
 
-        with _flower({**os.environ, "CELERY_BROKER_URL": redis_server.url}, tmp_path / "flower.log") as api:
+        with _flower({**env, "CELERY_BROKER_URL": url}, tmp_path / "flower.log") as api:
             lengths = {q["name"]: q["messages"] for q in api.get("/api/queues/length")["active_queues"]}
 
     assert lengths["ordering.commands"] == 2

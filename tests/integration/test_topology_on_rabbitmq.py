@@ -7,15 +7,21 @@ from the registry (who handles what) and the settings, not taken from
 """
 
 import os
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.db import transaction
 
+from apps.catalog.messages import ProductPriceChanged
+from messaging import brokers
 from messaging.health import read_health
+from messaging.models import OutboxMessage
 from messaging.registry import registry
 from messaging.brokers.base import retry_ceiling
 from tests.integration.rabbitmq import empty_vhost, rabbitmqctl
 from tests.polling import wait_for
+from tests.senders import publish
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +51,11 @@ def _expected_topology(settings) -> dict:
         bindings.add((exchange, queue, handler.message_type))
     # One holding queue per step of the retry schedule.
     for delay_ms in sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)}):
-        name = f"retry.{delay_ms}ms"
+        name = f"retry.quorum.{delay_ms}ms"
         exchanges[name] = "fanout"
-        queues[name] = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": ""}
+        # A quorum queue, as every queue of the bus: replicated on a cluster's nodes.
+        queues[name] = {"x-queue-type": "quorum", "x-message-ttl": delay_ms, "x-dead-letter-exchange": "",
+                        "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
         bindings.add((name, name, name))
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
 
@@ -119,3 +127,36 @@ def test_a_worker_alone_declares_every_exchange_queue_and_binding_on_an_empty_br
     assert sorted(queue for exchange, queue, _ in declared["bindings"]
                   if exchange == "events.catalog.ProductPriceChanged") == [
         "basket.events.catalog.ProductPriceChanged", "ordering.events.catalog.ProductPriceChanged"]
+
+
+def test_a_queue_the_broker_refuses_to_declare_stops_no_publishing_to_the_others(
+    scratch_vhost, start_platform, process_settings, settings
+):
+    # Given basket's price queue as an older release left it, a classic queue: the code's
+    # quorum declaration of it is refused (PRECONDITION_FAILED), as one of a queue whose
+    # node is down is (NOT_FOUND), each closing the channel it was made on.
+    vhost, url = scratch_vhost
+    refused, declared = "basket.events.catalog.ProductPriceChanged", "ordering.events.catalog.ProductPriceChanged"
+    broker = brokers.for_url(url)
+    with broker.connection() as connection:
+        channel = connection.channel()
+        channel.exchange_declare("events.catalog.ProductPriceChanged", "fanout", durable=True, auto_delete=False)
+        channel.queue_declare(refused, durable=True, auto_delete=False)
+        channel.queue_bind(refused, "events.catalog.ProductPriceChanged", "catalog.ProductPriceChanged")
+
+    OutboxMessage.objects.all().delete()  # what earlier tests left would be published here too
+    relay = start_platform(["relay"], CELERY_BROKER_URL=url, **process_settings)
+    with transaction.atomic():
+        envelope = publish(ProductPriceChanged(sku="DECLARE-1", old_price=Decimal("1.00"), new_price=Decimal("2.00"),
+                                               price_version=1, currency="EUR"))
+
+    # The relay declared the rest, published the event, and said what it could not declare.
+    wait_for(lambda: OutboxMessage.objects.filter(message_id=envelope.id, published_at__isnull=False).exists(),
+             message="the event to be published")
+    with broker.connection() as connection:
+        # Read from the queues themselves: rabbitmqctl's counts lag by seconds.
+        assert broker.queue_depths(connection.channel(), [declared, refused]) == {declared: 1, refused: 1}
+    assert set(_expected_topology(settings)["queues"]) <= {q["name"] for q in rabbitmqctl("list_queues", "name", vhost=vhost)}
+    log = relay["relay"].log_path.read_text()
+    assert f"could not declare {refused} (Queue.declare: (406) PRECONDITION_FAILED - inequivalent arg" in log
+    assert "`manage.py bus_topology --plan` shows what brings it to the code's." in log

@@ -14,6 +14,7 @@ from messaging import brokers
 from messaging.topology import Topology
 
 from tests.integration.rabbitmq import empty_vhost, rabbitmqctl
+from tests.polling import wait_for
 
 # The command reads the outbox too (copies for one context that would reach a queue by its name).
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -178,3 +179,30 @@ def test_a_binding_missing_or_left_over_on_redis_is_bound_again_and_removed(on_r
 
     assert status == 0
     assert wanted in client.smembers(table) and left_over not in client.smembers(table)
+
+
+def test_the_classic_retry_queues_of_before_drain_into_their_queues_and_are_deleted_once_empty(rabbitmq_vhost):
+    # Given a retry waiting where an older release put it: a classic `retry.<ms>ms` queue
+    # (one node's), whose name the quorum retry queues no longer share, so nothing is redeclared.
+    vhost, channel = rabbitmq_vhost
+    old = "retry.2000ms"
+    channel.exchange_declare(old, "fanout", durable=True, auto_delete=False)
+    channel.queue_declare(old, durable=True, auto_delete=False,
+                          arguments={"x-message-ttl": 2000, "x-dead-letter-exchange": ""})
+    channel.queue_bind(old, old, old)
+    channel.basic_publish(channel.prepare_message(b"a retry", properties={"expiration": "300"}),
+                          exchange=old, routing_key="payment.commands")
+
+    status, plan = _bus_topology("--plan")
+    assert status == CHANGES_PENDING
+    assert f"delete queue           {old} (no longer in the code" in plan
+
+    # It expires back into the queue it came from, by name, as before,
+    wait_for(lambda: channel.queue_declare("payment.commands", passive=True).message_count == 1,
+             message="the old retry to come back to payment.commands")
+    # and, empty, is deleted with its exchange.
+    status, applied = _bus_topology("--apply")
+    assert status == 0, applied
+    assert old not in _queues(vhost)
+    assert old not in {e["name"] for e in rabbitmqctl("list_exchanges", "name", vhost=vhost)}
+    assert channel.basic_get("payment.commands", no_ack=True).body == b"a retry"

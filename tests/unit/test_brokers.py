@@ -65,3 +65,43 @@ def test_a_failover_url_is_shown_with_every_nodes_password_masked():
 
     assert not {"p1", "p2", "p3"} & set(re.findall(r"p\d", shown))
     assert shown.count("**") == 3 and shown.count(";") == 2
+
+
+SENTINEL_URL = "sentinel://:s1%2F@sentinel-1:26379/0;sentinel://:s2@sentinel-2:26379/0;sentinel://:s3@sentinel-3/0"
+
+
+def test_a_sentinel_url_is_redis_through_sentinel_described_by_its_primary_and_every_sentinel(settings):
+    settings.BUS_REDIS_SENTINEL_MASTER = "bus"
+    broker = brokers.for_url(SENTINEL_URL)
+
+    assert broker.label == "Redis" and broker.transport == "messaging.brokers.sentinel:Transport"
+    assert broker.describe() == "primary 'bus' of the sentinels sentinel-1:26379/0, sentinel-2:26379/0, sentinel-3/0"
+    assert broker.transport_options()["master_name"] == "bus"
+
+
+def test_a_sentinel_url_is_shown_with_every_sentinels_password_masked():
+    from messaging.brokers.base import masked_url
+
+    shown = masked_url(SENTINEL_URL)
+
+    assert not {"s1", "s2", "s3"} & set(re.findall(r"s\d", shown))
+    assert shown.count(":**@") == 3 and shown.count("sentinel://") == 3
+
+
+def test_through_sentinel_a_publish_counts_once_a_replica_has_it_unless_told_otherwise(settings):
+    settings.BUS_REDIS_SENTINEL_MASTER = "bus"
+    assert brokers.for_url(SENTINEL_URL).transport_options()["replicas_to_confirm"] == 1
+
+    settings.BUS_REDIS_REPLICAS_TO_CONFIRM = 0
+    assert brokers.for_url(SENTINEL_URL).transport_options()["replicas_to_confirm"] == 0
+
+
+def test_a_sentinel_url_without_the_primarys_name_fails_the_check(settings):
+    settings.CELERY_BROKER_URL = SENTINEL_URL
+    settings.BUS_REDIS_SENTINEL_MASTER = ""
+
+    [error] = check_broker(None)
+
+    assert error.id == "messaging.E013" and "BUS_REDIS_SENTINEL_MASTER" in error.hint
+    settings.BUS_REDIS_SENTINEL_MASTER = "bus"
+    assert check_broker(None) == []

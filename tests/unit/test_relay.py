@@ -10,6 +10,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+from amqp.exceptions import NotFound
 
 from apps.catalog.messages import ProductPriceChanged
 from messaging.brokers.base import ConfirmTimeoutError, PublishRefusedError
@@ -39,8 +40,10 @@ class ConfirmingChannel:
     number ``broken_at`` raises a connection error.
     """
 
-    def __init__(self, *, nack=(), lose=(), unroutable=(), broken_at=None):
+    def __init__(self, *, nack=(), lose=(), unroutable=(), broken_at=None, undeclarable=()):
         self.nack, self.lose, self.unroutable, self.broken_at = set(nack), set(lose), set(unroutable), broken_at
+        #: Queues whose declaration the broker refuses, as it does one whose node is down.
+        self.undeclarable = set(undeclarable)
         self.events = {"basic_ack": set(), "basic_nack": set(), "basic_return": set()}
         self.sent, self.unanswered, self.connection = [], [], self
         self.headers: dict[int, dict] = {}
@@ -58,6 +61,9 @@ class ConfirmingChannel:
         return arguments
 
     def queue_declare(self, queue, **options):
+        if queue in self.undeclarable:
+            raise NotFound(f"NOT_FOUND - home node 'rabbit@h2' of durable queue '{queue}' in vhost '/' is down "
+                           "or inaccessible")
         self.declared.append(("queue", queue))
         self.log.append("declare")
         return queue, 0, 0  # (name, messages, consumers), as queue.declare-ok
@@ -125,6 +131,7 @@ class FakeConnection:
     default channel is a ``ConfirmingChannel``; it says how it was closed."""
 
     connection_errors = (ConnectionError,)
+    alt: list[str] = []  # one node: no failover addresses
 
     def __init__(self, channel: ConfirmingChannel) -> None:
         self.default_channel = channel
@@ -271,6 +278,63 @@ def test_the_relay_declares_the_whole_topology_before_its_first_publish(three_ro
     assert {name for kind, name, *_ in channel.declared if kind == "queue"} == {q.name for q in Topology().queues()}
     assert ("binding", "events.catalog.ProductPriceChanged", "basket.events.catalog.ProductPriceChanged",
             "catalog.ProductPriceChanged") in channel.declared
+
+
+def test_a_queue_the_broker_cannot_declare_now_holds_up_no_publishing(three_rows, caplog):
+    from messaging.topology import Topology
+
+    # A node down: a retry queue it leads and one subscriber's queue cannot be declared.
+    retry_queue = next(q.name for q in Topology().queues() if q.name.startswith("retry.quorum."))
+    undeclarable = {retry_queue, "ordering.events.catalog.ProductPriceChanged"}
+    channel = ConfirmingChannel(undeclarable=undeclarable)
+
+    assert _relay_on(channel).publish_batch() == 3
+
+    assert _published_flags() == [True, True, True]
+    assert ("queue", "basket.events.catalog.ProductPriceChanged") in channel.declared
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("could not declare")]
+    assert sorted(m.split(" (")[0] for m in refusals) == [f"could not declare {name}" for name in sorted(undeclarable)]
+    assert all("home node 'rabbit@h2'" in m and "publishing and consuming go on for the rest" in m for m in refusals)
+
+
+def test_a_relay_tries_each_node_of_a_failover_url_once_and_says_which_it_reached(caplog):
+    from kombu import Connection
+
+    url = "amqp://bus:secret@h1:5672/shop;amqp://bus:secret@h2:5672/shop;amqp://bus:secret@h3:5672/shop"
+    tried = []
+
+    class OnlyTheThirdNodeUp(Connection):
+        def _establish_connection(self):
+            tried.append(self.hostname)
+            if self.hostname != "h3":
+                raise ConnectionRefusedError(f"{self.hostname} is down")
+            return SimpleNamespace()
+
+    relay = Relay(batch_size=10, confirm_timeout=0.2)
+    relay._connection = OnlyTheThirdNodeUp(url)
+    caplog.set_level("INFO", logger="messaging.relay")
+
+    relay._reach_a_node()
+
+    assert tried == ["h1", "h2", "h3"]
+    assert caplog.messages == ["relay: connected to amqp://bus:**@h3:5672/shop"]
+
+
+def test_a_relay_that_reaches_no_node_says_so_without_a_password():
+    from kombu import Connection
+    from messaging.relay import BrokerUnreachableError
+
+    class AllDown(Connection):
+        def _establish_connection(self):
+            raise ConnectionRefusedError(f"{self.hostname} is down")
+
+    relay = Relay(batch_size=10, confirm_timeout=0.2)
+    relay._connection = AllDown("amqp://bus:secret@h1:5672/shop;amqp://bus:secret@h2:5672/shop")
+
+    with pytest.raises(BrokerUnreachableError) as error:
+        relay._reach_a_node()
+
+    assert "cannot reach the broker at amqp://bus:**@" in str(error.value) and "secret" not in str(error.value)
 
 
 def test_confirms_in_any_order_settle_the_right_messages():

@@ -242,12 +242,16 @@ def test_the_relay_publishes_each_row_as_for_envelope_builds_its_envelope(settin
 
     class Connection:
         default_channel = channel
+        alt: list[str] = []
 
         def ensure_connection(self, max_retries=None):
             return self
 
         def release(self):
             pass
+
+        def as_uri(self):
+            return "amqp://recording"
 
     # The topology is declared on a channel of its own: here the one channel.
     Connection.channel = lambda self: self.default_channel

@@ -252,6 +252,12 @@ BUS_CONFIRM_TIMEOUT = env.float("BUS_CONFIRM_TIMEOUT", default=10.0)
 #: worker (its own died). Longer than a worker can hold one: the task time limit plus the
 #: longest retry wait (``manage.py check`` compares them); a dead worker's messages wait this long.
 BUS_REDIS_VISIBILITY_TIMEOUT = env.int("BUS_REDIS_VISIBILITY_TIMEOUT", default=900)
+#: Redis with Sentinel (``CELERY_BROKER_URL=sentinel://...``): the name of the primary the
+#: sentinels watch (``sentinel monitor <name> ...`` in their configuration).
+BUS_REDIS_SENTINEL_MASTER = env.str("BUS_REDIS_SENTINEL_MASTER", default="")
+#: Redis with Sentinel: replicas that must have a published batch before it counts as published
+#: (``WAIT``), so a failover cannot lose it; 0 counts the primary's answer, as on one Redis.
+BUS_REDIS_REPLICAS_TO_CONFIRM = env.int("BUS_REDIS_REPLICAS_TO_CONFIRM", default=1)
 #: RabbitMQ's management API (https://www.rabbitmq.com/docs/management#http-api), which
 #: ``bus_topology --plan`` reads the broker's queues and bindings from (AMQP cannot list them).
 #: Empty: the broker URL's host on port 15672 (15671 for amqps), with the broker URL's user

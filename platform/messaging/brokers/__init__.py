@@ -3,6 +3,8 @@
 - ``amqp://`` RabbitMQ (``messaging.brokers.rabbitmq``): for production;
 - ``redis://`` Redis (``messaging.brokers.redis``): for production, a stream
   per queue, with the bus's own fan-out, delivery limit and dead-letter queue;
+- ``sentinel://`` Redis with Sentinel (``messaging.brokers.sentinel``): the same,
+  on the primary the sentinels name, a publish confirmed once a replica has it;
 - ``filesystem://`` the embedded broker (``messaging.brokers.embedded``): for
   trying the platform, with no external service.
 
@@ -28,6 +30,7 @@ ADAPTERS = {
     "pyamqp": "messaging.brokers.rabbitmq.RabbitMQ",
     "redis": "messaging.brokers.redis.Redis",
     "rediss": "messaging.brokers.redis.Redis",
+    "sentinel": "messaging.brokers.sentinel.RedisSentinel",
     "filesystem": "messaging.brokers.embedded.Embedded",
 }
 

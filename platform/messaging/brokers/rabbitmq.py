@@ -8,6 +8,11 @@
 - a retry waits in a holding queue per delay, ``retry.<ms>ms`` (message TTL),
   and then expires back through the default exchange into the one queue it
   came from, so a retry never reaches another subscriber again;
+- every queue the bus declares is a quorum queue, the retry and dead-letter
+  queues too: on a cluster each is replicated on a majority of the nodes, so
+  no node's loss stops publishing, retrying or collecting dead letters for
+  longer than a new leader's election (a classic queue lives on one node, and
+  is gone, undeclarable, while that node is down);
 - ``ConfirmedPublisher`` publishes a batch mandatory and then waits for its
   confirms (acknowledged with ``multiple``): one round trip per batch;
 - ``bus_topology --plan`` reads the queues and bindings from the management
@@ -59,19 +64,29 @@ from messaging.topology_plan import (
 
 DEAD_LETTER_EXCHANGE = "dead-letters"
 #: A retry holding queue's (and exchange's) name, whatever delay the settings give now.
-RETRY_NAME = re.compile(r"retry\.\d+ms")
+RETRY_NAME = re.compile(r"retry\.quorum\.\d+ms")
+#: The names retries waited behind before they were quorum queues (``retry.<ms>ms``: classic
+#: queues, each on one node). A name of its own, so that a classic queue never stands in the way of
+#: declaring its quorum successor: during a rolling upgrade it drains itself (its messages expire
+#: back to their queues), and ``bus_topology --apply`` deletes it and its exchange once empty.
+CLASSIC_RETRY_NAME = re.compile(r"retry\.\d+ms")
 
 
 def retry_name(delay_ms: int) -> str:
     """The exchange and queue where retries with this delay wait."""
-    return f"retry.{delay_ms}ms"
+    return f"retry.quorum.{delay_ms}ms"
+
+
+def _is_retry_name(name: str) -> bool:
+    return bool(RETRY_NAME.fullmatch(name) or CLASSIC_RETRY_NAME.fullmatch(name))
 
 
 class RabbitMQ(Broker):
     label = "RabbitMQ"
     messaging_system = "rabbitmq"
     retries_wait_in_worker = False
-    retry_exchange_pattern = RETRY_NAME.pattern
+    # Both names: during a rolling upgrade a worker of the release before still retries behind a classic one.
+    retry_exchange_pattern = r"retry\.(quorum\.)?\d+ms"
     speaks_amqp = True
 
     def queue_arguments(self) -> dict:
@@ -79,11 +94,8 @@ class RabbitMQ(Broker):
             "x-queue-type": "quorum",
             # Redelivered this often (the worker died or was killed each time): dead-letter it.
             "x-delivery-limit": settings.BUS_DELIVERY_LIMIT,
-            # Rejected messages (unknown task, over the delivery limit) go to the dead-letter
-            # exchange, at least once: the broker keeps them until that queue has them.
-            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
+            # Rejected messages (unknown task, over the delivery limit) go to the dead-letter exchange.
+            **_dead_lettered_at_least_once(DEAD_LETTER_EXCHANGE),
         }
 
     def own_exchanges(self) -> list[Exchange]:
@@ -93,13 +105,13 @@ class RabbitMQ(Broker):
         return [self.dead_letter_queue(), *self._retry_queues()]
 
     def owns_queue(self, name: str) -> bool:
-        return name == DEAD_LETTER_QUEUE or bool(RETRY_NAME.fullmatch(name))
+        return name == DEAD_LETTER_QUEUE or _is_retry_name(name)
 
     def returns_by_name(self, queue: str) -> bool:
-        return bool(RETRY_NAME.fullmatch(queue))
+        return _is_retry_name(queue)
 
     def owns_exchange(self, name: str) -> bool:
-        return name == DEAD_LETTER_EXCHANGE or bool(RETRY_NAME.fullmatch(name))
+        return name == DEAD_LETTER_EXCHANGE or _is_retry_name(name)
 
     def topology_editor(self, connection: Connection) -> RabbitMQTopologyEditor:
         return RabbitMQTopologyEditor(connection, self.management_api())
@@ -143,12 +155,25 @@ class RabbitMQ(Broker):
                 exchange=self._retry_exchange(delay_ms),
                 routing_key=retry_name(delay_ms),
                 durable=True,
-                # Expired messages go back through the default exchange, whose routing
-                # key (kept from the retry publish) is the queue they failed on.
-                queue_arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": DEFAULT_EXCHANGE},
+                queue_arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay_ms,
+                    # Expired messages go back through the default exchange, whose routing
+                    # key (kept from the retry publish) is the queue they failed on.
+                    **_dead_lettered_at_least_once(DEFAULT_EXCHANGE),
+                },
             )
             for delay_ms in self._retry_levels_ms()
         ]
+
+
+def _dead_lettered_at_least_once(exchange: str) -> dict:
+    """A quorum queue's arguments that send what it dead-letters (rejected, over its delivery
+    limit, expired) to ``exchange`` at least once: the queue keeps each message until the
+    queue it goes to has confirmed it, so a node lost meanwhile loses none (the default,
+    at most once, drops it). RabbitMQ allows that strategy only with ``reject-publish``."""
+    return {"x-dead-letter-exchange": exchange, "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish"}
 
 
 class ConfirmedPublisher(Publisher):
