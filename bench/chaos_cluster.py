@@ -52,7 +52,7 @@ from pathlib import Path
 
 from bench.chaos import CONTEXTS, Platform, say
 from tests.own_services import PostgreSQLCluster
-from tests.rabbitmq_cluster import BRIDGE_ADDRESS, NET_TICKTIME, SUBNET, Hosts, Node, RabbitMQCluster
+from tests.rabbitmq_cluster import BRIDGE_ADDRESS, NET_TICKTIME, SUBNET, Node, RabbitMQCluster
 
 #: The queue whose leader and follower the faults pick: a context's command queue.
 QUEUE = "ordering.commands"
