@@ -125,7 +125,8 @@ class OnRabbitMQCluster:
         started = time.monotonic()
         self.cluster.start()
         say(f"RabbitMQ cluster {', '.join(node.name for node in self.cluster.nodes)} running after "
-            f"{time.monotonic() - started:.0f}s (data in {self.cluster.folder})")
+            f"{time.monotonic() - started:.0f}s (nodes up in {self.cluster.timings['nodes running']:.0f}s, "
+            f"clustered in {self.cluster.timings['cluster formed']:.0f}s; data in {self.cluster.folder})")
         database_url = self.database.create()
         say(f"PostgreSQL cluster {self.database.name} on {BRIDGE_ADDRESS}:{self.database.port}")
         return {"CELERY_BROKER_URL": self.cluster.broker_url(), "DATABASE_URL": database_url, **CLUSTER_SETTINGS}

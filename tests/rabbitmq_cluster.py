@@ -256,6 +256,8 @@ class RabbitMQCluster:
         self.folder.chmod(0o755)  # the nodes run as the rabbitmq user
         self.nodes = [Node(self, number) for number in (1, 2, 3)]
         self._lock = None
+        #: Seconds the start took until the nodes ran, and until they formed the cluster.
+        self.timings: dict[str, float] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -270,10 +272,12 @@ class RabbitMQCluster:
             node.prepare()
         for number, host in enumerate(self.app_hosts, start=21):
             self.hosts.add(host, number)
+        started = time.monotonic()
         for node in self.nodes:
             node.start()
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
             list(pool.map(lambda node: node.wait_running(), self.nodes))
+        self.timings["nodes running"] = time.monotonic() - started
         first = self.nodes[0]
         for node in self.nodes[1:]:
             node.ctl("stop_app")
@@ -282,6 +286,7 @@ class RabbitMQCluster:
         running = self.running_nodes()
         if sorted(running) != sorted(node.name for node in self.nodes):
             raise RuntimeError(f"cluster not formed: running {running}")
+        self.timings["cluster formed"] = time.monotonic() - started
         first.ctl("add_vhost", self.vhost)
         first.ctl("add_user", self.user, self.password)
         first.ctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
