@@ -91,8 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on a three-node RabbitMQ cluster of the soak's own, with workers and relays on "
                              "three hosts (network namespaces): node, partition and host faults one at a time; "
                              "--duration is then ignored")
-    parser.add_argument("--partition", type=float, default=25.0,
-                        help="with --cluster: seconds a node is cut off from the others (default 25; more than "
+    parser.add_argument("--partition", type=float, default=30.0,
+                        help="with --cluster: seconds a node is cut off from the others (default 30; more than "
                              f"Erlang's {NET_TICKTIME * 1.25:.1f} s to declare a partition)")
     parser.add_argument("--faults", type=fault_list, default=list(FAULTS),
                         help="with --cluster: the faults, in order, comma-separated; one may come again "

@@ -52,7 +52,9 @@ COOKIE_HOME = "/var/lib/rabbitmq"
 #: 0.75 to 1.25 times this. The soak cuts a node off for longer than that, so that the
 #: partition is a real one (the minority pauses, under ``pause_minority``, and comes back
 #: when it sees the majority again), yet short enough for a test. Quorum queues elect a
-#: new leader sooner, on their own failure detector, whatever the tick.
+#: new leader sooner, on their own failure detector, whatever the tick; but what waits
+#: on Mnesia (a binding declared) or on a queue member there (a basic.get) waits until
+#: the node is declared down, so the relay's stall in a partition follows this tick.
 NET_TICKTIME = 10
 
 NODE_CONFIG = """\

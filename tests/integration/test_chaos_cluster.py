@@ -4,7 +4,9 @@ steady flow of checkouts and price changes, one at a time, a follower stopped, t
 of ``ordering.commands`` killed, a node cut off from the others, a worker host and a relay
 host cut off. Nothing is lost, nothing applied twice, every order ends Paid or Cancelled,
 every queue of the bus is on the three nodes, and after each node fault the flow came
-back before the node did: the stall is the failover, never the whole outage.
+back before the node did: it stalls for as long as the cluster takes to notice (seconds;
+for a partition, Erlang's tick, which the test's cluster sets to 10 s), never for the
+whole outage. Each fault's stall is printed (pytest -s).
 
 It needs root (namespaces, a bridge) and touches no service anyone else uses: its nodes,
 its PostgreSQL cluster and its network are its own, removed at the end. About three
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_cluster_loses_nothing_and_its_flow_stalls_no_longer_than_a_failover(real_services):
     run = subprocess.run(
         [sys.executable, "-m", "bench", "chaos", "--cluster", "--checkouts", "2", "--price-changes", "2",
-         "--outage", "8", "--partition", "25", "--quiet", "4", "--settle", "120"],
+         "--outage", "8", "--partition", "30", "--quiet", "4", "--settle", "120"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     print(run.stdout)  # the recovery time of each fault, for the record (pytest -s, or the CI log on failure)
