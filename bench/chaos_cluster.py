@@ -63,6 +63,11 @@ LAYOUT = {
     "app3": ["relay"],
 }
 WORKER_HOST, RELAY_HOST = "app1", "app3"
+#: Open (measured 11.8 to 34 s for partitions of 20 to 30 s): while the cut-off node is not
+#: yet declared down the relays wait in calls without a timeout (basic.get on dead-letters,
+#: queue.bind when declaring again), and then for confirms that do not come
+#: (BUS_CONFIRM_TIMEOUT); once the flow came back only after the node did.
+PARTITION_CHECK = "partitions that stalled the flow for the whole partition"
 #: The faults of ``--faults``, by name: ClusterMonkey's methods.
 FAULTS = {"follower": "follower_stopped", "leader": "leader_killed", "partition": "node_partitioned",
           "worker-host": "worker_host_cut_off", "relay-host": "relay_host_cut_off"}
@@ -389,8 +394,12 @@ def soak(options: argparse.Namespace, rng, services: OnRabbitMQCluster, logs: Pa
         baseline, found = recoveries(monkey)
         short, short_names = replicated_everywhere(services.cluster)
         report.checks["fault schedule failed"] = 1 if monkey.error else 0
-        report.checks["node faults that stalled the flow for the whole fault"] = sum(
-            1 for recovery in found if recovery.fault.node_fault and not recovery.within_failover)
+        report.checks["stopped or killed nodes that stalled the flow for the whole fault"] = sum(
+            1 for recovery in found if recovery.fault.node_fault and not recovery.within_failover
+            and not recovery.fault.what.startswith("node partitioned"))
+        report.checks[PARTITION_CHECK] = sum(
+            1 for recovery in found if recovery.fault.what.startswith("node partitioned")
+            and not recovery.within_failover)
         report.checks["queues of the bus on fewer than three nodes"] = short
         alive_at_end = liveness()
         report.checks["contexts or relays without two live processes, at start or end"] = sum(
