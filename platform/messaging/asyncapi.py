@@ -133,7 +133,7 @@ def amqp_vhost(url: str) -> str:
 
 
 def exchange_channel_id(name: str) -> str:
-    # Exchanges and queues share names (RabbitMQ's dead-letters, its retry.quorum.<ms>ms): one prefix each.
+    # Exchanges and queues share names (RabbitMQ's dead-letters, its retry.<context>.<ms>ms): one prefix each.
     return f"exchange.{name}"
 
 
@@ -262,8 +262,11 @@ class _Builder:
             return ("Dead letters: every message a queue gave up on (rejected, over the delivery limit), with "
                     "an x-death header naming the queue and the reason; the relay moves them into the "
                     "dead-letter table, where an operator repairs them.")
-        return ("A retry waits here until its time-to-live, then goes back through the default exchange "
-                "to the one queue it failed on (the routing key it keeps).")
+        if self.broker.returns_by_name(name):
+            return ("A retry of one context waits here until its time-to-live, then goes back through that "
+                    "context's return exchange to the one queue it failed on (the routing key it keeps).")
+        return ("Where one context's retries go back once their wait is over: each of that context's queues "
+                "is bound to it by its own name, and no other context's queue is.")
 
     def _message_refs(self, types: list[str]) -> dict[str, Any]:
         """Each type's message, and a message per older version still read: during a rolling

@@ -99,9 +99,9 @@ def _celery_objects(context: str) -> tuple[str, str, str, str]:
             re.escape(mailbox.reply_exchange.name), _shape(node_queue, r"[^@]+@.+"))
 
 
-def _retry_exchanges(topology: Topology) -> tuple[str, ...]:
-    """Every exchange a retry may wait behind, whatever the retry settings: the broker says."""
-    pattern = topology.broker.retry_exchange_pattern
+def _retry_exchanges(context: str, topology: Topology) -> tuple[str, ...]:
+    """Every exchange ``context``'s retries may wait behind, whatever the retry settings: the broker says."""
+    pattern = topology.broker.retry_exchange_pattern(context)
     return (pattern,) if pattern else ()
 
 
@@ -112,10 +112,10 @@ def worker_permissions(context: str, topology: Topology) -> RolePermissions:
         # Celery's objects only: Celery declares them at each start (its events' exchange, and
         # its remote-control queue, bound to the control exchange, which replies go back through).
         configure=only(events, control, replies, node_queue),
-        # Retries wait in the retry exchanges' queues (``Topology.retry_route``); binding its
+        # Its retries wait in its own retry exchanges' queues (``Topology.retry_route``); binding its
         # remote-control queue needs write on that queue. No dead-letter exchange: a worker
         # rejects to it through its queue's ``x-dead-letter-exchange``, which RabbitMQ does unchecked.
-        write=only(*_retry_exchanges(topology), events, replies, node_queue),
+        write=only(*_retry_exchanges(context, topology), events, replies, node_queue),
         # Its own queues; the control exchange and its own queue for remote control (Flower).
         read=only(*_context_queues(context), control, node_queue),
     )

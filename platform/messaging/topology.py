@@ -118,7 +118,8 @@ class Topology:
         and how long (jittered between half the schedule's ceiling and the ceiling);
         then it returns to that queue alone, never to an event's other subscribers."""
         ceiling = retry_ceiling(retries)
-        return self.broker.retry_route(queue_name, ceiling, delay=random.uniform(ceiling / 2, ceiling))
+        return self.broker.retry_route(queue_name, ceiling, delay=random.uniform(ceiling / 2, ceiling),
+                                       context=context_of_queue(queue_name))
 
     def commands_exchange(self) -> Exchange:
         return Exchange(COMMANDS_EXCHANGE, type="direct", durable=True)
@@ -134,24 +135,27 @@ class Topology:
             for contract in self.registry.contracts
             if contract.kind == "event"
         ]
-        return exchanges + self.broker.own_exchanges()
+        return exchanges + self.broker.own_exchanges(self.registry.contexts())
 
     def context_queues(self, context: str) -> list[Queue]:
         """The queues one context's worker consumes."""
         queues = []
         command_types = self.registry.handled_types(context, "command")
         if command_types:
+            name = command_queue_name(context)
             queues.append(Queue(
-                command_queue_name(context),
-                bindings=[binding(self.commands_exchange(), routing_key=t) for t in command_types],
+                name,
+                bindings=[*(binding(self.commands_exchange(), routing_key=t) for t in command_types),
+                          *self.broker.context_queue_bindings(context, name)],
                 durable=True,
                 queue_arguments=self.broker.queue_arguments(),
             ))
         for event_type in self.registry.handled_types(context, "event"):
+            name = event_queue_name(context, event_type)
             queues.append(Queue(
-                event_queue_name(context, event_type),
-                exchange=self.event_exchange(event_type),
-                routing_key=event_type,
+                name,
+                bindings=[binding(self.event_exchange(event_type), routing_key=event_type),
+                          *self.broker.context_queue_bindings(context, name)],
                 durable=True,
                 queue_arguments=self.broker.queue_arguments(),
             ))
@@ -159,7 +163,8 @@ class Topology:
 
     def queues(self) -> list[Queue]:
         """Every consumer queue, then those the broker needs (dead letters, retries)."""
-        return [q for context in self.registry.contexts() for q in self.context_queues(context)] + self.broker.own_queues()
+        contexts = self.registry.contexts()
+        return [q for context in contexts for q in self.context_queues(context)] + self.broker.own_queues(contexts)
 
     def declare(self, channel) -> None:
         """Declare every exchange, queue and binding (idempotent)."""

@@ -26,7 +26,8 @@ from apps.ordering.models import Order
 from messaging import broker_permissions
 from tests.integration.conftest import ROOT
 from tests.integration.platform_bus import PlatformBus
-from tests.integration.rabbitmq import empty_vhost, rabbitmqctl_run
+from tests.integration.rabbitmq import empty_vhost, rabbitmqctl, rabbitmqctl_run
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +112,30 @@ def test_orderings_user_is_refused_catalogs_commands_and_catalogs_events(role_ur
     assert read.value.code == 403 and "access to queue 'catalog.commands'" in str(read.value)
     assert publish.value.code == 403
     assert "access to exchange 'events.catalog.ProductPriceChanged'" in str(publish.value)
+
+
+def test_orderings_retries_reach_no_other_contexts_queue(role_urls, start_platform):
+    url, urls = role_urls
+    _declare_the_topology(start_platform([], CELERY_BROKER_URL=url).env)
+    # As the processes' retry schedule names them.
+    retry_exchange = next(e["name"] for e in rabbitmqctl("list_exchanges", "name", vhost=url.rsplit("/", 1)[-1])
+                          if e["name"].startswith("retry.ordering."))
+
+    with Connection(urls["BUS_BROKER_URL_ORDERING"]) as ordering:
+        # Catalog's retry exchange is not ordering's to publish to,
+        with pytest.raises(AccessRefused) as publish:
+            ordering.channel().basic_publish_confirm(amqp.Message(b"{}"), exchange=retry_exchange.replace(
+                "ordering", "catalog"), routing_key="catalog.commands")
+        # and its own, aimed at catalog's queue, returns through ordering's return exchange, to which
+        # only ordering's queues are bound: the message never reaches catalog.commands.
+        channel = ordering.channel()
+        channel.basic_publish_confirm(amqp.Message(b"aimed at catalog", expiration="1"),
+                                      exchange=retry_exchange, routing_key="catalog.commands")
+        channel.basic_publish_confirm(amqp.Message(b"ordering's own", expiration="1"),
+                                      exchange=retry_exchange, routing_key="ordering.commands")
+        wait_for(lambda: channel.queue_declare("ordering.commands", passive=True).message_count == 1,
+                 message="ordering's own retry to come back")
+
+    assert publish.value.code == 403 and "access to exchange 'retry.catalog." in str(publish.value)
+    with Connection(url) as admin:
+        assert admin.channel().queue_declare("catalog.commands", passive=True).message_count == 0

@@ -1,4 +1,4 @@
-"""A retry on RabbitMQ waits in a retry queue of its delay (``retry.quorum.<ms>ms``): one
+"""A retry on RabbitMQ waits in a retry queue of its delay (``retry.<context>.<ms>ms``): one
 that has no such queue to wait in is returned by RabbitMQ and ends up as a dead
 letter in the admin's table, never lost. (What every broker dead-letters, and how,
 is in the broker contract: ``broker_contract.py``.)"""
@@ -26,7 +26,7 @@ def test_a_retry_with_no_queue_to_wait_in_becomes_a_dead_letter_not_a_loss(bus, 
     # The holding queue of the workers' first retry is gone: RabbitMQ returns the retry.
     settings.BUS_RETRY_BACKOFF = float(bus.env["BUS_RETRY_BACKOFF"])
     settings.BUS_RETRY_BACKOFF_MAX = float(bus.env["BUS_RETRY_BACKOFF_MAX"])
-    first_wait = next(q for q in Topology().queues() if q.name.startswith("retry."))
+    first_wait = next(q for q in Topology().queues() if q.name.startswith("retry.ordering."))
     with current_app.connection_for_write() as connection:
         first_wait(connection.default_channel).delete()
     try:

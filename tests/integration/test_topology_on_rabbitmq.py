@@ -49,14 +49,19 @@ def _expected_topology(settings) -> dict:
             queue, exchange = f"{handler.context}.events.{handler.message_type}", f"events.{handler.message_type}"
         queues[queue] = context_queue
         bindings.add((exchange, queue, handler.message_type))
-    # One holding queue per step of the retry schedule.
-    for delay_ms in sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)}):
-        name = f"retry.quorum.{delay_ms}ms"
-        exchanges[name] = "fanout"
-        # A quorum queue, as every queue of the bus: replicated on a cluster's nodes.
-        queues[name] = {"x-queue-type": "quorum", "x-message-ttl": delay_ms, "x-dead-letter-exchange": "",
-                        "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
-        bindings.add((name, name, name))
+        # Its retries come back through its context's return exchange, by its name.
+        exchanges[f"retried.{handler.context}"] = "direct"
+        bindings.add((f"retried.{handler.context}", queue, queue))
+    # Each context one holding queue per step of the retry schedule.
+    for context in {handler.context for handler in registry.handlers}:
+        for delay_ms in sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)}):
+            name = f"retry.{context}.{delay_ms}ms"
+            exchanges[name] = "fanout"
+            # A quorum queue, as every queue of the bus: replicated on a cluster's nodes.
+            queues[name] = {"x-queue-type": "quorum", "x-message-ttl": delay_ms,
+                            "x-dead-letter-exchange": f"retried.{context}",
+                            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+            bindings.add((name, name, name))
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
 
 

@@ -113,12 +113,14 @@ def test_what_the_amqp_binding_cannot_say_is_an_extension(settings):
     assert ordering_commands["x-queue-arguments"]["x-queue-type"] == "quorum"
     assert ordering_commands["x-queue-arguments"]["x-delivery-limit"] == 7
     assert ordering_commands["x-queue-arguments"]["x-dead-letter-exchange"] == "dead-letters"
+    # Its commands, and its retries coming back by its name through ordering's return exchange.
     assert ordering_commands["x-bound-to"] == [
         {"exchange": "commands", "routingKey": command}
         for command in registry.handled_types("ordering", "command")
-    ]
+    ] + [{"exchange": "retried.ordering", "routingKey": "ordering.commands"}]
     assert channels["queue.basket.events.catalog.ProductPriceChanged"]["x-bound-to"] == [
-        {"exchange": "events.catalog.ProductPriceChanged", "routingKey": "catalog.ProductPriceChanged"}]
+        {"exchange": "events.catalog.ProductPriceChanged", "routingKey": "catalog.ProductPriceChanged"},
+        {"exchange": "retried.basket", "routingKey": "basket.events.catalog.ProductPriceChanged"}]
 
 
 def test_on_redis_the_document_says_how_queues_are_carried_instead_of_claiming_amqp(settings):

@@ -56,9 +56,14 @@ def test_a_context_publishes_to_its_retry_route_and_to_no_command_or_event_excha
     retry = topology.retry_route(_queues(topology, context)[0], 0).route.exchange
 
     assert _allows(write, retry.name)
-    # Every step of the retry schedule, which names the retry exchanges the broker has.
-    retry_exchanges = [e.name for e in topology.exchanges() if e.name.startswith("retry.")]
+    # Every step of its retry schedule, which names the retry exchanges the broker has,
+    retry_exchanges = [e.name for e in topology.exchanges() if e.name.startswith(f"retry.{context}.")]
     assert retry_exchanges and all(_allows(write, name) for name in retry_exchanges)
+    # and no other context's: an expired retry returns through its context's exchange, bound
+    # to that context's queues alone, so through another's it could reach another's queues.
+    others = [e.name for e in topology.exchanges() if e.name.startswith("retr") and
+              not e.name.startswith((f"retry.{context}.", f"retried.{context}"))]
+    assert others and not any(_allows(write, name) for name in others)
     assert not any(_allows(write, exchange.name) for exchange in topology.exchanges()
                    if exchange.name == "commands" or exchange.name.startswith("events."))
     assert not _allows(write, broker_permissions.DEFAULT_EXCHANGE_RESOURCE)

@@ -150,18 +150,24 @@ def test_on_rabbitmq_a_retry_waits_in_the_holding_queue_of_its_delay(settings):
 
     retry = Topology().retry_route("basket.events.catalog.ProductPriceChanged", 3)
 
-    assert retry.route.exchange.name == "retry.quorum.16000ms"
+    assert retry.route.exchange.name == "retry.basket.16000ms"
     assert retry.route.routing_key == "basket.events.catalog.ProductPriceChanged"
     assert 8.0 <= retry.expiration <= 16.0 and retry.countdown is None
-    holding_queues = [q.name for q in Topology().queues() if q.name.startswith("retry.")]
-    assert holding_queues == [f"retry.quorum.{ms}ms" for ms in (2000, 4000, 8000, 16000, 32000, 60000)]
-    holding = {q.name: q for q in Topology().queues()}["retry.quorum.16000ms"]
+    # Each context its own holding queues: one per step of the schedule.
+    holding_queues = [q.name for q in Topology().queues() if q.name.startswith("retry.basket.")]
+    assert holding_queues == [f"retry.basket.{ms}ms" for ms in (2000, 4000, 8000, 16000, 32000, 60000)]
+    holding = {q.name: q for q in Topology().queues()}["retry.basket.16000ms"]
     # A quorum queue, replicated on a cluster's nodes like every other; what expires goes back
-    # through the default exchange, kept until the queue it returns to has it.
+    # through basket's return exchange, kept until the queue it returns to has it.
     assert holding.queue_arguments == {
-        "x-queue-type": "quorum", "x-message-ttl": 16000, "x-dead-letter-exchange": "",
+        "x-queue-type": "quorum", "x-message-ttl": 16000, "x-dead-letter-exchange": "retried.basket",
         "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
     }
+    # Which only basket's queues are bound to, each by its own name.
+    returns = {(b.exchange.name, b.routing_key) for q in Topology().queues() for b in q.bindings
+               if b.exchange.name.startswith("retried.")}
+    assert ("retried.basket", "basket.events.catalog.ProductPriceChanged") in returns
+    assert all(key.startswith(exchange.removeprefix("retried.") + ".") for exchange, key in returns)
 
 
 def test_a_message_id_is_written_once_except_by_a_dead_letters_retry():
@@ -211,7 +217,7 @@ def failing_basket_handler(monkeypatch, settings):
     return published
 
 
-@pytest.mark.parametrize(("broker", "via"), [("embedded", ""), ("redis", ""), ("rabbitmq", "retry.quorum.400ms")])
+@pytest.mark.parametrize(("broker", "via"), [("embedded", ""), ("redis", ""), ("rabbitmq", "retry.basket.400ms")])
 def test_a_failed_event_is_retried_on_the_subscribers_own_queue_only(
     price_changed, failing_basket_handler, settings, broker, via
 ):

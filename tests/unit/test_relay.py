@@ -284,7 +284,7 @@ def test_a_queue_the_broker_cannot_declare_now_holds_up_no_publishing(three_rows
     from messaging.topology import Topology
 
     # A node down: a retry queue it leads and one subscriber's queue cannot be declared.
-    retry_queue = next(q.name for q in Topology().queues() if q.name.startswith("retry.quorum."))
+    retry_queue = next(q.name for q in Topology().queues() if q.name.startswith("retry.ordering."))
     undeclarable = {retry_queue, "ordering.events.catalog.ProductPriceChanged"}
     channel = ConfirmingChannel(undeclarable=undeclarable)
 

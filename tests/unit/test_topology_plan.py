@@ -144,13 +144,13 @@ def test_the_platforms_names_are_told_from_celerys_and_other_applications():
     topology = Topology(broker=brokers.for_url("amqp://guest:guest@localhost:5672//"))
 
     assert all(topology.is_own_queue(name) for name in (
-        "basket.commands", "basket.events.catalog.ProductPriceChanged", "dead-letters", "retry.quorum.1000ms",
-        # Before retries waited in quorum queues: the plan deletes them once drained.
+        "basket.commands", "basket.events.catalog.ProductPriceChanged", "dead-letters", "retry.basket.1000ms",
+        # Before, every context's retries waited in shared classic queues: the plan deletes them once drained.
         "retry.1000ms", "topology-holding.basket.commands"))
     assert not any(topology.is_own_queue(name) for name in (
         "celery.pidbox", "celeryev.3f1c", "celery@host.celery.pidbox", "3f1c.reply.celery.pidbox", "invoices"))
-    assert all(topology.is_own_exchange(name) for name in ("commands", "events.catalog.Gone", "retry.quorum.20ms",
-                                                              "retry.20ms"))
+    assert all(topology.is_own_exchange(name) for name in ("commands", "events.catalog.Gone", "retry.basket.20ms",
+                                                              "retried.basket", "retry.20ms"))
     assert not any(topology.is_own_exchange(name) for name in ("celeryev", "celery.pidbox", "amq.direct"))
 
 

@@ -250,9 +250,6 @@ class Broker:
     keeps_a_killed_workers_message = True
     #: A retry waits in the worker (a Celery countdown, so the message carries an eta).
     retries_wait_in_worker = True
-    #: A regular expression matching every exchange a retry waits behind, whatever the retry
-    #: settings (``bus_permissions`` lets each worker publish there); None: retries need none.
-    retry_exchange_pattern: str | None = None
     #: Its exchanges and queues are AMQP 0-9-1 ones, which AsyncAPI's ``amqp`` bindings
     #: describe; on any other broker ``carriage()`` says how they are carried.
     speaks_amqp = False
@@ -301,8 +298,18 @@ class Broker:
         """Arguments of every context queue (RabbitMQ's queue type, delivery limit, ...)."""
         return None
 
-    def own_exchanges(self) -> list[Exchange]:
-        """Exchanges the broker needs beside the registry's (dead letters, retries)."""
+    def retry_exchange_pattern(self, context: str) -> str | None:
+        """A regular expression matching every exchange ``context``'s retries may wait behind,
+        whatever the retry settings (``bus_permissions`` lets its workers publish there);
+        None: retries need none."""
+        return None
+
+    def own_exchanges(self, contexts=()) -> list[Exchange]:
+        """Exchanges the broker needs beside the registry's (dead letters, retries of ``contexts``)."""
+        return []
+
+    def context_queue_bindings(self, context: str, queue_name: str) -> list:
+        """Bindings a queue of ``context`` needs beside its command or event exchange's."""
         return []
 
     def returns_by_name(self, queue: str) -> bool:
@@ -310,8 +317,8 @@ class Broker:
         (RabbitMQ's retry queues), not through a binding."""
         return False
 
-    def own_queues(self) -> list[Queue]:
-        """Queues the broker needs beside the contexts' (dead letters, retries)."""
+    def own_queues(self, contexts=()) -> list[Queue]:
+        """Queues the broker needs beside the contexts' (dead letters, retries of ``contexts``)."""
         return []
 
     def owns_queue(self, name: str) -> bool:
@@ -337,10 +344,10 @@ class Broker:
         relay empties into the table; None if it has no such queue."""
         return None
 
-    def retry_route(self, queue_name: str, ceiling: float, delay: float) -> RetryRoute:
-        """Where a message that failed on ``queue_name`` waits ``delay`` seconds, then returns
-        to that queue alone (``ceiling`` is the schedule's step). By default the worker
-        holds it (a Celery countdown) and it goes straight back to its queue."""
+    def retry_route(self, queue_name: str, ceiling: float, delay: float, *, context: str) -> RetryRoute:
+        """Where a message that failed on ``queue_name`` (of ``context``) waits ``delay`` seconds,
+        then returns to that queue alone (``ceiling`` is the schedule's step). By default the
+        worker holds it (a Celery countdown) and it goes straight back to its queue."""
         return RetryRoute(Route(DEFAULT_EXCHANGE, routing_key=queue_name), countdown=delay)
 
     def publisher(self, channel, *, timeout: float) -> Publisher:

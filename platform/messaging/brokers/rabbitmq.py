@@ -5,9 +5,11 @@
   kills its worker every time is dead-lettered instead of looping) and a
   dead-letter exchange, ``dead-letters``, whose queue the relay empties into
   the dead-letter table;
-- a retry waits in a holding queue per delay, ``retry.<ms>ms`` (message TTL),
-  and then expires back through the default exchange into the one queue it
-  came from, so a retry never reaches another subscriber again;
+- a retry waits in a holding queue of its context per delay,
+  ``retry.<context>.<ms>ms`` (message TTL), and then expires back through its
+  context's return exchange, ``retried.<context>``, into the one queue it came
+  from, so a retry never reaches another subscriber again, nor any other
+  context's queue;
 - every queue the bus declares is a quorum queue, the retry and dead-letter
   queues too: on a cluster each is replicated on a majority of the nodes, so
   no node's loss stops publishing, retrying or collecting dead letters for
@@ -35,7 +37,7 @@ from typing import ClassVar
 from amqp import spec
 from amqp.exceptions import NotFound, PreconditionFailed
 from django.conf import settings
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, binding
 
 from messaging import task_message
 from messaging.brokers.base import (
@@ -63,18 +65,25 @@ from messaging.topology_plan import (
 )
 
 DEAD_LETTER_EXCHANGE = "dead-letters"
-#: A retry holding queue's (and exchange's) name, whatever delay the settings give now.
-RETRY_NAME = re.compile(r"retry\.quorum\.\d+ms")
-#: The names retries waited behind before they were quorum queues (``retry.<ms>ms``: classic
-#: queues, each on one node). A name of its own, so that a classic queue never stands in the way of
-#: declaring its quorum successor: during a rolling upgrade it drains itself (its messages expire
-#: back to their queues), and ``bus_topology --apply`` deletes it and its exchange once empty.
+#: A retry holding queue's (and exchange's) name, whatever context and delay: ``retry.<context>.<ms>ms``.
+RETRY_NAME = re.compile(r"retry\.[A-Za-z_]\w*\.\d+ms")
+#: The exchange an expired retry of a context goes back through, bound to that context's queues alone.
+RETURN_NAME = re.compile(r"retried\.[A-Za-z_]\w*")
+#: The names retries waited behind before (``retry.<ms>ms``: classic queues, each on one node,
+#: shared by every context). Names of their own, so that none stands in the way of declaring
+#: its successors: during a rolling upgrade each drains itself (its messages expire back to
+#: their queues by name), and ``bus_topology --apply`` deletes it and its exchange once empty.
 CLASSIC_RETRY_NAME = re.compile(r"retry\.\d+ms")
 
 
-def retry_name(delay_ms: int) -> str:
-    """The exchange and queue where retries with this delay wait."""
-    return f"retry.quorum.{delay_ms}ms"
+def retry_name(context: str, delay_ms: int) -> str:
+    """The exchange and queue where ``context``'s retries with this delay wait."""
+    return f"retry.{context}.{delay_ms}ms"
+
+
+def return_exchange_name(context: str) -> str:
+    """The exchange ``context``'s retries go back through once their wait is over."""
+    return f"retried.{context}"
 
 
 def _is_retry_name(name: str) -> bool:
@@ -85,8 +94,6 @@ class RabbitMQ(Broker):
     label = "RabbitMQ"
     messaging_system = "rabbitmq"
     retries_wait_in_worker = False
-    # Both names: during a rolling upgrade a worker of the release before still retries behind a classic one.
-    retry_exchange_pattern = r"retry\.(quorum\.)?\d+ms"
     speaks_amqp = True
 
     def queue_arguments(self) -> dict:
@@ -98,11 +105,21 @@ class RabbitMQ(Broker):
             **_dead_lettered_at_least_once(DEAD_LETTER_EXCHANGE),
         }
 
-    def own_exchanges(self) -> list[Exchange]:
-        return [self._dead_letter_exchange(), *(self._retry_exchange(ms) for ms in self._retry_levels_ms())]
+    def retry_exchange_pattern(self, context: str) -> str:
+        return rf"retry\.{re.escape(context)}\.\d+ms"
 
-    def own_queues(self) -> list[Queue]:
-        return [self.dead_letter_queue(), *self._retry_queues()]
+    def own_exchanges(self, contexts=()) -> list[Exchange]:
+        return [self._dead_letter_exchange(),
+                *(exchange for context in contexts for exchange in self._retry_exchanges(context))]
+
+    def own_queues(self, contexts=()) -> list[Queue]:
+        return [self.dead_letter_queue(), *(queue for context in contexts for queue in self._retry_queues(context))]
+
+    def context_queue_bindings(self, context: str, queue_name: str) -> list[binding]:
+        # A retry comes back by the name of the queue it failed on, and only a queue of its own
+        # context is bound under that name: a worker cannot send a message into another
+        # context's queue through its retries (RabbitMQ checks no permission as it dead-letters).
+        return [binding(self._return_exchange(context), routing_key=queue_name)]
 
     def owns_queue(self, name: str) -> bool:
         return name == DEAD_LETTER_QUEUE or _is_retry_name(name)
@@ -111,7 +128,7 @@ class RabbitMQ(Broker):
         return _is_retry_name(queue)
 
     def owns_exchange(self, name: str) -> bool:
-        return name == DEAD_LETTER_EXCHANGE or _is_retry_name(name)
+        return name == DEAD_LETTER_EXCHANGE or _is_retry_name(name) or bool(RETURN_NAME.fullmatch(name))
 
     def topology_editor(self, connection: Connection) -> RabbitMQTopologyEditor:
         return RabbitMQTopologyEditor(connection, self.management_api())
@@ -123,10 +140,10 @@ class RabbitMQ(Broker):
         return Queue(DEAD_LETTER_QUEUE, exchange=self._dead_letter_exchange(), routing_key=DEAD_LETTER_QUEUE,
                      durable=True, queue_arguments={"x-queue-type": "quorum"})
 
-    def retry_route(self, queue_name: str, ceiling: float, delay: float) -> RetryRoute:
-        # The routing key is kept as the message expires: the default exchange then
+    def retry_route(self, queue_name: str, ceiling: float, delay: float, *, context: str) -> RetryRoute:
+        # The routing key is kept as the message expires: the context's return exchange then
         # routes it back to the queue it failed on.
-        return RetryRoute(Route(self._retry_exchange(round(ceiling * 1000)), routing_key=queue_name),
+        return RetryRoute(Route(self._retry_exchange(context, round(ceiling * 1000)), routing_key=queue_name),
                           expiration=delay)
 
     def publisher(self, channel, *, timeout: float) -> ConfirmedPublisher:
@@ -141,26 +158,32 @@ class RabbitMQ(Broker):
     def _dead_letter_exchange(self) -> Exchange:
         return Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
 
-    def _retry_exchange(self, delay_ms: int) -> Exchange:
-        return Exchange(retry_name(delay_ms), type="fanout", durable=True)
+    def _retry_exchange(self, context: str, delay_ms: int) -> Exchange:
+        return Exchange(retry_name(context, delay_ms), type="fanout", durable=True)
+
+    def _return_exchange(self, context: str) -> Exchange:
+        return Exchange(return_exchange_name(context), type="direct", durable=True)
+
+    def _retry_exchanges(self, context: str) -> list[Exchange]:
+        return [self._return_exchange(context), *(self._retry_exchange(context, ms) for ms in self._retry_levels_ms())]
 
     def _retry_levels_ms(self) -> list[int]:
         """One holding queue per distinct ceiling of the retry schedule."""
         return sorted({round(retry_ceiling(n) * 1000) for n in range(settings.BUS_MAX_RETRIES)})
 
-    def _retry_queues(self) -> list[Queue]:
+    def _retry_queues(self, context: str) -> list[Queue]:
         return [
             Queue(
-                retry_name(delay_ms),
-                exchange=self._retry_exchange(delay_ms),
-                routing_key=retry_name(delay_ms),
+                retry_name(context, delay_ms),
+                exchange=self._retry_exchange(context, delay_ms),
+                routing_key=retry_name(context, delay_ms),
                 durable=True,
                 queue_arguments={
                     "x-queue-type": "quorum",
                     "x-message-ttl": delay_ms,
-                    # Expired messages go back through the default exchange, whose routing
-                    # key (kept from the retry publish) is the queue they failed on.
-                    **_dead_lettered_at_least_once(DEFAULT_EXCHANGE),
+                    # Expired, a retry goes back through its context's return exchange, by its
+                    # routing key (kept from the retry publish): the queue it failed on.
+                    **_dead_lettered_at_least_once(return_exchange_name(context)),
                 },
             )
             for delay_ms in self._retry_levels_ms()

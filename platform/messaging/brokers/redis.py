@@ -779,5 +779,5 @@ class Redis(Broker):
     def topology_editor(self, connection: Connection) -> RedisTopologyEditor:
         return RedisTopologyEditor(connection.default_channel, active_within=settings.BUS_REDIS_VISIBILITY_TIMEOUT)
 
-    def own_queues(self) -> list[Queue]:
+    def own_queues(self, contexts=()) -> list[Queue]:
         return [self.dead_letter_queue()]

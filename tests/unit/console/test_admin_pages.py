@@ -389,14 +389,14 @@ def test_the_overview_shows_each_queues_depth_and_what_waits_to_be_retried(admin
 
     on_broker(settings, "rabbitmq")
     depths = {"basket.events.catalog.ProductPriceChanged": 3, "ordering.commands": 0, "dead-letters": 1,
-              "retry.quorum.400ms": 2, "retry.quorum.2000ms": 5}
+              "retry.basket.400ms": 2, "retry.basket.2000ms": 5}
     monkeypatch.setattr(bus_state, "queue_depths", lambda timeout=None: depths)
 
     response = admin_client.get(reverse("bus:overview"))
 
     queues = {queue.name: (queue.kind, queue.context, queue.messages) for queue in response.context["queues"]}
     assert queues["basket.events.catalog.ProductPriceChanged"] == ("consumer", "basket", 3)
-    assert queues["retry.quorum.2000ms"] == ("retry", "", 5)
+    assert queues["retry.basket.2000ms"] == ("retry", "", 5)
     assert queues["dead-letters"] == ("dead letters", "", 1)
     assert response.context["retrying"] == 7
     assert re.search(r'id="retrying">.*?<td class="number">7</td>', response.content.decode(), re.S)
