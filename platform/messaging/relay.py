@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: Longest pause, in seconds, after repeated broker or database failures: short enough
 #: that publishing resumes within seconds of the broker or the database coming back.
 MAX_BACKOFF = 10.0
+#: Longest wait, in seconds, before dead letters are collected again after collecting failed.
+MAX_COLLECTION_BACKOFF = 30.0
 #: Envelope attributes the relay reads from each row while tracing, for its send spans.
 TRACED_FIELDS = ("envelope_source", "envelope_traceparent", "envelope_tracestate")
 #: Longest stretch, in seconds, the relay waits without checking whether to stop.
@@ -87,6 +89,12 @@ class Relay:
         self._next_purge = 0.0
         #: Whether it logged that it only checks the topology (once: it reconnects often in an outage).
         self._said_checked = False
+        #: Whether the next connection declares the topology: the first does, and the one after a
+        #: row came back unroutable (a queue was deleted under it). Not every reconnection: on a
+        #: cluster a declaration waits while a node is cut off, until the others declare it down.
+        self._declare_on_connect = True
+        #: When dead letters are next collected (time.monotonic()), and the wait after a failure.
+        self._next_collection, self._collection_backoff = 0.0, 0.0
 
     def _connect_to_the_app_broker(self) -> Connection:
         # Socket timeouts as well as the confirm timeout: a hung broker
@@ -105,9 +113,11 @@ class Relay:
                 # Declared before the first publish: a subscriber's queue exists
                 # even if its worker never ran, so no event falls on the floor. A relay
                 # whose user may not declare it finds it declared, or fails the round.
-                if not self.topology.declare_where_allowed(self._connection) and not self._said_checked:
-                    logger.info("relay: its broker user may not declare the topology; found it declared")
-                    self._said_checked = True
+                if self._declare_on_connect:
+                    if not self.topology.declare_where_allowed(self._connection) and not self._said_checked:
+                        logger.info("relay: its broker user may not declare the topology; found it declared")
+                        self._said_checked = True
+                    self._declare_on_connect = False
                 self._publisher = self.broker.publisher(self._connection.default_channel, timeout=self.confirm_timeout)
             except Exception:
                 self.close(broken=True)  # or the next round would open a second connection
@@ -168,8 +178,9 @@ class Relay:
             self._trace(sends, rows, outgoing, outcome)
         metrics.recorder.relay_batch(len(rows), outcome.confirm_wait)
         metrics.recorder.published(rows[position].message_type for position in outcome.confirmed)
+        if outcome.unroutable:
+            self._declare_on_connect = True  # a queue was deleted under us: declare the topology again
         if outcome.error is not None or outcome.unroutable:
-            # Unroutable: a queue was deleted under us; a new connection declares the topology again.
             self.close(broken=outcome.error is not None)
         if failure is not None:
             raise failure
@@ -273,15 +284,23 @@ class Relay:
         return self._events
 
     def _collect_dead_letters_safely(self) -> None:
-        # Its own failures never slow down publishing: it is tried again next round.
+        # Its own failures never stop publishing. Tried again after a wait that doubles, up to
+        # MAX_COLLECTION_BACKOFF: on a cluster with a node cut off, taking from the dead-letter queue
+        # waits until the others declare that node down, and each try would hold up a round.
+        if time.monotonic() < self._next_collection:
+            return
         try:
             self.collect_dead_letters()
         except BrokerUnreachableError:
             raise  # not a collecting problem: the round fails, and says why
         except Exception:
-            logger.exception("relay: collecting dead letters failed; trying again next round")
+            self._collection_backoff = min(MAX_COLLECTION_BACKOFF, max(1.0, 2 * self._collection_backoff))
+            self._next_collection = time.monotonic() + self._collection_backoff
+            logger.exception("relay: collecting dead letters failed; trying again in %.0fs", self._collection_backoff)
             connection.close()
             self.close(broken=True)
+        else:
+            self._collection_backoff = 0.0
 
     def _anything_to_publish(self) -> bool:
         # On SQLite each transaction here is BEGIN IMMEDIATE, taking the database's

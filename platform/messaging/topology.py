@@ -181,8 +181,9 @@ class Topology:
         A declaration the broker refuses for another reason (``NOT_FOUND - home node ... is
         down`` for a queue on a stopped node, ``PRECONDITION_FAILED`` for arguments that
         differ from the code's) is logged and skipped: one object the broker cannot declare
-        now never stops a process from publishing to or consuming the others. The next
-        connection tries it again. An error that closes the connection is raised.
+        now never stops a process from publishing to or consuming the others. A message that
+        then finds its queue missing stays in the outbox, and the relay declares the topology
+        again. An error that closes the connection is raised.
 
         Returns whether it declared them. Raises ``TopologyMissingError`` naming what is
         missing: a user with every right must declare it first (``bus_topology --apply``).
@@ -205,7 +206,8 @@ class Topology:
                     hint = (" `manage.py bus_topology --plan` shows what brings it to the code's."
                             if isinstance(exc, PreconditionFailed) else "")
                     logger.warning("could not declare %s (%s); publishing and consuming go on for the rest, "
-                                   "and the next connection tries it again.%s", name, _first_line(exc), hint)
+                                   "and a message that finds it missing waits in the outbox.%s",
+                                   name, _first_line(exc), hint)
                 return True
         finally:
             _close_quietly(channel)

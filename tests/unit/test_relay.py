@@ -337,6 +337,42 @@ def test_a_relay_that_reaches_no_node_says_so_without_a_password():
     assert "cannot reach the broker at amqp://bus:**@" in str(error.value) and "secret" not in str(error.value)
 
 
+def test_a_reconnection_declares_the_topology_again_only_after_a_row_came_back_unroutable(three_rows):
+    # A broken connection (a node lost): the next one publishes at once, declaring nothing,
+    # since on a cluster a declaration would wait until the others declared that node down.
+    first, second, third = ConfirmingChannel(broken_at=1), ConfirmingChannel(unroutable={1}), ConfirmingChannel()
+    relay = _relay_on(first, second, third)
+    with pytest.raises(ConnectionResetError):
+        relay.publish_batch()
+    with pytest.raises(PublishRefusedError):
+        relay.publish_batch()
+    # A row came back unroutable (a queue deleted under the relay): the next connection declares again.
+    relay.publish_batch()
+
+    assert "declare" in first.log and "declare" not in second.log and "declare" in third.log
+    assert _published_flags() == [True, True, True]
+
+
+def test_dead_letters_that_cannot_be_collected_hold_up_no_round_while_their_wait_lasts(three_rows, monkeypatch):
+    tries = []
+
+    def collect(channel, **options):
+        tries.append(channel)
+        raise ConnectionError("INTERNAL_ERROR - Cannot get a message from queue 'dead-letters': nodedown")
+
+    monkeypatch.setattr("messaging.relay.collect_broker_dead_letters", collect)
+    relay = _relay_on(ConfirmingChannel(), ConfirmingChannel())
+    relay.publish_batch()
+
+    relay._collect_dead_letters_safely()
+    relay._collect_dead_letters_safely()  # within the wait: not tried
+
+    assert len(tries) == 1
+    monkeypatch.setattr(relay, "_next_collection", 0.0)
+    relay._collect_dead_letters_safely()
+    assert len(tries) == 2 and relay._collection_backoff == 2.0  # the wait doubles
+
+
 def test_confirms_in_any_order_settle_the_right_messages():
     from messaging.brokers.base import Outgoing
 
