@@ -3,11 +3,10 @@ a three-node RabbitMQ cluster and hosts that are network namespaces, started her
 steady flow of checkouts and price changes, one at a time, a follower stopped, the leader
 of ``ordering.commands`` killed, a node cut off from the others, a worker host and a relay
 host cut off. Nothing is lost, nothing applied twice, every order ends Paid or Cancelled,
-every queue of the bus is on the three nodes, and after a node stopped or killed the flow
-came back before the node did. After a partition it should too, but it does not always
-yet (measured 11.8 to 34 s for partitions of 20 to 30 s, see bench/chaos_cluster.py):
-that check is said as a warning, not failed on, until the relay stops waiting without a
-timeout. Each fault's stall is printed (pytest -s).
+every queue of the bus is on the three nodes, and after each node fault (stopped, killed,
+cut off) the flow came back before the node did: the stall is the failover, bounded by how
+soon the others declare a node down (``net_ticktime``), never the whole outage. Each
+fault's stall is printed (pytest -s).
 
 It needs root (namespaces, a bridge) and touches no service anyone else uses: its nodes,
 its PostgreSQL cluster and its network are its own, removed at the end. About three
@@ -18,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,7 @@ def test_a_cluster_loses_nothing_and_its_flow_stalls_no_longer_than_a_failover(r
         pytest.fail("the cluster soak needs root and iproute2 (`ip`): network namespaces, a bridge")
     run = subprocess.run(
         [sys.executable, "-m", "bench", "chaos", "--cluster", "--checkouts", "2", "--price-changes", "2",
-         "--outage", "8", "--partition", "30", "--quiet", "4", "--settle", "120"],
+         "--outage", "8", "--partition", "40", "--quiet", "4", "--settle", "120"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     print(run.stdout)  # the recovery time of each fault, for the record (pytest -s, or the CI log on failure)
@@ -50,10 +48,6 @@ def test_a_cluster_loses_nothing_and_its_flow_stalls_no_longer_than_a_failover(r
                   "relay host cut off ×1"):
         assert fault in report
     failed = {name for name, count in checks.items() if count != "0"}
-    # Known and open (bench/chaos_cluster.py, PARTITION_CHECK): said, not failed on.
-    assert failed <= {PARTITION_CHECK}, f"the cluster soak failed {sorted(failed)}:\n{report[-8000:]}"
+    assert not failed, f"the cluster soak failed {sorted(failed)}:\n{report[-8000:]}"
+    assert run.returncode == 0, f"the cluster soak failed:\n{report[-8000:]}\n{run.stderr[-3000:]}"
     _assert_nothing_lost_or_applied_twice(report)
-    if failed:
-        warnings.warn(f"the flow stalled for the whole partition (open, see bench/chaos_cluster.py):\n"
-                      + "\n".join(line for line in report.splitlines() if "node partitioned" in line or
-                                   "(NOT before" in line), stacklevel=1)
