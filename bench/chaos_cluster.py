@@ -263,18 +263,16 @@ class ClusterMonkey(threading.Thread):
         self._end(fault, f"{node.name}'s network back")
 
     def worker_host_cut_off(self) -> None:
-        fault = self._begin(f"worker host cut off: {WORKER_HOST} ({', '.join(LAYOUT[WORKER_HOST])}) "
-                            f"for {self.outage:.0f}s")
-        with self.hosts.cut(WORKER_HOST):
-            time.sleep(self.outage)
-        self._end(fault, f"{WORKER_HOST}'s network back")
+        self._host_cut_off("worker", WORKER_HOST)
 
     def relay_host_cut_off(self) -> None:
-        fault = self._begin(f"relay host cut off: {RELAY_HOST} ({', '.join(LAYOUT[RELAY_HOST])}) "
-                            f"for {self.outage:.0f}s")
-        with self.hosts.cut(RELAY_HOST):
+        self._host_cut_off("relay", RELAY_HOST)
+
+    def _host_cut_off(self, kind: str, host: str) -> None:
+        fault = self._begin(f"{kind} host cut off: {host} ({', '.join(LAYOUT[host])}) for {self.outage:.0f}s")
+        with self.hosts.cut(host):
             time.sleep(self.outage)
-        self._end(fault, f"{RELAY_HOST}'s network back")
+        self._end(fault, f"{host}'s network back")
 
     def _busiest(self) -> Node:
         """The node leading the most queues."""
